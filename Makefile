@@ -1,0 +1,42 @@
+# guard: `make run` starts a sandbox guard; `make test` installs what the tests need and runs them all.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench peers install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+peers:
+	bash scripts/install-peers.sh
+
+run: install
+	$(BIN)/guard serve --config config/sandbox.toml
+
+lint: install
+	$(BIN)/ruff check guard tests bench
+	$(BIN)/ruff format --check guard tests bench
+
+typecheck: install
+	$(BIN)/mypy --strict guard
+
+test: install peers lint typecheck
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+bench: install peers
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

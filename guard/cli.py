@@ -1,0 +1,164 @@
+"""The ``guard`` command.
+
+Exit codes: 0 success; 1 an operation failed; 2 invalid configuration or usage; 3 a delete
+was refused (later issues).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from guard import runtime
+from guard.config import Settings, load_settings, redacted
+from guard.errors import ConfigError, GuardError
+from guard.ledger.instances import requeue_dead_letters, study_status
+from guard.refarchive import ReferenceArchive
+from guard.service import GuardService, open_ledger
+from guard.uids import is_valid_uid
+
+app = typer.Typer(help="guard: no image is deleted before the archive has proven it holds it.", no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Configuration commands.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: $GUARD_CONFIG).", envvar="GUARD_CONFIG")]
+
+
+def _settings(config: Path | None) -> Settings:
+    """Load the configuration or exit 2 with the problem."""
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from exc
+
+
+def _study_uid(value: str) -> str:
+    if not is_valid_uid(value):
+        err.print(f"[red]not a valid Study Instance UID: {value!r}[/red]", highlight=False)
+        raise typer.Exit(EXIT_CONFIG)
+    return value
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run the guard until SIGTERM or SIGINT, then stop cleanly."""
+    settings = _settings(config)
+    runtime.configure_logging()
+    service = GuardService(settings, config_path=str(config) if config else None)
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        service.start()
+    except (GuardError, OSError) as exc:
+        err.print(f"[red]cannot start: {exc}[/red]", highlight=False)
+        service.stop()
+        raise typer.Exit(EXIT_FAILED) from exc
+    while not stop.wait(1.0):
+        pass
+    service.stop()
+
+
+@app.command()
+def status(study_uid: str, config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:  # noqa: FBT002 - a CLI flag
+    """Show what the guard knows of one study: instances per state and dead letters."""
+    settings = _settings(config)
+    ledger = open_ledger(settings)
+    try:
+        result = study_status(ledger, _study_uid(study_uid))
+    finally:
+        ledger.dispose()
+    if as_json:
+        out.print_json(json.dumps({"study_uid": result.study_uid, "known": result.known, "instances": result.total, "counts": result.counts, "dead_letters": result.dead_letters}))
+        return
+    if not result.known:
+        out.print(f"Study {study_uid} is unknown to this guard (no instance received).")
+        return
+    table = Table(title=f"Study {study_uid}: {result.total} instances")
+    table.add_column("state")
+    table.add_column("instances", justify="right")
+    for state_name, count in sorted(result.counts.items()):
+        table.add_row(state_name, str(count))
+    out.print(table)
+    if result.dead_letters:
+        dead = Table(title="Dead letters (re-queue with: guard requeue STUDY_UID)")
+        for col in ("SOP Instance UID", "status", "attempts", "reason"):
+            dead.add_column(col)
+        for item in result.dead_letters:
+            dead.add_row(item["sop_instance_uid"], item["status"] or "-", str(item["attempts"]), item["reason"] or "")
+        out.print(dead)
+
+
+@app.command()
+def requeue(
+    study_uid: Annotated[str | None, typer.Argument(help="Study whose dead letters go back to forwarding.")] = None,
+    all_studies: Annotated[bool, typer.Option("--all", help="Re-queue every dead letter.")] = False,  # noqa: FBT002 - a CLI flag
+    config: ConfigOption = None,
+) -> None:
+    """Put dead-lettered instances back into forwarding (after fixing the cause)."""
+    if (study_uid is None) == (not all_studies):
+        err.print("[red]give a STUDY_UID or --all[/red]")
+        raise typer.Exit(EXIT_CONFIG)
+    settings = _settings(config)
+    ledger = open_ledger(settings)
+    try:
+        count = requeue_dead_letters(ledger, study_uid=_study_uid(study_uid) if study_uid else None, actor="cli")
+    finally:
+        ledger.dispose()
+    out.print(f"{count} instance(s) re-queued for forwarding.")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and print the effective values, secrets redacted."""
+    settings = _settings(config)
+    out.print_json(json.dumps(redacted(settings)))
+    if settings.archive.builtin:
+        err.print("[yellow]warning: no archive.host configured; the built-in reference archive (sandbox, not for production) will be used[/yellow]")
+
+
+@app.command()
+def refarchive(
+    directory: Annotated[Path, typer.Option("--dir", help="Folder for received instances.")] = Path("var/reference-archive"),
+    port: Annotated[int, typer.Option(help="DICOM port.")] = 11113,
+    ae_title: Annotated[str, typer.Option("--ae-title", help="AE title.")] = "ARCHIVE",
+    bind: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Run the reference archive alone (sandbox and tests only; not an archive for production)."""
+    runtime.configure_logging()
+    archive = ReferenceArchive(directory, ae_title=ae_title, bind=bind, port=port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    out.print(f"reference archive {ae_title} listening on {bind}:{archive.port}, storing in {directory}")
+    while not stop.wait(1.0):
+        pass
+    archive.stop()
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app()
+    except GuardError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,247 @@
+"""The settings model and how it is loaded.
+
+Precedence, highest first: environment variables ``GUARD_<SECTION>__<KEY>``, then the TOML file
+named by ``--config`` or ``GUARD_CONFIG``, then the defaults below. Every key is validated on
+load; an error names the key and the problem. ``Settings`` is frozen: services receive it
+explicitly and never read configuration from anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from guard.errors import ConfigError
+
+CONFIG_ENV = "GUARD_CONFIG"
+_AE_CHARS = set(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+def _check_ae_title(value: str) -> str:
+    """Validate an AE title: 1 to 16 characters of the default repertoire, not only spaces (PS3.5 6.2)."""
+    stripped = value.strip()
+    if not stripped or len(value) > 16 or "\\" in value or not set(value) <= _AE_CHARS:
+        msg = "must be 1 to 16 printable ASCII characters without backslash"
+        raise ValueError(msg)
+    return stripped
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    """The guard's own DICOM node."""
+
+    ae_title: str = Field("GUARD", description="AE title the guard answers to; other called AE titles are rejected.")
+    bind: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")  # noqa: S104 - a DICOM node serves the network; admission is by AE title and host
+    port: int = Field(11112, ge=1, le=65535, description="DICOM listener port.")
+    data_dir: Path = Field(Path("var"), description="Folder holding the spool and the default SQLite ledger.")
+    max_pdu: int = Field(262144, ge=0, description="Largest PDU the guard accepts and proposes, in bytes (0 = no limit).")
+    max_associations: int = Field(20, ge=1, description="Most associations served at once.")
+    network_timeout: float = Field(60.0, gt=0, description="Seconds without network activity before an association is aborted.")
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class LedgerSettings(_Section):
+    """Where the ledger lives."""
+
+    url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/ledger.sqlite. PostgreSQL: postgresql+psycopg://user@host/db.")
+    busy_timeout_ms: int = Field(30000, ge=0, description="SQLite: how long a writer waits for the lock.")
+
+
+class SourceSettings(_Section):
+    """A peer allowed to send to the guard (normally the PACS)."""
+
+    ae_title: str = Field(description="Calling AE title of the source.")
+    host: str = Field("", description="If set, associations from this AE title must come from this address.")
+    port: int = Field(104, ge=1, le=65535, description="Port where the guard reaches the source (reports, queries, pulls).")
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class ConfirmMode(StrEnum):
+    """How the archive proves it holds an instance."""
+
+    COMMITMENT = "commitment"
+    FIND = "find"
+    BOTH = "both"
+
+
+class ArchiveSettings(_Section):
+    """The long-term archive the guard forwards to."""
+
+    ae_title: str = Field("ARCHIVE", description="Called AE title of the archive.")
+    host: str = Field("", description="Archive address. Empty: run the built-in reference archive (sandbox only).")
+    port: int = Field(11113, ge=1, le=65535, description="Archive DICOM port (also the built-in archive's port).")
+    confirm: ConfirmMode = Field(ConfirmMode.COMMITMENT, description="commitment | find | both.")
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the built-in reference archive stands in for a real one."""
+        return not self.host
+
+
+class ForwardSettings(_Section):
+    """Forwarding to the archive."""
+
+    workers: int = Field(2, ge=1, le=32, description="Concurrent sender associations to the archive.")
+    batch_size: int = Field(32, ge=1, le=1000, description="Instances claimed per worker at a time.")
+    lease_seconds: float = Field(30.0, gt=0, description="A claim not renewed within this time is taken over by another worker (crash recovery).")
+    max_attempts: int = Field(10, ge=1, description="Attempts before an instance is dead-lettered.")
+    max_age_hours: float = Field(72.0, gt=0, description="Age after which a still-failing instance is dead-lettered.")
+    backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds; doubles each attempt.")
+    backoff_max: float = Field(300.0, gt=0, description="Longest retry delay in seconds.")
+    idle_poll: float = Field(0.5, gt=0, description="Seconds between looks for new work when idle.")
+    timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout towards the archive, seconds.")
+    idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
+
+
+class DeleteBackend(StrEnum):
+    """Who carries out a permitted delete."""
+
+    DECISION_ONLY = "decision-only"
+    ORTHANC = "orthanc"
+    DICOMWEB = "dicomweb"
+
+
+class DeleteSettings(_Section):
+    """The delete gate."""
+
+    backend: DeleteBackend = Field(DeleteBackend.DECISION_ONLY, description="decision-only | orthanc | dicomweb.")
+    url: str = Field("", description="Base URL of the backend (Orthanc REST or DICOMweb).")
+    reverify: bool = Field(default=True, description="Query the archive live at decision time.")
+    source_check: bool = Field(default=True, description="Query the source for the study's instances at decision time.")
+
+
+class HttpSettings(_Section):
+    """The admin HTTP API."""
+
+    bind: str = Field("127.0.0.1", description="Address of the admin API.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the admin API (0 disables it).")
+    token: SecretStr = Field(SecretStr(""), description="Bearer token for state-changing requests.")
+    token_file: Path | None = Field(None, description="File holding the token (preferred over token).")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one guard."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+    toml_path: ClassVar[Path | None] = None
+
+    node: NodeSettings = NodeSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    sources: tuple[SourceSettings, ...] = ()
+    archive: ArchiveSettings = ArchiveSettings()
+    forward: ForwardSettings = ForwardSettings()
+    delete: DeleteSettings = DeleteSettings()
+    http: HttpSettings = HttpSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files: the container passes real environment
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - secrets come from token_file
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML file, then defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
+        return tuple(sources)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Folder of the spool."""
+        return self.node.data_dir / "spool"
+
+    @property
+    def ledger_url(self) -> str:
+        """The effective ledger URL."""
+        return self.ledger.url or f"sqlite:///{self.node.data_dir / 'ledger.sqlite'}"
+
+    def source(self, ae_title: str) -> SourceSettings | None:
+        """The configured source with this AE title, if any."""
+        wanted = ae_title.strip()
+        return next((s for s in self.sources if s.ae_title == wanted), None)
+
+    def http_token(self) -> str:
+        """The admin token, read from ``token_file`` when set."""
+        if self.http.token_file is not None:
+            return self.http.token_file.read_text(encoding="utf-8").strip()
+        return self.http.token.get_secret_value()
+
+
+def _format_errors(exc: ValidationError) -> str:
+    """Turn a pydantic error into lines of ``section.key: problem``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        lines.append(f"{key}: {problem} (got {err.get('input')!r})" if err["type"] != "missing" else f"{key}: {problem}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load and validate the configuration from ``path`` (or ``GUARD_CONFIG``) and the environment."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is not None and not path.is_file():
+        msg = f"configuration file not found: {path}"
+        raise ConfigError(msg)
+
+    class _Loaded(Settings):
+        toml_path = path
+
+    try:
+        loaded = _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from exc
+    except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
+        msg = f"cannot read configuration {path}: {exc}"
+        raise ConfigError(msg) from exc
+    return Settings.model_validate(loaded.model_dump())
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by ``***``."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    if settings.http.token.get_secret_value():
+        data["http"]["token"] = "***"  # noqa: S105 - the redaction marker, not a secret
+    url = settings.ledger.url
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        user = rest.split(":", 1)[0]
+        data["ledger"]["url"] = f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
+    return data
+
+
+def digest(settings: Settings) -> str:
+    """SHA-256 of the redacted effective configuration, for the ``config.loaded`` audit record."""
+    canonical = json.dumps(redacted(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,142 @@
+"""The guard's DICOM listener: association policy and thin handlers around ``IngestService``.
+
+Each handler is a boundary: whatever goes wrong inside becomes a specific DIMSE status and an
+audit record, never a Success and never a crash of the listener.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydicom import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from guard.config import Settings
+from guard.dicom import status as st
+from guard.dicom.net import NODELAY_HANDLER
+from guard.ingest import IngestService, StoreRequest
+
+log = structlog.get_logger("guard.dicom")
+
+# A-ASSOCIATE-RJ: rejected-permanent, by the service user (PS3.8 9.3.4)
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+
+
+def _peer_address(event: Any) -> str:
+    """The remote IP address of the association."""
+    return str(event.assoc.requestor.address)
+
+
+def _answer(status: int, comment: str) -> Dataset:
+    """A status data set with an Error Comment (0000,0902) when there is one."""
+    ds = Dataset()
+    ds.Status = status
+    if comment:
+        ds.ErrorComment = comment
+    return ds
+
+
+class IngestServer:
+    """The C-STORE and C-ECHO SCP the PACS sends to."""
+
+    def __init__(self, settings: Settings, ingest: IngestService) -> None:
+        """Build the AE from ``settings``; ``start`` opens the port."""
+        self.settings = settings
+        self.ingest = ingest
+        self.ae = AE(ae_title=settings.node.ae_title)
+        self.ae.maximum_pdu_size = settings.node.max_pdu
+        self.ae.maximum_associations = settings.node.max_associations
+        self.ae.network_timeout = settings.node.network_timeout
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        self.server: ThreadedAssociationServer | None = None
+
+    def handlers(self) -> list[Any]:
+        """The event handlers bound to the listener."""
+        return [
+            NODELAY_HANDLER,
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_REJECTED, self.on_rejected),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_ECHO, self.on_echo),
+        ]
+
+    def start(self) -> None:
+        """Open the listening port; associations are served on their own threads."""
+        address = (self.settings.node.bind, self.settings.node.port)
+        self.server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when configured as 0)."""
+        if self.server is None:
+            return self.settings.node.port
+        return int(self.server.server_address[1])
+
+    def stop(self, drain_timeout: float = 30.0) -> None:
+        """Stop accepting, let associations in flight finish (bounded), then abort the rest."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        # shutdown() stops the accept loop and closes the listening socket; it leaves the
+        # associations in flight alone, which are then given time to finish.
+        server.shutdown()
+        active = list(server.active_associations)
+        deadline = time.monotonic() + drain_timeout
+        while any(a.is_alive() for a in active) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in active:
+            if assoc.is_alive():
+                assoc.abort()
+
+    def on_requested(self, event: Any) -> None:
+        """Admission: reject unknown calling AEs, wrong called AEs, and sources from the wrong host."""
+        primitive = event.assoc.requestor.primitive
+        admission = self.ingest.admit(
+            calling_ae=str(primitive.calling_ae_title),
+            called_ae=str(primitive.called_ae_title),
+            address=_peer_address(event),
+        )
+        if not admission.accepted:
+            event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, int(admission.diagnostic))
+            # As pynetdicom does after its own rejections: wait (bounded by ARTIM) until the
+            # A-ASSOCIATE-RJ is out and the peer has closed, so the PDU is not lost.
+            event.assoc.kill()
+
+    def on_rejected(self, event: Any) -> None:
+        """Rejections decided inside pynetdicom (e.g. too many associations) are logged here."""
+        log.warning("association.limit", action="association.limit", peer_address=_peer_address(event))
+
+    def on_echo(self, _event: Any) -> int:
+        """C-ECHO: the guard is alive."""
+        return st.SUCCESS
+
+    def on_store(self, event: Any) -> Dataset:
+        """C-STORE: durable first, Success after (invariant 1)."""
+        req = event.request
+        path = Path(event.dataset_path)
+        try:
+            answer = self.ingest.store(
+                StoreRequest(
+                    temp_path=path,
+                    sop_class_uid=str(req.AffectedSOPClassUID or ""),
+                    sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+                    transfer_syntax=str(event.context.transfer_syntax),
+                    calling_ae=str(event.assoc.requestor.ae_title).strip(),
+                    peer_address=_peer_address(event),
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - the DICOM handler boundary: any surprise is a failure status, never Success
+            log.exception("store.unexpected", action="store.unexpected")
+            path.unlink(missing_ok=True)
+            return _answer(st.OUT_OF_RESOURCES, f"internal error: {exc.__class__.__name__}"[:64])
+        return _answer(answer.status, answer.comment)

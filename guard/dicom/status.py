@@ -1,0 +1,46 @@
+"""DIMSE status codes the guard answers with or interprets (PS3.4 and PS3.7 Annex C)."""
+
+from __future__ import annotations
+
+SUCCESS = 0x0000
+
+# Storage Service Class, PS3.4 B.2.3
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+WARNING_COERCION = 0xB000
+WARNING_ELEMENTS_DISCARDED = 0xB006
+WARNING_DOES_NOT_MATCH = 0xB007
+
+# PS3.7 C.5: general failures
+REFUSED_NOT_AUTHORIZED = 0x0124
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+PROCESSING_FAILURE = 0x0110
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+
+
+def is_success(status: int) -> bool:
+    """Success, or a Warning (0x0001, 0xB000-0xBFFF), both mean the peer stored the instance."""
+    return status == SUCCESS or status == 0x0001 or 0xB000 <= status <= 0xBFFF  # noqa: PLR1714 - reads as the standard's list
+
+
+def is_transient(status: int) -> bool:
+    """Out of resources (0xA7xx) and the general "try later" statuses are worth retrying."""
+    return 0xA700 <= status <= 0xA7FF or status in {0x0213, PROCESSING_FAILURE}
+
+
+def describe(status: int) -> str:
+    """A short human description of a storage status."""
+    if is_success(status):
+        return "success" if status == SUCCESS else "warning"
+    if 0xA700 <= status <= 0xA7FF:
+        return "refused: out of resources"
+    if 0xA900 <= status <= 0xA9FF:
+        return "error: data set does not match SOP class"
+    if 0xC000 <= status <= 0xCFFF:
+        return "error: cannot understand"
+    return {
+        REFUSED_NOT_AUTHORIZED: "refused: not authorized",
+        SOP_CLASS_NOT_SUPPORTED: "refused: SOP class not supported",
+        PROCESSING_FAILURE: "processing failure",
+    }.get(status, "failure")

@@ -1,0 +1,169 @@
+"""Durable ingest: admission of associations and the C-STORE path up to the Success answer.
+
+This module knows nothing of pynetdicom: the DICOM handlers translate events into calls
+here and the answers back into DIMSE statuses. Invariant 1 lives here: Success is returned
+only after the file is fsynced in the spool and its ledger row is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from guard.config import Settings
+from guard.dicom import status as st
+from guard.errors import InvalidUIDError, LedgerError, SpoolError
+from guard.ledger.audit import Ledger
+from guard.ledger.instances import Receipt, ReceivedInstance, record_received
+from guard.spool import Spool
+from guard.states import AuditEvent, Outcome
+from guard.uids import require_uid
+
+
+class RejectReason(IntEnum):
+    """A-ASSOCIATE-RJ diagnostics, service-user source (PS3.8 9.3.4)."""
+
+    NO_REASON = 0x01
+    CALLING_AE_NOT_RECOGNIZED = 0x03
+    CALLED_AE_NOT_RECOGNIZED = 0x07
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether an association is admitted, and why not."""
+
+    accepted: bool
+    diagnostic: RejectReason = RejectReason.NO_REASON
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One C-STORE as received: the command's UIDs and the temporary file holding the data set."""
+
+    temp_path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    calling_ae: str
+    peer_address: str
+
+
+@dataclass(frozen=True)
+class StoreAnswer:
+    """The status to answer, with an Error Comment on failure (at most 64 characters, LO)."""
+
+    status: int
+    comment: str = ""
+
+
+def _strip(value: object) -> str:
+    return str(value).strip() if value is not None else ""
+
+
+class IngestService:
+    """Admits sources and makes their instances durable."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, on_received: Callable[[], None] | None = None) -> None:
+        """Serve with ``settings``, recording in ``ledger`` and ``spool``; call ``on_received`` after each new instance."""
+        self.settings = settings
+        self.ledger = ledger
+        self.spool = spool
+        self.on_received = on_received
+
+    def admit(self, calling_ae: str, called_ae: str, address: str) -> Admission:
+        """Decide on an association request; audit the decision either way."""
+        calling, called = calling_ae.strip(), called_ae.strip()
+        source = self.settings.source(calling)
+        if called != self.settings.node.ae_title:
+            result = Admission(accepted=False, diagnostic=RejectReason.CALLED_AE_NOT_RECOGNIZED, reason="called-ae-not-recognized")
+        elif source is None:
+            result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="calling-ae-not-recognized")
+        elif source.host and source.host != address:
+            result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="address-not-allowed")
+        else:
+            result = Admission(accepted=True)
+        detail = {"calling_ae": calling, "called_ae": called}
+        if result.accepted:
+            self.ledger.audit(AuditEvent.ASSOCIATION_ACCEPTED, actor=calling, peer_address=address, detail=detail)
+        else:
+            detail["reason"] = result.reason
+            self.ledger.audit(AuditEvent.ASSOCIATION_REJECTED, Outcome.REFUSED, actor=calling, peer_address=address, detail=detail)
+        return result
+
+    def store(self, req: StoreRequest) -> StoreAnswer:
+        """Make one received instance durable, then (only then) answer Success."""
+        try:
+            header = dcmread(req.temp_path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"data set cannot be parsed: {exc}")
+        try:
+            sop_uid = require_uid(req.sop_instance_uid, "Affected SOP Instance UID")
+            require_uid(req.sop_class_uid, "Affected SOP Class UID")
+            study_uid = require_uid(_strip(header.get("StudyInstanceUID")), "StudyInstanceUID")
+            series_uid = require_uid(_strip(header.get("SeriesInstanceUID")), "SeriesInstanceUID")
+        except InvalidUIDError as exc:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "invalid-uid", str(exc))
+        if _strip(header.get("SOPInstanceUID")) != sop_uid or _strip(header.get("SOPClassUID")) != req.sop_class_uid:
+            return self._refuse(req, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "does-not-match", "SOP Class or Instance UID in the data set differs from the request")
+        try:
+            stored = self.spool.place(req.temp_path, study_uid, sop_uid)
+        except (SpoolError, InvalidUIDError) as exc:
+            return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", str(exc))
+        item = ReceivedInstance(
+            sop_instance_uid=sop_uid,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_class_uid=req.sop_class_uid,
+            transfer_syntax=req.transfer_syntax,
+            size=stored.size,
+            sha256=stored.sha256,
+            spool_path=stored.relative_path,
+            patient_id=_strip(header.get("PatientID")) or None,
+            modality=_strip(header.get("Modality")) or None,
+            calling_ae=req.calling_ae,
+            peer_address=req.peer_address,
+        )
+        try:
+            with self.ledger.transaction() as tx:
+                receipt, version = record_received(tx, item)
+                if receipt is not Receipt.DUPLICATE:
+                    tx.audit(
+                        AuditEvent.INSTANCE_RECEIVED,
+                        actor=req.calling_ae,
+                        peer_address=req.peer_address,
+                        patient_id=item.patient_id,
+                        study_uid=study_uid,
+                        series_uid=series_uid,
+                        sop_instance_uid=sop_uid,
+                        detail={"receipt": receipt.value, "version": version, "size": stored.size, "sha256": stored.sha256,
+                                "sop_class_uid": req.sop_class_uid, "transfer_syntax": req.transfer_syntax},
+                    )
+        except LedgerError as exc:
+            return self._refuse(req, st.OUT_OF_RESOURCES, "ledger-unavailable", str(exc))
+        if receipt is not Receipt.DUPLICATE and self.on_received is not None:
+            self.on_received()
+        return StoreAnswer(st.SUCCESS)
+
+    def _refuse(self, req: StoreRequest, status: int, reason: str, message: str) -> StoreAnswer:
+        """Answer a failure status and record why; the temporary file is discarded."""
+        self.spool.discard(req.temp_path)
+        self._audit_refusal(req, status, reason, message)
+        return StoreAnswer(status, f"{reason}: {message}"[:64])
+
+    def _audit_refusal(self, req: StoreRequest, status: int, reason: str, message: str) -> None:
+        """Audit a refused instance; a ledger that cannot write is logged, not raised (the answer is already a failure)."""
+        detail = {"status": f"0x{status:04X}", "reason": reason, "message": message[:500],
+                  "sop_instance_uid": req.sop_instance_uid[:200], "sop_class_uid": req.sop_class_uid[:200]}
+        event = AuditEvent.SECURITY_ALERT if reason == "invalid-uid" else AuditEvent.INSTANCE_RECEIVED
+        try:
+            self.ledger.audit(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)
+        except LedgerError:
+            from guard.ledger.audit import log  # noqa: PLC0415 - only needed on this rare path
+
+            log.error("audit.unwritable", action="audit.unwritable", event=event.value, **detail)

@@ -1,0 +1,67 @@
+"""Opening the ledger database and bringing its schema up to date.
+
+SQLite is opened in WAL mode with ``synchronous=FULL`` (a committed row survives power loss)
+and a busy timeout; every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
+writers queue on the lock instead of failing on an upgrade from read to write. PostgreSQL is
+reached through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _sqlite_on_connect(busy_timeout_ms: int) -> Any:
+    """Build the connect hook that sets SQLite's durability pragmas."""
+
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own would be DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def open_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
+    """Create the engine for ``url`` with the settings the ledger relies on."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000})
+        event.listen(engine, "connect", _sqlite_on_connect(busy_timeout_ms))
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    """Alembic configuration bound to ``engine``, without an ini file."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the ledger schema to the newest revision."""
+    command.upgrade(alembic_config(engine), "head")

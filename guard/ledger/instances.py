@@ -1,0 +1,290 @@
+"""Ledger queries for received instances: ingest, claims for forwarding, outcomes, status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.schema import instances, series, studies
+from guard.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time in the ledger is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """What ingest knows about one instance that is already durable in the spool."""
+
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    size: int
+    sha256: str
+    spool_path: str
+    patient_id: str | None
+    modality: str | None
+    calling_ae: str
+    peer_address: str
+
+
+class Receipt(StrEnum):
+    """What recording a received instance amounted to."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    NEW_VERSION = "new-version"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An instance claimed by a forwarding worker."""
+
+    id: int
+    sop_instance_uid: str
+    study_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    spool_path: str
+    attempts: int
+    received_at: datetime
+    patient_id: str | None
+
+
+def _upsert_ignore(tx: Transaction, table: Any, values: dict[str, Any]) -> None:
+    """Insert a row unless its primary key exists (both SQLite and PostgreSQL)."""
+    dialect = tx.conn.dialect.name
+    stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(values)
+    tx.conn.execute(stmt.on_conflict_do_nothing())
+
+
+def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, int]:
+    """Record a durable instance; return what it was and its version.
+
+    Same SOP Instance UID and same digest as the newest version: a duplicate, nothing changes.
+    Another digest: a new version, which goes through forwarding again; older versions that
+    were still waiting are marked superseded so the archive is not sent stale data.
+    """
+    now = tx.clock()
+    newest = tx.conn.execute(
+        select(instances.c.version, instances.c.sha256)
+        .where(instances.c.sop_instance_uid == item.sop_instance_uid)
+        .order_by(instances.c.version.desc())
+        .limit(1),
+    ).first()
+    if newest is not None and newest.sha256 == item.sha256:
+        return Receipt.DUPLICATE, int(newest.version)
+    version = 1 if newest is None else int(newest.version) + 1
+    if newest is not None:
+        tx.conn.execute(
+            update(instances)
+            .where(instances.c.sop_instance_uid == item.sop_instance_uid, instances.c.state.in_(CLAIMABLE_STATES))
+            .values(state=InstanceState.SUPERSEDED.value, updated_at=now),
+        )
+    _upsert_ignore(tx, studies, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now})
+    tx.conn.execute(update(studies).where(studies.c.study_uid == item.study_uid).values(last_received_at=now))
+    _upsert_ignore(tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now})
+    tx.conn.execute(
+        insert(instances).values(
+            sop_instance_uid=item.sop_instance_uid,
+            version=version,
+            study_uid=item.study_uid,
+            series_uid=item.series_uid,
+            sop_class_uid=item.sop_class_uid,
+            transfer_syntax=item.transfer_syntax,
+            size=item.size,
+            sha256=item.sha256,
+            spool_path=item.spool_path,
+            patient_id=item.patient_id,
+            calling_ae=item.calling_ae,
+            peer_address=item.peer_address,
+            state=InstanceState.RECEIVED.value,
+            attempts=0,
+            received_at=now,
+            updated_at=now,
+            next_attempt_at=now,
+        ),
+    )
+    return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
+
+
+def claim_pending(ledger: Ledger, owner: str, limit: int, lease: timedelta) -> list[Claim]:
+    """Claim up to ``limit`` instances due for forwarding, under a lease held by ``owner``.
+
+    A lease that was not renewed in time (its worker crashed or was killed) expires and the
+    instance can be claimed again; ``FOR UPDATE SKIP LOCKED`` lets PostgreSQL workers claim in
+    parallel, SQLite serialises them with ``BEGIN IMMEDIATE``.
+    """
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        rows = tx.conn.execute(
+            select(instances)
+            .where(
+                instances.c.state.in_(CLAIMABLE_STATES),
+                instances.c.next_attempt_at <= now,
+                or_(instances.c.lease_expires_at.is_(None), instances.c.lease_expires_at < now),
+            )
+            .order_by(instances.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True),
+        ).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        tx.conn.execute(
+            update(instances)
+            .where(instances.c.id.in_(ids))
+            .values(lease_owner=owner, lease_expires_at=now + lease, attempts=instances.c.attempts + 1, updated_at=now),
+        )
+    return [
+        Claim(
+            id=r.id,
+            sop_instance_uid=r.sop_instance_uid,
+            study_uid=r.study_uid,
+            sop_class_uid=r.sop_class_uid,
+            transfer_syntax=r.transfer_syntax,
+            spool_path=r.spool_path,
+            attempts=r.attempts + 1,
+            received_at=as_utc(r.received_at) or now,
+            patient_id=r.patient_id,
+        )
+        for r in rows
+    ]
+
+
+def renew_leases(ledger: Ledger, owner: str, ids: list[int], lease: timedelta) -> int:
+    """Extend the leases ``owner`` holds on ``ids``; return how many are still held."""
+    if not ids:
+        return 0
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        result = tx.conn.execute(
+            update(instances)
+            .where(instances.c.id.in_(ids), instances.c.lease_owner == owner, instances.c.state.in_(CLAIMABLE_STATES))
+            .values(lease_expires_at=now + lease),
+        )
+    return int(result.rowcount)
+
+
+def release_claims(ledger: Ledger, owner: str, ids: list[int]) -> None:
+    """Give back claims not attempted (on shutdown), without counting an attempt."""
+    if not ids:
+        return
+    with ledger.transaction() as tx:
+        tx.conn.execute(
+            update(instances)
+            .where(
+                instances.c.id.in_(ids),
+                instances.c.lease_owner == owner,
+                instances.c.state.in_(CLAIMABLE_STATES),
+                instances.c.attempts > 0,
+            )
+            .values(lease_owner=None, lease_expires_at=None, attempts=instances.c.attempts - 1),
+        )
+
+
+def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -> bool:
+    """Write an outcome for a claim if ``owner`` still holds it; False if the lease was lost."""
+    result = tx.conn.execute(
+        update(instances)
+        .where(instances.c.id == claim.id, instances.c.lease_owner == owner, instances.c.state.in_(CLAIMABLE_STATES))
+        .values(lease_owner=None, lease_expires_at=None, updated_at=tx.clock(), **values),
+    )
+    return bool(result.rowcount)
+
+
+def _subject(claim: Claim) -> dict[str, Any]:
+    return {"study_uid": claim.study_uid, "sop_instance_uid": claim.sop_instance_uid, "patient_id": claim.patient_id}
+
+
+def mark_forwarded(tx: Transaction, claim: Claim, owner: str, *, status: int, archive_ae: str) -> bool:
+    """The archive answered the C-STORE with Success (or a warning)."""
+    if not _settle(tx, claim, owner, {"state": InstanceState.FORWARDED.value, "last_status": status, "last_error": None, "forwarded_at": tx.clock()}):
+        return False
+    tx.audit(AuditEvent.INSTANCE_FORWARDED, actor=archive_ae, detail={"status": f"0x{status:04X}", "attempt": claim.attempts}, **_subject(claim))
+    return True
+
+
+def mark_failed(tx: Transaction, claim: Claim, owner: str, *, status: int | None, error: str, retry_at: datetime) -> bool:
+    """A transient failure: try again at ``retry_at``."""
+    if not _settle(tx, claim, owner, {"state": InstanceState.FAILED.value, "last_status": status, "last_error": error, "next_attempt_at": retry_at}):
+        return False
+    detail = {"error": error, "attempt": claim.attempts, "retry_at": retry_at.isoformat(), "status": None if status is None else f"0x{status:04X}"}
+    tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail=detail, **_subject(claim))
+    return True
+
+
+def mark_dead_lettered(tx: Transaction, claim: Claim, owner: str, *, status: int | None, reason: str) -> bool:
+    """A permanent failure, or too many attempts: stop and wait for a person."""
+    if not _settle(tx, claim, owner, {"state": InstanceState.DEAD_LETTERED.value, "last_status": status, "last_error": reason}):
+        return False
+    detail = {"reason": reason, "attempts": claim.attempts, "status": None if status is None else f"0x{status:04X}"}
+    tx.audit(AuditEvent.INSTANCE_DEAD_LETTERED, Outcome.FAILURE, detail=detail, **_subject(claim))
+    return True
+
+
+def requeue_dead_letters(ledger: Ledger, *, study_uid: str | None, actor: str) -> int:
+    """Put dead-lettered instances (of one study, or all) back into forwarding."""
+    with ledger.transaction() as tx:
+        cond = [instances.c.state == InstanceState.DEAD_LETTERED.value]
+        if study_uid is not None:
+            cond.append(instances.c.study_uid == study_uid)
+        rows = tx.conn.execute(select(instances.c.id, instances.c.study_uid, instances.c.sop_instance_uid).where(and_(*cond))).all()
+        now = tx.clock()
+        for row in rows:
+            tx.conn.execute(
+                update(instances).where(instances.c.id == row.id).values(
+                    state=InstanceState.RECEIVED.value, attempts=0, next_attempt_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
+                ),
+            )
+            tx.audit(AuditEvent.INSTANCE_REQUEUED, actor=actor, study_uid=row.study_uid, sop_instance_uid=row.sop_instance_uid)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Per-state counts of a study's instances (newest versions only) and its dead letters."""
+
+    study_uid: str
+    known: bool
+    counts: dict[str, int]
+    dead_letters: list[dict[str, Any]]
+    total: int
+
+
+def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
+    """Summarise what the ledger knows of one study."""
+    newest = (
+        select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
+        .where(instances.c.study_uid == study_uid)
+        .group_by(instances.c.sop_instance_uid)
+        .subquery()
+    )
+    joined = instances.join(
+        newest,
+        and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version),
+    )
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(
+            select(instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts).select_from(joined),
+        ).all()
+    counts: dict[str, int] = {}
+    dead: list[dict[str, Any]] = []
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+        if r.state == InstanceState.DEAD_LETTERED.value:
+            status = None if r.last_status is None else f"0x{r.last_status:04X}"
+            dead.append({"sop_instance_uid": r.sop_instance_uid, "reason": r.last_error, "status": status, "attempts": r.attempts})
+    return StudyStatus(study_uid=study_uid, known=bool(rows), counts=counts, dead_letters=dead, total=len(rows))

@@ -1,0 +1,82 @@
+"""One running guard: the ledger, the spool, the DICOM listener and the forwarding workers."""
+
+from __future__ import annotations
+
+import structlog
+
+from guard import __version__, runtime
+from guard.config import Settings, digest
+from guard.dicom.server import IngestServer
+from guard.forward.worker import Forwarder
+from guard.ingest import IngestService
+from guard.ledger.audit import Ledger
+from guard.ledger.db import migrate, open_engine
+from guard.refarchive import ReferenceArchive
+from guard.spool import Spool
+from guard.states import AuditEvent, Outcome
+
+log = structlog.get_logger("guard.service")
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """Open the ledger named by the settings and bring its schema up to date."""
+    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
+    migrate(engine)
+    return Ledger(engine)
+
+
+class GuardService:
+    """Starts and stops the parts of a guard in the right order."""
+
+    def __init__(self, settings: Settings, config_path: str | None = None) -> None:
+        """Prepare a guard for ``settings``; nothing runs until ``start``."""
+        self.settings = settings
+        self.config_path = config_path
+        self.spool = Spool(settings.spool_dir)
+        self.ledger: Ledger | None = None
+        self.reference_archive: ReferenceArchive | None = None
+        self.forwarder: Forwarder | None = None
+        self.server: IngestServer | None = None
+
+    def start(self) -> None:
+        """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
+        self.spool.prepare()
+        runtime.configure_dicom(self.spool.incoming)
+        ledger = self.ledger = open_ledger(self.settings)
+        ledger.audit(
+            AuditEvent.CONFIG_LOADED,
+            detail={"digest": digest(self.settings), "path": self.config_path, "builtin_archive": self.settings.archive.builtin},
+        )
+        if self.settings.archive.builtin:
+            self._start_reference_archive(ledger)
+        self.forwarder = Forwarder(self.settings, ledger, self.spool)
+        self.forwarder.start()
+        ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake)
+        self.server = IngestServer(self.settings, ingest)
+        self.server.start()
+        ledger.audit(
+            AuditEvent.SERVICE_STARTED,
+            actor=self.settings.node.ae_title,
+            detail={"version": __version__, "dicom_port": self.server.port, "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}"},
+        )
+
+    def _start_reference_archive(self, ledger: Ledger) -> None:
+        """Run the sandbox archive and make sure nobody mistakes it for a real one."""
+        archive = self.settings.archive
+        folder = self.settings.node.data_dir / "reference-archive"
+        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port).start()
+        message = "no archive configured: using the built-in reference archive, a sandbox that is NOT for production"
+        log.warning("archive.builtin", action="archive.builtin", port=archive.port, directory=str(folder), message=message)
+        ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"alert": "builtin-archive", "message": message})
+
+    def stop(self) -> None:
+        """Stop accepting, drain associations, stop the workers, then close the ledger."""
+        if self.server is not None:
+            self.server.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        if self.reference_archive is not None:
+            self.reference_archive.stop()
+        if self.ledger is not None:
+            self.ledger.audit(AuditEvent.SERVICE_STOPPED, actor=self.settings.node.ae_title)
+            self.ledger.dispose()

@@ -1,0 +1,62 @@
+"""States and audit event names, stored in the ledger as their string values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InstanceState(StrEnum):
+    """Where one received instance (one version of a SOP Instance) stands.
+
+    ``received`` waits for forwarding; ``failed`` waits for a retry after a transient failure;
+    ``forwarded`` was accepted by the archive with C-STORE Success but is not yet proven held;
+    ``confirmed`` the archive has proven it holds it (Storage Commitment or C-FIND);
+    ``missing-in-archive`` was confirmed once and later not found; ``dead-lettered`` will not be
+    retried without a person acting; ``superseded`` a newer version of the same SOP Instance
+    arrived before this one was forwarded.
+    """
+
+    RECEIVED = "received"
+    FAILED = "failed"
+    FORWARDED = "forwarded"
+    CONFIRMED = "confirmed"
+    MISSING = "missing-in-archive"
+    DEAD_LETTERED = "dead-lettered"
+    SUPERSEDED = "superseded"
+
+
+#: States from which a forwarding worker may claim an instance.
+CLAIMABLE_STATES = (InstanceState.RECEIVED, InstanceState.FAILED)
+
+
+class AuditEvent(StrEnum):
+    """The audit event catalogue (``noun.verb``), part of the public interface."""
+
+    ASSOCIATION_ACCEPTED = "association.accepted"
+    ASSOCIATION_REJECTED = "association.rejected"
+    INSTANCE_RECEIVED = "instance.received"
+    INSTANCE_FORWARDED = "instance.forwarded"
+    INSTANCE_CONFIRMED = "instance.confirmed"
+    INSTANCE_FAILED = "instance.failed"
+    INSTANCE_DEAD_LETTERED = "instance.dead_lettered"
+    INSTANCE_REQUEUED = "instance.requeued"
+    COMMITMENT_REQUESTED = "commitment.requested"
+    COMMITMENT_REPORTED = "commitment.reported"
+    DELETE_REQUESTED = "delete.requested"
+    DELETE_PERMITTED = "delete.permitted"
+    DELETE_REFUSED = "delete.refused"
+    QUERY_RELAYED = "query.relayed"
+    MOVE_RELAYED = "move.relayed"
+    PULL_COMPLETED = "pull.completed"
+    SECURITY_ALERT = "security.alert"
+    SERVICE_STARTED = "service.started"
+    SERVICE_STOPPED = "service.stopped"
+    CONFIG_LOADED = "config.loaded"
+
+
+class Outcome(StrEnum):
+    """The outcome of an audited action."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    REFUSED = "refused"
