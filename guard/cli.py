@@ -35,7 +35,9 @@ err = Console(stderr=True)
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: $GUARD_CONFIG).", envvar="GUARD_CONFIG")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: $GUARD_CONFIG).", envvar="GUARD_CONFIG")
+]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -79,7 +81,11 @@ def serve(config: ConfigOption = None) -> None:
 
 
 @app.command()
-def status(study_uid: str, config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:  # noqa: FBT002 - a CLI flag
+def status(
+    study_uid: str,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,  # noqa: FBT002 - a CLI flag
+) -> None:
     """Show what the guard knows of one study: instances per state and dead letters."""
     settings = _settings(config)
     ledger = open_ledger(settings)
@@ -88,7 +94,17 @@ def status(study_uid: str, config: ConfigOption = None, as_json: Annotated[bool,
     finally:
         ledger.dispose()
     if as_json:
-        out.print_json(json.dumps({"study_uid": result.study_uid, "known": result.known, "instances": result.total, "counts": result.counts, "dead_letters": result.dead_letters}))
+        out.print_json(
+            json.dumps(
+                {
+                    "study_uid": result.study_uid,
+                    "known": result.known,
+                    "instances": result.total,
+                    "counts": result.counts,
+                    "dead_letters": result.dead_letters,
+                }
+            )
+        )
         return
     if not result.known:
         out.print(f"Study {study_uid} is unknown to this guard (no instance received).")
@@ -133,7 +149,10 @@ def config_check(config: ConfigOption = None) -> None:
     settings = _settings(config)
     out.print_json(json.dumps(redacted(settings)))
     if settings.archive.builtin:
-        err.print("[yellow]warning: no archive.host configured; the built-in reference archive (sandbox, not for production) will be used[/yellow]")
+        err.print(
+            "[yellow]warning: no archive.host configured; the built-in reference archive"
+            " (sandbox, not for production) will be used[/yellow]"
+        )
 
 
 @app.command()

@@ -59,7 +59,9 @@ class NodeSettings(_Section):
 class LedgerSettings(_Section):
     """Where the ledger lives."""
 
-    url: str = Field("", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/ledger.sqlite. PostgreSQL: postgresql+psycopg://user@host/db.")
+    url: str = Field(
+        "", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/ledger.sqlite. PostgreSQL: postgresql+psycopg://user@host/db."
+    )
     busy_timeout_ms: int = Field(30000, ge=0, description="SQLite: how long a writer waits for the lock.")
 
 
@@ -102,7 +104,9 @@ class ForwardSettings(_Section):
 
     workers: int = Field(2, ge=1, le=32, description="Concurrent sender associations to the archive.")
     batch_size: int = Field(32, ge=1, le=1000, description="Instances claimed per worker at a time.")
-    lease_seconds: float = Field(30.0, gt=0, description="A claim not renewed within this time is taken over by another worker (crash recovery).")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A claim not renewed within this time is taken over by another worker (crash recovery)."
+    )
     max_attempts: int = Field(10, ge=1, description="Attempts before an instance is dead-lettered.")
     max_age_hours: float = Field(72.0, gt=0, description="Age after which a still-failing instance is dead-lettered.")
     backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds; doubles each attempt.")

@@ -110,7 +110,12 @@ class IngestService:
         except InvalidUIDError as exc:
             return self._refuse(req, st.CANNOT_UNDERSTAND, "invalid-uid", str(exc))
         if _strip(header.get("SOPInstanceUID")) != sop_uid or _strip(header.get("SOPClassUID")) != req.sop_class_uid:
-            return self._refuse(req, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "does-not-match", "SOP Class or Instance UID in the data set differs from the request")
+            return self._refuse(
+                req,
+                st.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "does-not-match",
+                "SOP Class or Instance UID in the data set differs from the request",
+            )
         try:
             stored = self.spool.place(req.temp_path, study_uid, sop_uid)
         except (SpoolError, InvalidUIDError) as exc:
@@ -141,8 +146,14 @@ class IngestService:
                         study_uid=study_uid,
                         series_uid=series_uid,
                         sop_instance_uid=sop_uid,
-                        detail={"receipt": receipt.value, "version": version, "size": stored.size, "sha256": stored.sha256,
-                                "sop_class_uid": req.sop_class_uid, "transfer_syntax": req.transfer_syntax},
+                        detail={
+                            "receipt": receipt.value,
+                            "version": version,
+                            "size": stored.size,
+                            "sha256": stored.sha256,
+                            "sop_class_uid": req.sop_class_uid,
+                            "transfer_syntax": req.transfer_syntax,
+                        },
                     )
         except LedgerError as exc:
             return self._refuse(req, st.OUT_OF_RESOURCES, "ledger-unavailable", str(exc))
@@ -158,8 +169,13 @@ class IngestService:
 
     def _audit_refusal(self, req: StoreRequest, status: int, reason: str, message: str) -> None:
         """Audit a refused instance; a ledger that cannot write is logged, not raised (the answer is already a failure)."""
-        detail = {"status": f"0x{status:04X}", "reason": reason, "message": message[:500],
-                  "sop_instance_uid": req.sop_instance_uid[:200], "sop_class_uid": req.sop_class_uid[:200]}
+        detail = {
+            "status": f"0x{status:04X}",
+            "reason": reason,
+            "message": message[:500],
+            "sop_instance_uid": req.sop_instance_uid[:200],
+            "sop_class_uid": req.sop_class_uid[:200],
+        }
         event = AuditEvent.SECURITY_ALERT if reason == "invalid-uid" else AuditEvent.INSTANCE_RECEIVED
         try:
             self.ledger.audit(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)

@@ -61,7 +61,7 @@ class ReferenceArchive:
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_pdu_size = 262144
         for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
         self.server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
@@ -82,7 +82,12 @@ class ReferenceArchive:
     def start(self) -> ReferenceArchive:
         """Open the port."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        handlers = [NODELAY_HANDLER, (evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda _e: st.SUCCESS)]
+        handlers: list[Any] = [
+            NODELAY_HANDLER,
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda _e: st.SUCCESS),
+        ]
         self.server = self.ae.start_server((self.bind, self.requested_port), block=False, evt_handlers=handlers)
         return self
 

@@ -57,7 +57,11 @@ class GuardService:
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
             actor=self.settings.node.ae_title,
-            detail={"version": __version__, "dicom_port": self.server.port, "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}"},
+            detail={
+                "version": __version__,
+                "dicom_port": self.server.port,
+                "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
+            },
         )
 
     def _start_reference_archive(self, ledger: Ledger) -> None:

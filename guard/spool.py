@@ -86,7 +86,7 @@ class Spool:
                 folder.mkdir(parents=True, exist_ok=True)
                 _fsync_dir(self.root)
             relative = f"{study}/{sop}-{digest}.dcm"
-            os.replace(temp_path, self.root / relative)
+            temp_path.replace(self.root / relative)
             _fsync_dir(folder)
         except OSError as exc:
             msg = f"spool write failed: {exc.strerror or exc}"

@@ -18,11 +18,7 @@ _UID_RE = re.compile(rf"{_COMPONENT}(?:\.{_COMPONENT})*")
 
 def is_valid_uid(value: object) -> bool:
     """Tell whether ``value`` is a string that follows the DICOM UID grammar."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_UID_LENGTH
-        and _UID_RE.fullmatch(value) is not None
-    )
+    return isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.fullmatch(value) is not None
 
 
 def require_uid(value: object, what: str) -> str:

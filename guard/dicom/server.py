@@ -56,7 +56,7 @@ class IngestServer:
         self.ae.acse_timeout = 30
         self.ae.dimse_timeout = 60
         for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
 
@@ -135,7 +135,7 @@ class IngestServer:
                     peer_address=_peer_address(event),
                 ),
             )
-        except Exception as exc:  # noqa: BLE001 - the DICOM handler boundary: any surprise is a failure status, never Success
+        except Exception as exc:
             log.exception("store.unexpected", action="store.unexpected")
             path.unlink(missing_ok=True)
             return _answer(st.OUT_OF_RESOURCES, f"internal error: {exc.__class__.__name__}"[:64])

@@ -34,7 +34,7 @@ def backoff_delay(attempt: int, base: float, cap: float, unit_random: float) -> 
     """
     exponent = min(max(attempt - 1, 0), 30)
     delay = min(cap, base * (2**exponent))
-    return delay / 2 + (delay / 2) * unit_random
+    return float(delay / 2 + (delay / 2) * unit_random)
 
 
 def decide_retry(

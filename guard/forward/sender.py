@@ -10,7 +10,7 @@ not accept that pair makes the failure permanent. pynetdicom outcomes become
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -70,7 +70,7 @@ class ArchiveSender:
         if self.assoc is not None and self.assoc.is_established and key in self.proposed:
             return self.assoc
         self.close()
-        wanted = [k for k in self.proposed if k != key][-(_MAX_CONTEXTS - 1) :] + [key]
+        wanted = [*[k for k in self.proposed if k != key][-(_MAX_CONTEXTS - 1) :], key]
         for sop_class, syntax in wanted:
             self.ae.add_requested_context(sop_class, syntax)
         try:
@@ -100,10 +100,10 @@ class ArchiveSender:
         else:
             assoc.release()
 
-    def __enter__(self) -> ArchiveSender:
+    def __enter__(self) -> Self:
         """Use as a context manager."""
         return self
 
-    def __exit__(self, *_exc: Any) -> None:
+    def __exit__(self, *_exc: object) -> None:
         """Release the association."""
         self.close()

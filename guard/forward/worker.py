@@ -55,7 +55,9 @@ class Forwarder:
         self._threads: list[threading.Thread] = []
 
     def _default_sender(self) -> ArchiveSender:
-        return ArchiveSender(self.settings.node.ae_title, self.settings.archive, timeout=self.cfg.timeout, max_pdu=self.settings.node.max_pdu)
+        return ArchiveSender(
+            self.settings.node.ae_title, self.settings.archive, timeout=self.cfg.timeout, max_pdu=self.settings.node.max_pdu
+        )
 
     def start(self) -> None:
         """Start the workers and the heartbeat."""
@@ -111,7 +113,7 @@ class Forwarder:
                     sender.close()
                 self._wake.wait(self.cfg.idle_poll)
                 self._wake.clear()
-        except Exception:  # noqa: BLE001 - the worker boundary: log and let the lease hand the work to another worker
+        except Exception:
             log.exception("worker.crashed", action="worker.crashed", owner=owner)
         finally:
             sender.close()

@@ -93,9 +93,13 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
             .where(instances.c.sop_instance_uid == item.sop_instance_uid, instances.c.state.in_(CLAIMABLE_STATES))
             .values(state=InstanceState.SUPERSEDED.value, updated_at=now),
         )
-    _upsert_ignore(tx, studies, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now})
+    _upsert_ignore(
+        tx, studies, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+    )
     tx.conn.execute(update(studies).where(studies.c.study_uid == item.study_uid).values(last_received_at=now))
-    _upsert_ignore(tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now})
+    _upsert_ignore(
+        tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
+    )
     tx.conn.execute(
         insert(instances).values(
             sop_instance_uid=item.sop_instance_uid,
@@ -211,17 +215,28 @@ def _subject(claim: Claim) -> dict[str, Any]:
 
 def mark_forwarded(tx: Transaction, claim: Claim, owner: str, *, status: int, archive_ae: str) -> bool:
     """The archive answered the C-STORE with Success (or a warning)."""
-    if not _settle(tx, claim, owner, {"state": InstanceState.FORWARDED.value, "last_status": status, "last_error": None, "forwarded_at": tx.clock()}):
+    if not _settle(
+        tx, claim, owner, {"state": InstanceState.FORWARDED.value, "last_status": status, "last_error": None, "forwarded_at": tx.clock()}
+    ):
         return False
-    tx.audit(AuditEvent.INSTANCE_FORWARDED, actor=archive_ae, detail={"status": f"0x{status:04X}", "attempt": claim.attempts}, **_subject(claim))
+    tx.audit(
+        AuditEvent.INSTANCE_FORWARDED, actor=archive_ae, detail={"status": f"0x{status:04X}", "attempt": claim.attempts}, **_subject(claim)
+    )
     return True
 
 
 def mark_failed(tx: Transaction, claim: Claim, owner: str, *, status: int | None, error: str, retry_at: datetime) -> bool:
     """A transient failure: try again at ``retry_at``."""
-    if not _settle(tx, claim, owner, {"state": InstanceState.FAILED.value, "last_status": status, "last_error": error, "next_attempt_at": retry_at}):
+    if not _settle(
+        tx, claim, owner, {"state": InstanceState.FAILED.value, "last_status": status, "last_error": error, "next_attempt_at": retry_at}
+    ):
         return False
-    detail = {"error": error, "attempt": claim.attempts, "retry_at": retry_at.isoformat(), "status": None if status is None else f"0x{status:04X}"}
+    detail = {
+        "error": error,
+        "attempt": claim.attempts,
+        "retry_at": retry_at.isoformat(),
+        "status": None if status is None else f"0x{status:04X}",
+    }
     tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail=detail, **_subject(claim))
     return True
 
@@ -245,8 +260,15 @@ def requeue_dead_letters(ledger: Ledger, *, study_uid: str | None, actor: str) -
         now = tx.clock()
         for row in rows:
             tx.conn.execute(
-                update(instances).where(instances.c.id == row.id).values(
-                    state=InstanceState.RECEIVED.value, attempts=0, next_attempt_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
+                update(instances)
+                .where(instances.c.id == row.id)
+                .values(
+                    state=InstanceState.RECEIVED.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
                 ),
             )
             tx.audit(AuditEvent.INSTANCE_REQUEUED, actor=actor, study_uid=row.study_uid, sop_instance_uid=row.sop_instance_uid)
@@ -278,7 +300,9 @@ def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
     )
     with ledger.engine.connect() as conn:
         rows = conn.execute(
-            select(instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts).select_from(joined),
+            select(
+                instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts
+            ).select_from(joined),
         ).all()
     counts: dict[str, int] = {}
     dead: list[dict[str, Any]] = []
