@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from guard.config import Settings
@@ -52,6 +52,7 @@ class StoreRequest:
     transfer_syntax: str
     calling_ae: str
     peer_address: str
+    receive_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,24 +99,12 @@ class IngestService:
 
     def store(self, req: StoreRequest) -> StoreAnswer:
         """Make one received instance durable, then (only then) answer Success."""
-        try:
-            header = dcmread(req.temp_path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"data set cannot be parsed: {exc}")
-        try:
-            sop_uid = require_uid(req.sop_instance_uid, "Affected SOP Instance UID")
-            require_uid(req.sop_class_uid, "Affected SOP Class UID")
-            study_uid = require_uid(_strip(header.get("StudyInstanceUID")), "StudyInstanceUID")
-            series_uid = require_uid(_strip(header.get("SeriesInstanceUID")), "SeriesInstanceUID")
-        except InvalidUIDError as exc:
-            return self._refuse(req, st.CANNOT_UNDERSTAND, "invalid-uid", str(exc))
-        if _strip(header.get("SOPInstanceUID")) != sop_uid or _strip(header.get("SOPClassUID")) != req.sop_class_uid:
-            return self._refuse(
-                req,
-                st.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                "does-not-match",
-                "SOP Class or Instance UID in the data set differs from the request",
-            )
+        if req.receive_error is not None:
+            return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", f"receiving failed: {req.receive_error}")
+        checked = self._check(req)
+        if isinstance(checked, StoreAnswer):
+            return checked
+        header, study_uid, series_uid, sop_uid = checked
         try:
             stored = self.spool.place(req.temp_path, study_uid, sop_uid)
         except (SpoolError, InvalidUIDError) as exc:
@@ -160,6 +149,24 @@ class IngestService:
         if receipt is not Receipt.DUPLICATE and self.on_received is not None:
             self.on_received()
         return StoreAnswer(st.SUCCESS)
+
+    def _check(self, req: StoreRequest) -> StoreAnswer | tuple[Dataset, str, str, str]:
+        """Parse the data set header and validate its UIDs; a failure answer when it does not hold up."""
+        try:
+            header = dcmread(req.temp_path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"data set cannot be parsed: {exc}")
+        try:
+            sop_uid = require_uid(req.sop_instance_uid, "Affected SOP Instance UID")
+            require_uid(req.sop_class_uid, "Affected SOP Class UID")
+            study_uid = require_uid(_strip(header.get("StudyInstanceUID")), "StudyInstanceUID")
+            series_uid = require_uid(_strip(header.get("SeriesInstanceUID")), "SeriesInstanceUID")
+        except InvalidUIDError as exc:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "invalid-uid", str(exc))
+        if _strip(header.get("SOPInstanceUID")) != sop_uid or _strip(header.get("SOPClassUID")) != req.sop_class_uid:
+            message = "SOP Class or Instance UID in the data set differs from the request"
+            return self._refuse(req, st.DATASET_DOES_NOT_MATCH_SOP_CLASS, "does-not-match", message)
+        return header, study_uid, series_uid, sop_uid
 
     def _refuse(self, req: StoreRequest, status: int, reason: str, message: str) -> StoreAnswer:
         """Answer a failure status and record why; the temporary file is discarded."""

@@ -8,18 +8,95 @@ them once, at start-up, so that the rest of the code never touches globals:
   spool's ``.incoming`` folder, on the same file system as the spool, so it can be renamed
   into place without a copy;
 - instances are sent from the spool file without loading them (``STORE_SEND_CHUNKED_DATASET``);
+- the temporary file pynetdicom writes into is an ``IncomingFile``: when the disk is full
+  or read-only, the write error is remembered instead of killing the association, so the
+  C-STORE handler can answer 0xA700 (Out of Resources) and audit it (invariant 1);
 - pynetdicom's own logging is quiet; the guard's audit and log lines are JSON on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
+import threading
+import uuid
 from pathlib import Path
+from typing import IO, Any
 
 import structlog
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages
+
+_receive_errors: dict[str, str] = {}
+_receive_errors_lock = threading.Lock()
+
+
+def take_receive_error(path: str | Path) -> str | None:
+    """The write error met while receiving into ``path``, if any (forgotten once taken)."""
+    with _receive_errors_lock:
+        return _receive_errors.pop(str(path), None)
+
+
+class IncomingFile:
+    """The temporary file a received data set streams into, tolerant of a failing disk.
+
+    pynetdicom writes every P-DATA fragment straight into this object. A write that fails
+    (disk full, read-only file system) must not abort the association: the error is kept,
+    the partial file removed to give the space back, the rest of the data set discarded, and
+    the handler answers a failure status.
+    """
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """Open a new temporary file in ``tempfile.tempdir`` (the spool's incoming folder)."""
+        self._fh: IO[bytes] | None = None
+        try:
+            self._fh = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115 - closed by pynetdicom
+            self.name = self._fh.name
+        except OSError as exc:
+            self.name = str(Path(tempfile.gettempdir()) / f"unwritable-{uuid.uuid4().hex}.dcm")
+            self._fail(exc)
+
+    @property
+    def file(self) -> IncomingFile:
+        """The object pynetdicom flushes through ``.file``, as on a NamedTemporaryFile."""
+        return self
+
+    def write(self, data: bytes) -> int:
+        """Write a fragment, or swallow it once writing has failed."""
+        if self._fh is not None:
+            try:
+                return self._fh.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        """Flush to the OS (not fsync: the spool does that once the data set is complete)."""
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        with _receive_errors_lock:
+            _receive_errors[self.name] = exc.strerror or str(exc)
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        with contextlib.suppress(OSError):
+            Path(self.name).unlink()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -46,4 +123,6 @@ def configure_dicom(incoming_dir: Path) -> None:
     # Hostile or broken UIDs must reach our handler (which answers a failure status and
     # audits) rather than be rejected silently inside the library.
     pynetdicom_config.ENFORCE_UID_CONFORMANCE = False
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]
     tempfile.tempdir = str(incoming_dir)

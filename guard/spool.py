@@ -12,6 +12,7 @@ fsynced before the ledger hears of it (invariant 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -112,5 +113,6 @@ class Spool:
         return sha.hexdigest(), size
 
     def discard(self, temp_path: Path) -> None:
-        """Remove a temporary file that will not be kept; missing is fine."""
-        temp_path.unlink(missing_ok=True)
+        """Remove a temporary file that will not be kept; missing or unremovable is fine (it is not in the spool proper)."""
+        with contextlib.suppress(OSError):
+            temp_path.unlink(missing_ok=True)

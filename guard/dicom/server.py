@@ -16,6 +16,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from guard import runtime
 from guard.config import Settings
 from guard.dicom import status as st
 from guard.dicom.net import NODELAY_HANDLER
@@ -133,6 +134,7 @@ class IngestServer:
                     transfer_syntax=str(event.context.transfer_syntax),
                     calling_ae=str(event.assoc.requestor.ae_title).strip(),
                     peer_address=_peer_address(event),
+                    receive_error=runtime.take_receive_error(path),
                 ),
             )
         except Exception as exc:
