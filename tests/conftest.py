@@ -1,0 +1,75 @@
+"""Fixtures shared by the whole suite: databases for the ledger, and the rule on skipping.
+
+Under ``CI=true`` a test that needs a real peer or PostgreSQL fails when it is missing; it
+never skips. On a developer's machine it skips with the reason, so ``make test`` (which
+installs the peers first) is the way to run everything.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from guard.ledger.audit import Ledger
+from guard.ledger.db import migrate, open_engine
+from guard.ledger.schema import metadata
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_DSN = os.environ.get("GUARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test")
+
+
+def unavailable(reason: str) -> None:
+    """Skip on a workstation, fail under CI: CI must never hide a missing dependency."""
+    if IN_CI:
+        pytest.fail(f"required for CI but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped afterwards."""
+    name = f"guard_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL not reachable ({PG_ADMIN_DSN}): {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        info = admin.info
+        user = info.user
+        try:
+            yield f"postgresql+psycopg://{user}@{info.host}:{info.port}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _reset(engine: Engine) -> None:
+    """Drop every table, including Alembic's, so the next migration starts from nothing."""
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An empty, migrated ledger database: SQLite in a temporary folder, or PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = open_engine(url)
+    _reset(engine)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def ledger(ledger_engine: Engine) -> Ledger:
+    """A ``Ledger`` on the migrated database."""
+    return Ledger(ledger_engine)
