@@ -93,7 +93,7 @@ def test_invalid_values_name_the_key(tmp_path: Path, body: str, expected: str) -
 def test_bad_environment_value_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """An environment override is validated like the file."""
     monkeypatch.setenv("GUARD_FORWARD__WORKERS", "many")
-    with pytest.raises(ConfigError, match="forward.workers"):
+    with pytest.raises(ConfigError, match=r"forward\.workers"):
         load_settings(None)
 
 
