@@ -91,9 +91,15 @@ class IngestServer:
         # shutdown() stops the accept loop and closes the listening socket; it leaves the
         # associations in flight alone, which are then given time to finish.
         server.shutdown()
-        active = list(server.active_associations)
+        # Connections that never sent an A-ASSOCIATE-RQ (port probes) have nothing to finish.
+        active = []
+        for assoc in server.active_associations:
+            if assoc.is_established:
+                active.append(assoc)
+            else:
+                assoc.abort()
         deadline = time.monotonic() + drain_timeout
-        while any(a.is_alive() for a in active) and time.monotonic() < deadline:
+        while any(a.is_alive() and a.is_established for a in active) and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in active:
             if assoc.is_alive():

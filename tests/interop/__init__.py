@@ -1,0 +1,1 @@
+"""Tests against real third-party DICOM peers (DCMTK, Orthanc)."""

@@ -1,0 +1,1 @@
+"""Reusable test support: free ports, polling, synthetic DICOM data and real peers (DCMTK, Orthanc)."""

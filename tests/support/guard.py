@@ -1,0 +1,173 @@
+"""Run the guard as a real process (``guard serve``) with its own configuration and data folder.
+
+The process is started with ``python -m guard``, its JSON log goes to a file, readiness is the
+``service.started`` audit line plus an open DICOM port, and it is stopped by its own pid:
+SIGTERM for a clean stop, SIGKILL to simulate a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, select
+
+from guard.ledger.schema import audit_log, instances
+from tests.support.ports import free_port
+from tests.support.waiting import port_is_open, wait_until
+
+GUARD_AE = "GUARD"
+SOURCE_AE = "STORESCU"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value))
+
+
+def render_toml(config: dict[str, Any]) -> str:
+    """A small TOML writer for the shapes the guard's configuration uses."""
+    lines: list[str] = []
+    for section, body in config.items():
+        if isinstance(body, list):
+            for entry in body:
+                lines.append(f"[[{section}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items())
+        else:
+            lines.append(f"[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+class GuardProcess:
+    """One ``guard serve`` process under test."""
+
+    def __init__(self, workdir: Path, *, archive_port: int, archive_ae: str = "ARCHIVE", ledger_url: str | None = None, **overrides: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.data_dir = workdir / "data"
+        self.config: dict[str, Any] = {
+            "node": {"ae_title": GUARD_AE, "bind": "127.0.0.1", "port": self.port, "data_dir": str(self.data_dir)},
+            "ledger": {"url": ledger_url or f"sqlite:///{workdir / 'ledger.sqlite'}"},
+            "sources": [{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port()}],
+            "archive": {"ae_title": archive_ae, "host": "127.0.0.1", "port": archive_port},
+            "forward": {"lease_seconds": 3, "backoff_base": 0.2, "backoff_max": 1.0, "idle_poll": 0.1, "timeout": 10},
+            "http": {"port": 0},
+        }
+        for section, values in overrides.items():
+            if isinstance(values, dict):
+                self.config.setdefault(section, {}).update(values)
+            else:
+                self.config[section] = values
+        self.config_path = workdir / "guard.toml"
+        self.log_path = workdir / "guard.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 30) -> Self:
+        """Start the process and wait until it serves."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_toml(self.config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "guard", "serve", "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.starts += 1
+        expected = self.starts
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                msg = f"guard exited with {self.proc.returncode}:\n{self.log_tail()}"
+                raise RuntimeError(msg)
+            started = sum(1 for r in self.log_records() if r.get("event") == "service.started")
+            return started >= expected and port_is_open("127.0.0.1", self.port)
+
+        wait_until(ready, timeout, message=f"guard did not start:\n{self.log_tail()}")
+        return self
+
+    def terminate(self, timeout: float = 40) -> int:
+        """SIGTERM, wait for a clean exit, return the exit code."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no chance to clean up."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        """Stop however possible (fixture teardown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every JSON line the guard has logged."""
+        if not self.log_path.exists():
+            return []
+        records = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the log, for failure messages."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    @contextmanager
+    def ledger_engine(self) -> Iterator[Engine]:
+        """A read connection to the guard's ledger."""
+        engine = create_engine(self.config["ledger"]["url"])
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+    def instance_states(self) -> dict[str, str]:
+        """SOP Instance UID -> state of its newest version."""
+        with self.ledger_engine() as engine, engine.connect() as conn:
+            rows = conn.execute(select(instances.c.sop_instance_uid, instances.c.version, instances.c.state).order_by(instances.c.version)).all()
+        return {r.sop_instance_uid: r.state for r in rows}
+
+    def audit_records(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Audit rows from the ledger, optionally of one event."""
+        with self.ledger_engine() as engine, engine.connect() as conn:
+            query = select(audit_log).order_by(audit_log.c.seq)
+            if event is not None:
+                query = query.where(audit_log.c.event == event)
+            rows = conn.execute(query).mappings().all()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a ``guard`` command against this guard's configuration."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
+        env["COLUMNS"] = "200"
+        return subprocess.run(
+            [sys.executable, "-m", "guard", *args, "--config", str(self.config_path)], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
