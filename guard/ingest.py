@@ -159,6 +159,7 @@ class IngestService:
         try:
             sop_uid = require_uid(req.sop_instance_uid, "Affected SOP Instance UID")
             require_uid(req.sop_class_uid, "Affected SOP Class UID")
+            require_uid(_strip(header.get("SOPInstanceUID")), "SOPInstanceUID")
             study_uid = require_uid(_strip(header.get("StudyInstanceUID")), "StudyInstanceUID")
             series_uid = require_uid(_strip(header.get("SeriesInstanceUID")), "SeriesInstanceUID")
         except InvalidUIDError as exc:
