@@ -34,7 +34,7 @@ def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
 def test_unknown_calling_ae_and_wrong_called_ae_are_rejected_and_audited(
     guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
 ) -> None:
-    """storescu with an unknown calling AE or a wrong called AE gets A-ASSOCIATE-RJ; both are audited."""
+    """A storescu with an unknown calling AE or a wrong called AE gets A-ASSOCIATE-RJ; both are audited."""
     guard = guard_factory(archive_port=ref_archive.port).start()
     study = synthetic_study(1)
     unknown = storescu("127.0.0.1", guard.port, study.paths, calling_ae="INTRUDER", called_ae=GUARD_AE)
@@ -51,7 +51,9 @@ def test_unknown_calling_ae_and_wrong_called_ae_are_rejected_and_audited(
     assert guard.instance_states() == {}
 
 
-def test_source_from_another_host_is_rejected(guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory) -> None:
+def test_source_from_another_host_is_rejected(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
+) -> None:
     """A source bound to a host is refused when it calls from another address."""
     guard = guard_factory(archive_port=ref_archive.port, sources=[{"ae_title": SOURCE_AE, "host": "127.0.0.2", "port": 104}]).start()
     result = storescu("127.0.0.1", guard.port, synthetic_study(1).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
@@ -93,7 +95,7 @@ def small_mount(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_full_or_read_only_spool_answers_failure_then_recovers(
-    guard_factory: GuardFactory, ref_archive: ReferenceArchive, small_mount: Path, tmp_path: Path, synthetic_study: StudyFactory
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, small_mount: Path, synthetic_study: StudyFactory
 ) -> None:
     """A spool that cannot be written gives 0xA700, never Success; once writable again the service answers Success."""
     guard = guard_factory(archive_port=ref_archive.port, node={"data_dir": str(small_mount)}).start()

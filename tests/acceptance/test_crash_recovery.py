@@ -30,7 +30,9 @@ def test_sigkill_during_a_300_instance_send_loses_nothing_acknowledged(
         lock = threading.Lock()
         killed = threading.Event()
 
-        def on_result(sop_uid: str, status: int | None, kill_at: int | None = kill_at, lock: threading.Lock = lock, killed: threading.Event = killed) -> None:
+        def on_result(
+            sop_uid: str, status: int | None, kill_at: int | None = kill_at, lock: threading.Lock = lock, killed: threading.Event = killed
+        ) -> None:
             with lock:
                 if status == st.SUCCESS:
                     acked.append(sop_uid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.acceptance.conftest import GuardFactory
+from tests.support.datasets import make_instance
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory
 from tests.support.guard import GUARD_AE, SOURCE_AE
@@ -65,8 +66,6 @@ def test_identical_resend_is_idempotent_and_a_changed_instance_is_a_new_version(
         result = storescu("127.0.0.1", guard.port, study.paths[0].parent, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
         assert store_responses(result) == ["Success"] * 3
     assert len(guard.audit_records("instance.received")) == 3
-    from tests.support.datasets import make_instance
-
     changed = make_instance(
         study.paths[0].parent / "changed.dcm",
         study_uid=study.study_uid,

@@ -53,7 +53,9 @@ def render_toml(config: dict[str, Any]) -> str:
 class GuardProcess:
     """One ``guard serve`` process under test."""
 
-    def __init__(self, workdir: Path, *, archive_port: int, archive_ae: str = "ARCHIVE", ledger_url: str | None = None, **overrides: dict[str, Any]) -> None:
+    def __init__(
+        self, workdir: Path, *, archive_port: int, archive_ae: str = "ARCHIVE", ledger_url: str | None = None, **overrides: dict[str, Any]
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.data_dir = workdir / "data"
@@ -81,7 +83,9 @@ class GuardProcess:
         self.config_path.write_text(render_toml(self.config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "guard", "serve", "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "guard", "serve", "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         log.close()
         self.starts += 1
         expected = self.starts
@@ -152,7 +156,9 @@ class GuardProcess:
     def instance_states(self) -> dict[str, str]:
         """SOP Instance UID -> state of its newest version."""
         with self.ledger_engine() as engine, engine.connect() as conn:
-            rows = conn.execute(select(instances.c.sop_instance_uid, instances.c.version, instances.c.state).order_by(instances.c.version)).all()
+            rows = conn.execute(
+                select(instances.c.sop_instance_uid, instances.c.version, instances.c.state).order_by(instances.c.version)
+            ).all()
         return {r.sop_instance_uid: r.state for r in rows}
 
     def audit_records(self, event: str | None = None) -> list[dict[str, Any]]:
@@ -169,5 +175,10 @@ class GuardProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         env["COLUMNS"] = "200"
         return subprocess.run(
-            [sys.executable, "-m", "guard", *args, "--config", str(self.config_path)], capture_output=True, text=True, timeout=timeout, env=env, check=False
+            [sys.executable, "-m", "guard", *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
         )
