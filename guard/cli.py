@@ -20,7 +20,7 @@ from rich.table import Table
 from guard import runtime
 from guard.config import Settings, load_settings, redacted
 from guard.errors import ConfigError, GuardError
-from guard.ledger.instances import requeue_dead_letters, study_status
+from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.refarchive import ReferenceArchive
 from guard.service import GuardService, open_ledger
 from guard.uids import is_valid_uid
@@ -82,39 +82,34 @@ def serve(config: ConfigOption = None) -> None:
 
 @app.command()
 def status(
-    study_uid: str,
+    study_uid: Annotated[str | None, typer.Argument(help="Study Instance UID; without it, an overview of the ledger.")] = None,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,  # noqa: FBT002 - a CLI flag
 ) -> None:
-    """Show what the guard knows of one study: instances per state and dead letters."""
+    """Show what the guard knows of one study (instances per state, dead letters), or of everything."""
     settings = _settings(config)
     ledger = open_ledger(settings)
     try:
+        if study_uid is None:
+            _print_overview(overview(ledger), as_json=as_json)
+            return
         result = study_status(ledger, _study_uid(study_uid))
     finally:
         ledger.dispose()
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "study_uid": result.study_uid,
-                    "known": result.known,
-                    "instances": result.total,
-                    "counts": result.counts,
-                    "dead_letters": result.dead_letters,
-                }
-            )
-        )
+        payload = {
+            "study_uid": result.study_uid,
+            "known": result.known,
+            "instances": result.total,
+            "counts": result.counts,
+            "dead_letters": result.dead_letters,
+        }
+        out.print_json(json.dumps(payload))
         return
     if not result.known:
         out.print(f"Study {study_uid} is unknown to this guard (no instance received).")
         return
-    table = Table(title=f"Study {study_uid}: {result.total} instances")
-    table.add_column("state")
-    table.add_column("instances", justify="right")
-    for state_name, count in sorted(result.counts.items()):
-        table.add_row(state_name, str(count))
-    out.print(table)
+    out.print(_counts_table(f"Study {study_uid}: {result.total} instances", result.counts))
     if result.dead_letters:
         dead = Table(title="Dead letters (re-queue with: guard requeue STUDY_UID)")
         for col in ("SOP Instance UID", "status", "attempts", "reason"):
@@ -122,6 +117,28 @@ def status(
         for item in result.dead_letters:
             dead.add_row(item["sop_instance_uid"], item["status"] or "-", str(item["attempts"]), item["reason"] or "")
         out.print(dead)
+
+
+def _counts_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column("state")
+    table.add_column("instances", justify="right")
+    for state_name, count in sorted(counts.items()):
+        table.add_row(state_name, str(count))
+    return table
+
+
+def _print_overview(summary: Overview, *, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"counts": summary.counts, "recent_studies": summary.recent_studies}))
+        return
+    out.print(_counts_table(f"All instances: {sum(summary.counts.values())}", summary.counts))
+    recent = Table(title="Most recent studies")
+    for col in ("Study Instance UID", "Patient ID", "last received (UTC)"):
+        recent.add_column(col)
+    for item in summary.recent_studies:
+        recent.add_row(item["study_uid"], item["patient_id"] or "", item["last_received_at"])
+    out.print(recent)
 
 
 @app.command()

@@ -49,6 +49,13 @@ class NodeSettings(_Section):
     bind: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")  # noqa: S104 - a DICOM node serves the network; admission is by AE title and host
     port: int = Field(11112, ge=1, le=65535, description="DICOM listener port.")
     data_dir: Path = Field(Path("var"), description="Folder holding the spool and the default SQLite ledger.")
+    check_called_ae: bool = Field(
+        default=True,
+        description=(
+            "Reject associations whose called AE title is not ae_title."
+            " Turn off only for a sandbox or for senders that cannot be configured."
+        ),
+    )
     max_pdu: int = Field(262144, ge=0, description="Largest PDU the guard accepts and proposes, in bytes (0 = no limit).")
     max_associations: int = Field(20, ge=1, description="Most associations served at once.")
     network_timeout: float = Field(60.0, gt=0, description="Seconds without network activity before an association is aborted.")

@@ -81,7 +81,7 @@ class IngestService:
         """Decide on an association request; audit the decision either way."""
         calling, called = calling_ae.strip(), called_ae.strip()
         source = self.settings.source(calling)
-        if called != self.settings.node.ae_title:
+        if self.settings.node.check_called_ae and called != self.settings.node.ae_title:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLED_AE_NOT_RECOGNIZED, reason="called-ae-not-recognized")
         elif source is None:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="calling-ae-not-recognized")

@@ -312,3 +312,33 @@ def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
             status = None if r.last_status is None else f"0x{r.last_status:04X}"
             dead.append({"sop_instance_uid": r.sop_instance_uid, "reason": r.last_error, "status": status, "attempts": r.attempts})
     return StudyStatus(study_uid=study_uid, known=bool(rows), counts=counts, dead_letters=dead, total=len(rows))
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The whole ledger at a glance: instances per state and the most recent studies."""
+
+    counts: dict[str, int]
+    recent_studies: list[dict[str, Any]]
+
+
+def overview(ledger: Ledger, limit: int = 10) -> Overview:
+    """Counts per state over every instance, and the studies received most recently."""
+    with ledger.engine.connect() as conn:
+        counts = {r.state: int(r.n) for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))}
+        recent = conn.execute(
+            select(studies.c.study_uid, studies.c.patient_id, studies.c.last_received_at)
+            .order_by(studies.c.last_received_at.desc())
+            .limit(limit),
+        ).all()
+    return Overview(
+        counts=counts,
+        recent_studies=[
+            {
+                "study_uid": r.study_uid,
+                "patient_id": r.patient_id,
+                "last_received_at": (as_utc(r.last_received_at) or r.last_received_at).isoformat(),
+            }
+            for r in recent
+        ],
+    )
