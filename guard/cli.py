@@ -19,6 +19,7 @@ from rich.table import Table
 
 from guard import runtime
 from guard.config import Settings, load_settings, redacted
+from guard.configdoc import render_reference
 from guard.errors import ConfigError, GuardError
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.refarchive import ReferenceArchive
@@ -170,6 +171,12 @@ def config_check(config: ConfigOption = None) -> None:
             "[yellow]warning: no archive.host configured; the built-in reference archive"
             " (sandbox, not for production) will be used[/yellow]"
         )
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), generated from the settings model."""
+    sys.stdout.write(render_reference())
 
 
 @app.command()
