@@ -123,6 +123,31 @@ class ForwardSettings(_Section):
     idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
 
 
+class ConfirmSettings(_Section):
+    """How and when the guard asks the archive for proof, and how long it keeps spool copies."""
+
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between rounds of the confirmation loop.")
+    max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
+    commitment_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the archive's N-EVENT-REPORT before asking again.")
+    report_wait: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds to keep the N-ACTION association open for a report on the same association (0: release at once).",
+    )
+    retry_base: float = Field(5.0, gt=0, description="First delay before asking again after a timeout or failure, seconds; doubles.")
+    retry_max: float = Field(600.0, gt=0, description="Longest delay between two requests for the same instance, seconds.")
+    max_resends: int = Field(3, ge=0, description="Re-sends of an instance the archive reported failed or missing, before dead-letter.")
+    find_delay: float = Field(0.0, ge=0, description="Seconds after forwarding before a C-FIND confirmation is attempted.")
+    reverify_interval_hours: float = Field(24.0, gt=0, description="Confirmed studies are checked again by C-FIND this often.")
+    spool_grace_hours: float = Field(72.0, ge=0, description="Spool copies are removed this long after confirmation, never before.")
+    source_report_deadline: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds after a source's Storage Commitment request when unconfirmed instances are reported failed.",
+    )
+    report_retry_max: float = Field(300.0, gt=0, description="Longest delay between attempts to deliver a report to a source, seconds.")
+
+
 class DeleteBackend(StrEnum):
     """Who carries out a permitted delete."""
 
@@ -166,6 +191,7 @@ class Settings(BaseSettings):
     sources: tuple[SourceSettings, ...] = ()
     archive: ArchiveSettings = ArchiveSettings()
     forward: ForwardSettings = ForwardSettings()
+    confirm: ConfirmSettings = ConfirmSettings()
     delete: DeleteSettings = DeleteSettings()
     http: HttpSettings = HttpSettings()
 

@@ -7,6 +7,7 @@ only after the file is fsynced in the spool and its ledger row is committed.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -83,6 +84,13 @@ class IngestService:
         source = self.settings.source(calling)
         if self.settings.node.check_called_ae and called != self.settings.node.ae_title:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLED_AE_NOT_RECOGNIZED, reason="called-ae-not-recognized")
+        elif source is None and self.is_archive(calling):
+            # The archive opens associations to deliver Storage Commitment reports (PS3.4 J.3.3).
+            result = (
+                Admission(accepted=True)
+                if self._archive_address_ok(address)
+                else Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="address-not-allowed")
+            )
         elif source is None:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="calling-ae-not-recognized")
         elif source.host and source.host != address:
@@ -97,8 +105,27 @@ class IngestService:
             self.ledger.audit(AuditEvent.ASSOCIATION_REJECTED, Outcome.REFUSED, actor=calling, peer_address=address, detail=detail)
         return result
 
+    def is_archive(self, calling_ae: str) -> bool:
+        """Whether ``calling_ae`` is the archive's AE title."""
+        return calling_ae.strip() == self.settings.archive.ae_title
+
+    def is_source(self, calling_ae: str) -> bool:
+        """Whether ``calling_ae`` is a configured source."""
+        return self.settings.source(calling_ae) is not None
+
+    def _archive_address_ok(self, address: str) -> bool:
+        """The archive's reports must come from its host (the built-in archive: this machine)."""
+        host = self.settings.archive.host or "127.0.0.1"
+        try:
+            allowed = {host, *(info[4][0] for info in socket.getaddrinfo(host, None))}
+        except OSError:
+            return False
+        return address in allowed
+
     def store(self, req: StoreRequest) -> StoreAnswer:
         """Make one received instance durable, then (only then) answer Success."""
+        if not self.is_source(req.calling_ae):
+            return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
         if req.receive_error is not None:
             return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", f"receiving failed: {req.receive_error}")
         checked = self._check(req)

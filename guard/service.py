@@ -6,6 +6,7 @@ import structlog
 
 from guard import __version__, runtime
 from guard.config import Settings, digest
+from guard.confirm.service import Confirmer
 from guard.dicom.server import IngestServer
 from guard.forward.worker import Forwarder
 from guard.ingest import IngestService
@@ -36,6 +37,7 @@ class GuardService:
         self.ledger: Ledger | None = None
         self.reference_archive: ReferenceArchive | None = None
         self.forwarder: Forwarder | None = None
+        self.confirmer: Confirmer | None = None
         self.server: IngestServer | None = None
 
     def start(self) -> None:
@@ -49,10 +51,12 @@ class GuardService:
         )
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
-        self.forwarder = Forwarder(self.settings, ledger, self.spool)
+        self.confirmer = Confirmer(self.settings, ledger, self.spool)
+        self.forwarder = Forwarder(self.settings, ledger, self.spool, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
+        self.confirmer.start()
         ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake)
-        self.server = IngestServer(self.settings, ingest)
+        self.server = IngestServer(self.settings, ingest, self.confirmer)
         self.server.start()
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
@@ -68,7 +72,9 @@ class GuardService:
         """Run the sandbox archive and make sure nobody mistakes it for a real one."""
         archive = self.settings.archive
         folder = self.settings.node.data_dir / "reference-archive"
-        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port).start()
+        # The sandbox archive reports Storage Commitment to the guard's own listener.
+        requesters = {self.settings.node.ae_title: ("127.0.0.1", self.settings.node.port)}
+        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port, requesters=requesters).start()
         message = "no archive configured: using the built-in reference archive, a sandbox that is NOT for production"
         log.warning("archive.builtin", action="archive.builtin", port=archive.port, directory=str(folder), message=message)
         ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"alert": "builtin-archive", "message": message})
@@ -79,6 +85,8 @@ class GuardService:
             self.server.stop()
         if self.forwarder is not None:
             self.forwarder.stop()
+        if self.confirmer is not None:
+            self.confirmer.stop()
         if self.reference_archive is not None:
             self.reference_archive.stop()
         if self.ledger is not None:

@@ -40,6 +40,8 @@ class AuditEvent(StrEnum):
     INSTANCE_FAILED = "instance.failed"
     INSTANCE_DEAD_LETTERED = "instance.dead_lettered"
     INSTANCE_REQUEUED = "instance.requeued"
+    INSTANCE_MISSING = "instance.missing_in_archive"
+    INSTANCE_SPOOL_REMOVED = "instance.spool_removed"
     COMMITMENT_REQUESTED = "commitment.requested"
     COMMITMENT_REPORTED = "commitment.reported"
     DELETE_REQUESTED = "delete.requested"

@@ -13,14 +13,20 @@ from typing import Any
 import structlog
 from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from guard import runtime
 from guard.config import Settings
+from guard.confirm.peers import ACTION_REQUEST_COMMIT, parse_report
+from guard.confirm.service import Confirmer
 from guard.dicom import status as st
 from guard.dicom.net import NODELAY_HANDLER
+from guard.errors import GuardError
 from guard.ingest import IngestService, StoreRequest
+from guard.ledger.audit import Ledger
+from guard.states import AuditEvent, Outcome
+from guard.uids import is_valid_uid
 
 log = structlog.get_logger("guard.dicom")
 
@@ -46,10 +52,11 @@ def _answer(status: int, comment: str) -> Dataset:
 class IngestServer:
     """The C-STORE and C-ECHO SCP the PACS sends to."""
 
-    def __init__(self, settings: Settings, ingest: IngestService) -> None:
+    def __init__(self, settings: Settings, ingest: IngestService, confirmer: Confirmer | None = None) -> None:
         """Build the AE from ``settings``; ``start`` opens the port."""
         self.settings = settings
         self.ingest = ingest
+        self.confirmer = confirmer
         self.ae = AE(ae_title=settings.node.ae_title)
         self.ae.maximum_pdu_size = settings.node.max_pdu
         self.ae.maximum_associations = settings.node.max_associations
@@ -59,6 +66,9 @@ class IngestServer:
         for cx in AllStoragePresentationContexts:
             self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        # Sources send N-ACTION (they are SCU); the archive opens associations as SCP to send
+        # N-EVENT-REPORT (role selection, PS3.4 J.3.3): accept whichever role is proposed.
+        self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         self.server: ThreadedAssociationServer | None = None
 
     def handlers(self) -> list[Any]:
@@ -69,6 +79,8 @@ class IngestServer:
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_N_ACTION, self.on_n_action),
+            (evt.EVT_N_EVENT_REPORT, self.on_n_event_report),
         ]
 
     def start(self) -> None:
@@ -148,3 +160,64 @@ class IngestServer:
             path.unlink(missing_ok=True)
             return _answer(st.OUT_OF_RESOURCES, f"internal error: {exc.__class__.__name__}"[:64])
         return _answer(answer.status, answer.comment)
+
+    def _calling_ae(self, event: Any) -> str:
+        return str(event.assoc.requestor.ae_title).strip()
+
+    def on_n_action(self, event: Any) -> tuple[int, Dataset | None]:
+        """Storage Commitment request from a source (PS3.4 J.3.2): store it durably, then answer."""
+        calling = self._calling_ae(event)
+        if self.confirmer is None or not self.ingest.is_source(calling):
+            self._alert(event, "commitment-request-from-non-source")
+            return st.REFUSED_NOT_AUTHORIZED, None
+        if int(event.action_type) != ACTION_REQUEST_COMMIT:
+            return st.NO_SUCH_ACTION_TYPE, None
+        try:
+            request = event.action_information
+            transaction_uid = str(request.TransactionUID)
+            references = [(str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID)) for i in request.ReferencedSOPSequence]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return st.INVALID_ARGUMENT_VALUE, None
+        if not is_valid_uid(transaction_uid) or not all(is_valid_uid(c) and is_valid_uid(u) for c, u in references):
+            self._alert(event, "invalid-uid-in-commitment-request")
+            return st.INVALID_ARGUMENT_VALUE, None
+        try:
+            self.confirmer.on_source_request(
+                transaction_uid=transaction_uid, source_ae=calling, peer_address=_peer_address(event), references=references
+            )
+        except GuardError:
+            log.exception("commitment.request_failed", action="commitment.request_failed")
+            return st.PROCESSING_FAILURE, None
+        return st.SUCCESS, None
+
+    def on_n_event_report(self, event: Any) -> tuple[int, Dataset | None]:
+        """Storage Commitment report from the archive on a new association (PS3.4 J.3.3)."""
+        calling = self._calling_ae(event)
+        if self.confirmer is None or not self.ingest.is_archive(calling):
+            self._alert(event, "commitment-report-from-non-archive")
+            return st.REFUSED_NOT_AUTHORIZED, None
+        try:
+            report = parse_report(event.event_information)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            report = None
+        if report is None:
+            return st.INVALID_ARGUMENT_VALUE, None
+        try:
+            known = self.confirmer.on_archive_report(report, calling, _peer_address(event))
+        except GuardError:
+            log.exception("commitment.report_failed", action="commitment.report_failed")
+            return st.PROCESSING_FAILURE, None
+        return (st.SUCCESS if known else st.NO_SUCH_OBJECT_INSTANCE), None
+
+    def _alert(self, event: Any, alert: str) -> None:
+        ledger: Ledger = self.ingest.ledger
+        try:
+            ledger.audit(
+                AuditEvent.SECURITY_ALERT,
+                Outcome.REFUSED,
+                actor=self._calling_ae(event),
+                peer_address=_peer_address(event),
+                detail={"alert": alert},
+            )
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", alert=alert)

@@ -33,8 +33,16 @@ SenderFactory = Callable[[], ArchiveSender]
 class Forwarder:
     """The pool of forwarding workers and their heartbeat."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, sender_factory: SenderFactory | None = None) -> None:
-        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker."""
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        sender_factory: SenderFactory | None = None,
+        on_forwarded: Callable[[], None] | None = None,
+    ) -> None:
+        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker; ``on_forwarded`` after each batch."""
+        self.on_forwarded = on_forwarded
         self.settings = settings
         self.cfg = settings.forward
         self.ledger = ledger
@@ -107,6 +115,8 @@ class Forwarder:
                     claims = []
                 if claims:
                     self._forward_batch(owner, sender, claims)
+                    if self.on_forwarded is not None:
+                        self.on_forwarded()
                     idle_since = time.monotonic()
                     continue
                 if sender.assoc is not None and time.monotonic() - idle_since > self.cfg.idle_release:

@@ -33,6 +33,7 @@ studies = Table(
     Column("patient_id", String(64), nullable=True),
     Column("first_received_at", DateTime(timezone=True), nullable=False),
     Column("last_received_at", DateTime(timezone=True), nullable=False),
+    Column("last_verified_at", DateTime(timezone=True), nullable=True),
 )
 
 series = Table(
@@ -71,8 +72,48 @@ instances = Table(
     Column("confirmed_at", DateTime(timezone=True), nullable=True),
     Column("lease_owner", String(80), nullable=True),
     Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    # Confirmation: which proofs the archive has given, and the request in flight.
+    Column("commit_confirmed_at", DateTime(timezone=True), nullable=True),
+    Column("find_confirmed_at", DateTime(timezone=True), nullable=True),
+    Column("commit_transaction_uid", UID, nullable=True),
+    Column("confirm_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("confirm_next_at", DateTime(timezone=True), nullable=True),
+    Column("resends", Integer, nullable=False, default=0, server_default="0"),
+    Column("spool_removed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("sop_instance_uid", "version"),
     Index(None, "state", "next_attempt_at"),
+    Index(None, "state", "confirm_next_at"),
+)
+
+commitment_transactions = Table(
+    "commitment_transactions",
+    metadata,
+    Column("transaction_uid", UID, primary_key=True),
+    # outbound: the guard asked the archive; inbound: a source asked the guard.
+    Column("direction", String(8), nullable=False),
+    Column("peer_ae", AE, nullable=False),
+    Column("peer_address", String(64), nullable=True),
+    Column("study_uid", UID, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deadline_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "direction", "state", "next_attempt_at"),
+)
+
+commitment_references = Table(
+    "commitment_references",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_uid", UID, nullable=False, index=True),
+    Column("instance_id", Integer, nullable=True),
+    Column("sop_class_uid", UID, nullable=False),
+    Column("sop_instance_uid", UID, nullable=False),
+    Column("outcome", String(16), nullable=True),
+    Column("failure_reason", Integer, nullable=True),
 )
 
 audit_log = Table(

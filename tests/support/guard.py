@@ -65,6 +65,7 @@ class GuardProcess:
             "sources": [{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port()}],
             "archive": {"ae_title": archive_ae, "host": "127.0.0.1", "port": archive_port},
             "forward": {"lease_seconds": 3, "backoff_base": 0.2, "backoff_max": 1.0, "idle_poll": 0.1, "timeout": 10},
+            "confirm": {"poll_interval": 0.2, "commitment_timeout": 10, "retry_base": 0.5, "retry_max": 2, "report_retry_max": 2},
             "http": {"port": 0},
         }
         for section, values in overrides.items():

@@ -1,4 +1,4 @@
-"""initial schema.
+"""Initial schema: studies, series, instances and the audit log.
 
 Revision ID: 0001
 Revises:

@@ -1,0 +1,538 @@
+"""Ledger queries for confirmation: what the archive has proven, and what goes back to forwarding.
+
+Only two things make an instance ``confirmed``: a Storage Commitment report from the archive
+naming it among the successes of a transaction the guard opened, and a C-FIND of the archive
+listing it. ``archive.confirm`` decides which of the two proofs are required. A failure
+report, an instance missing from a C-FIND, or two proofs that disagree send the instance
+back to forwarding (bounded by ``confirm.max_resends``, then dead-letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, select, update
+
+from guard.config import ConfirmMode
+from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
+from guard.states import AuditEvent, InstanceState, Outcome
+
+OUTBOUND = "outbound"
+INBOUND = "inbound"
+
+Backoff = Callable[[int], timedelta]
+
+
+class TxnState:
+    """States of a commitment transaction (stored as these strings)."""
+
+    PENDING = "pending"
+    REPORTED = "reported"
+    TIMED_OUT = "timed-out"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One instance referenced by a commitment request."""
+
+    instance_id: int | None
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class ConfirmPolicy:
+    """The parts of the configuration the confirmation queries need."""
+
+    mode: ConfirmMode
+    max_resends: int
+    backoff: Backoff
+
+
+def _needs_commit(mode: ConfirmMode) -> bool:
+    return mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}
+
+
+def _needs_find(mode: ConfirmMode) -> bool:
+    return mode in {ConfirmMode.FIND, ConfirmMode.BOTH}
+
+
+def _subject(row: Row[Any]) -> dict[str, Any]:
+    return {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
+
+
+def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> bool:
+    """Make a forwarded instance ``confirmed`` when it has every proof ``mode`` requires."""
+    row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+    if row.state != InstanceState.FORWARDED.value:
+        return False
+    if (_needs_commit(mode) and row.commit_confirmed_at is None) or (_needs_find(mode) and row.find_confirmed_at is None):
+        return False
+    now = tx.clock()
+    tx.conn.execute(
+        update(instances).where(instances.c.id == instance_id).values(state=InstanceState.CONFIRMED.value, confirmed_at=now, updated_at=now)
+    )
+    proofs = [name for name, at in (("commitment", row.commit_confirmed_at), ("find", row.find_confirmed_at)) if at is not None]
+    tx.audit(AuditEvent.INSTANCE_CONFIRMED, detail={"proof": proofs, "mode": mode.value}, **_subject(row))
+    return True
+
+
+def send_back(tx: Transaction, instance_id: int, reason: str, max_resends: int) -> str:
+    """Return an instance the archive does not hold to forwarding, or dead-letter it after too many re-sends."""
+    row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+    now = tx.clock()
+    reset = {
+        "commit_transaction_uid": None,
+        "commit_confirmed_at": None,
+        "find_confirmed_at": None,
+        "confirm_next_at": None,
+        "updated_at": now,
+    }
+    if row.resends >= max_resends:
+        final = f"archive does not keep it after {row.resends} re-send(s): {reason}"
+        tx.conn.execute(
+            update(instances)
+            .where(instances.c.id == instance_id)
+            .values(state=InstanceState.DEAD_LETTERED.value, last_error=final, **reset)
+        )
+        tx.audit(AuditEvent.INSTANCE_DEAD_LETTERED, Outcome.FAILURE, detail={"reason": final, "resends": row.resends}, **_subject(row))
+        return InstanceState.DEAD_LETTERED.value
+    tx.conn.execute(
+        update(instances)
+        .where(instances.c.id == instance_id)
+        .values(state=InstanceState.RECEIVED.value, resends=row.resends + 1, attempts=0, next_attempt_at=now, last_error=reason, **reset),
+    )
+    tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail={"error": reason, "resend": row.resends + 1}, **_subject(row))
+    return InstanceState.RECEIVED.value
+
+
+# -- Storage Commitment towards the archive ---------------------------------------------
+
+
+def due_for_commitment(ledger: Ledger, limit: int) -> list[tuple[str, list[Reference]]]:
+    """Forwarded instances still lacking commitment proof and not in a request, grouped by study."""
+    now = ledger.clock()
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(
+            select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid)
+            .where(
+                instances.c.state == InstanceState.FORWARDED.value,
+                instances.c.commit_confirmed_at.is_(None),
+                instances.c.commit_transaction_uid.is_(None),
+                (instances.c.confirm_next_at.is_(None)) | (instances.c.confirm_next_at <= now),
+            )
+            .order_by(instances.c.study_uid, instances.c.id),
+        ).all()
+    groups: list[tuple[str, list[Reference]]] = []
+    for row in rows:
+        if not groups or groups[-1][0] != row.study_uid or len(groups[-1][1]) >= limit:
+            groups.append((row.study_uid, []))
+        groups[-1][1].append(Reference(row.id, row.sop_class_uid, row.sop_instance_uid))
+    return groups
+
+
+def open_outbound(ledger: Ledger, *, transaction_uid: str, archive_ae: str, study_uid: str, refs: list[Reference], timeout: float) -> None:
+    """Store a commitment request and its references before it goes out (survives restarts)."""
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        deadline = now + timedelta(seconds=timeout)
+        tx.conn.execute(
+            insert(commitment_transactions).values(
+                transaction_uid=transaction_uid,
+                direction=OUTBOUND,
+                peer_ae=archive_ae,
+                study_uid=study_uid,
+                state=TxnState.PENDING,
+                created_at=now,
+                deadline_at=deadline,
+                next_attempt_at=deadline,
+                attempts=1,
+            ),
+        )
+        tx.conn.execute(
+            insert(commitment_references),
+            [
+                {
+                    "transaction_uid": transaction_uid,
+                    "instance_id": r.instance_id,
+                    "sop_class_uid": r.sop_class_uid,
+                    "sop_instance_uid": r.sop_instance_uid,
+                }
+                for r in refs
+            ],
+        )
+        ids = [r.instance_id for r in refs if r.instance_id is not None]
+        tx.conn.execute(update(instances).where(instances.c.id.in_(ids)).values(commit_transaction_uid=transaction_uid, updated_at=now))
+        tx.audit(
+            AuditEvent.COMMITMENT_REQUESTED,
+            actor=archive_ae,
+            study_uid=study_uid,
+            detail={"direction": OUTBOUND, "transaction_uid": transaction_uid, "references": len(refs)},
+        )
+
+
+def _release_transaction(tx: Transaction, transaction_uid: str, state: str, error: str, backoff: Backoff) -> int:
+    """Close a transaction without a report; its instances may be asked about again after a backoff."""
+    now = tx.clock()
+    tx.conn.execute(
+        update(commitment_transactions)
+        .where(commitment_transactions.c.transaction_uid == transaction_uid)
+        .values(state=state, completed_at=now, last_error=error),
+    )
+    rows = tx.conn.execute(
+        select(instances.c.id, instances.c.confirm_attempts).where(instances.c.commit_transaction_uid == transaction_uid)
+    ).all()
+    for row in rows:
+        tx.conn.execute(
+            update(instances)
+            .where(instances.c.id == row.id)
+            .values(
+                commit_transaction_uid=None,
+                confirm_attempts=row.confirm_attempts + 1,
+                confirm_next_at=now + backoff(row.confirm_attempts + 1),
+            ),
+        )
+    return len(rows)
+
+
+def fail_outbound(ledger: Ledger, transaction_uid: str, error: str, backoff: Backoff) -> None:
+    """The N-ACTION did not go through: ask again later."""
+    with ledger.transaction() as tx:
+        count = _release_transaction(tx, transaction_uid, TxnState.FAILED, error, backoff)
+        tx.audit(
+            AuditEvent.COMMITMENT_REPORTED,
+            Outcome.FAILURE,
+            detail={"direction": OUTBOUND, "transaction_uid": transaction_uid, "error": error, "references": count},
+        )
+
+
+def expire_outbound(ledger: Ledger, backoff: Backoff) -> int:
+    """Pending requests whose report never came: close them so their instances are asked about again."""
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        expired = tx.conn.execute(
+            select(commitment_transactions.c.transaction_uid, commitment_transactions.c.peer_ae, commitment_transactions.c.study_uid).where(
+                commitment_transactions.c.direction == OUTBOUND,
+                commitment_transactions.c.state == TxnState.PENDING,
+                commitment_transactions.c.deadline_at < now,
+            ),
+        ).all()
+        for txn in expired:
+            count = _release_transaction(tx, txn.transaction_uid, TxnState.TIMED_OUT, "no N-EVENT-REPORT before the timeout", backoff)
+            tx.audit(
+                AuditEvent.COMMITMENT_REPORTED,
+                Outcome.FAILURE,
+                actor=txn.peer_ae,
+                study_uid=txn.study_uid,
+                detail={"direction": OUTBOUND, "transaction_uid": txn.transaction_uid, "error": "timed out", "references": count},
+            )
+    return len(expired)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What a commitment report from the archive amounted to."""
+
+    known: bool
+    confirmed: int = 0
+    sent_back: int = 0
+    ignored: int = 0
+
+
+def apply_report(
+    ledger: Ledger,
+    *,
+    transaction_uid: str,
+    reporter_ae: str,
+    peer_address: str | None,
+    successes: Iterable[str],
+    failures: Iterable[tuple[str, int | None]],
+    policy: ConfirmPolicy,
+) -> ReportResult:
+    """Apply an N-EVENT-REPORT from the archive to the transaction it names.
+
+    Only references of that transaction count; a report for a transaction the guard never
+    opened (or opened towards another AE) changes nothing and raises a security alert.
+    A late report (after the timeout) still counts: the archive has said it holds them.
+    """
+    with ledger.transaction() as tx:
+        txn = tx.conn.execute(select(commitment_transactions).where(commitment_transactions.c.transaction_uid == transaction_uid)).first()
+        if txn is None or txn.direction != OUTBOUND or txn.peer_ae != reporter_ae:
+            tx.audit(
+                AuditEvent.SECURITY_ALERT,
+                Outcome.REFUSED,
+                actor=reporter_ae,
+                peer_address=peer_address,
+                detail={"alert": "unknown-commitment-report", "transaction_uid": transaction_uid[:64]},
+            )
+            return ReportResult(known=False)
+        refs = {
+            r.sop_instance_uid: r
+            for r in tx.conn.execute(select(commitment_references).where(commitment_references.c.transaction_uid == transaction_uid))
+        }
+        confirmed = sent_back = ignored = 0
+        now = tx.clock()
+        for sop_uid in successes:
+            ref = refs.get(sop_uid)
+            if ref is None or ref.instance_id is None:
+                ignored += 1
+                continue
+            tx.conn.execute(update(commitment_references).where(commitment_references.c.id == ref.id).values(outcome="success"))
+            tx.conn.execute(
+                update(instances)
+                .where(
+                    instances.c.id == ref.instance_id,
+                    instances.c.state == InstanceState.FORWARDED.value,
+                    instances.c.commit_confirmed_at.is_(None),
+                )
+                .values(commit_confirmed_at=now, commit_transaction_uid=None, updated_at=now),
+            )
+            confirmed += int(_promote_if_proven(tx, ref.instance_id, policy.mode))
+        for sop_uid, reason in failures:
+            ref = refs.get(sop_uid)
+            if ref is None or ref.instance_id is None:
+                ignored += 1
+                continue
+            tx.conn.execute(
+                update(commitment_references).where(commitment_references.c.id == ref.id).values(outcome="failed", failure_reason=reason)
+            )
+            state = tx.conn.execute(select(instances.c.state).where(instances.c.id == ref.instance_id)).scalar()
+            if state == InstanceState.FORWARDED.value:
+                shown = "unknown" if reason is None else f"0x{reason:04X}"
+                send_back(tx, ref.instance_id, f"archive reported commitment failure {shown}", policy.max_resends)
+                sent_back += 1
+        tx.conn.execute(
+            update(commitment_transactions)
+            .where(commitment_transactions.c.transaction_uid == transaction_uid)
+            .values(state=TxnState.REPORTED, completed_at=now),
+        )
+        tx.conn.execute(
+            update(instances)
+            .where(instances.c.commit_transaction_uid == transaction_uid)
+            .values(commit_transaction_uid=None, confirm_next_at=now),
+        )
+        tx.audit(
+            AuditEvent.COMMITMENT_REPORTED,
+            Outcome.SUCCESS if not sent_back else Outcome.FAILURE,
+            actor=reporter_ae,
+            peer_address=peer_address,
+            study_uid=txn.study_uid,
+            detail={
+                "direction": OUTBOUND,
+                "transaction_uid": transaction_uid,
+                "confirmed": confirmed,
+                "failed": sent_back,
+                "ignored": ignored,
+                "late": txn.state != TxnState.PENDING,
+            },
+        )
+    return ReportResult(known=True, confirmed=confirmed, sent_back=sent_back, ignored=ignored)
+
+
+# -- C-FIND ----------------------------------------------------------------------------
+
+
+def due_for_find(ledger: Ledger, settle: timedelta) -> list[str]:
+    """Studies with forwarded instances that still need C-FIND proof."""
+    now = ledger.clock()
+    with ledger.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(instances.c.study_uid)
+                .where(
+                    instances.c.state == InstanceState.FORWARDED.value,
+                    instances.c.find_confirmed_at.is_(None),
+                    instances.c.forwarded_at <= now - settle,
+                    (instances.c.confirm_next_at.is_(None)) | (instances.c.confirm_next_at <= now),
+                )
+                .distinct(),
+            ).scalars(),
+        )
+
+
+def apply_find(ledger: Ledger, study_uid: str, held: set[str], policy: ConfirmPolicy) -> tuple[int, int]:
+    """Apply a C-FIND answer for a study: listed instances gain find proof, missing ones go back."""
+    confirmed = sent_back = 0
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        rows = tx.conn.execute(
+            select(instances.c.id, instances.c.sop_instance_uid).where(
+                instances.c.study_uid == study_uid,
+                instances.c.state == InstanceState.FORWARDED.value,
+                instances.c.find_confirmed_at.is_(None),
+            ),
+        ).all()
+        for row in rows:
+            if row.sop_instance_uid in held:
+                tx.conn.execute(update(instances).where(instances.c.id == row.id).values(find_confirmed_at=now, updated_at=now))
+                confirmed += int(_promote_if_proven(tx, row.id, policy.mode))
+            else:
+                send_back(tx, row.id, "not found in the archive by C-FIND after forwarding", policy.max_resends)
+                sent_back += 1
+    return confirmed, sent_back
+
+
+def postpone_find(ledger: Ledger, study_uid: str, backoff: Backoff) -> None:
+    """The C-FIND failed (archive unreachable): try this study again later."""
+    with ledger.transaction() as tx:
+        rows = tx.conn.execute(
+            select(instances.c.id, instances.c.confirm_attempts).where(
+                instances.c.study_uid == study_uid,
+                instances.c.state == InstanceState.FORWARDED.value,
+                instances.c.find_confirmed_at.is_(None),
+            ),
+        ).all()
+        now = tx.clock()
+        for row in rows:
+            tx.conn.execute(
+                update(instances)
+                .where(instances.c.id == row.id)
+                .values(confirm_attempts=row.confirm_attempts + 1, confirm_next_at=now + backoff(row.confirm_attempts + 1)),
+            )
+
+
+# -- Re-verification and retention ------------------------------------------------------
+
+
+def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
+    """Studies with confirmed instances not verified within ``interval``, oldest first."""
+    now = ledger.clock()
+    with ledger.engine.connect() as conn:
+        confirmed = select(instances.c.study_uid).where(instances.c.state == InstanceState.CONFIRMED.value).distinct().subquery()
+        return list(
+            conn.execute(
+                select(studies.c.study_uid)
+                .join(confirmed, confirmed.c.study_uid == studies.c.study_uid)
+                .where((studies.c.last_verified_at.is_(None)) | (studies.c.last_verified_at < now - interval))
+                .order_by(studies.c.last_verified_at.is_not(None), studies.c.last_verified_at)
+                .limit(limit),
+            ).scalars(),
+        )
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A confirmed instance the archive no longer lists."""
+
+    instance_id: int
+    sop_instance_uid: str
+    spool_path: str | None
+
+
+def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> list[Missing]:
+    """Mark confirmed instances missing from the archive; re-send those the spool still holds."""
+    lost: list[Missing] = []
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        rows = tx.conn.execute(
+            select(instances).where(instances.c.study_uid == study_uid, instances.c.state == InstanceState.CONFIRMED.value),
+        ).all()
+        for row in rows:
+            if row.sop_instance_uid in held:
+                continue
+            has_copy = row.spool_removed_at is None and row.spool_path is not None and spool_exists(row.spool_path)
+            lost.append(Missing(row.id, row.sop_instance_uid, row.spool_path if has_copy else None))
+            tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
+            tx.audit(
+                AuditEvent.INSTANCE_MISSING,
+                Outcome.FAILURE,
+                detail={"spool_copy": has_copy, "reason": "not listed by the archive at re-verification"},
+                **_subject(row),
+            )
+            if has_copy:
+                tx.conn.execute(
+                    update(instances)
+                    .where(instances.c.id == row.id)
+                    .values(
+                        state=InstanceState.RECEIVED.value,
+                        attempts=0,
+                        next_attempt_at=now,
+                        commit_confirmed_at=None,
+                        find_confirmed_at=None,
+                        confirmed_at=None,
+                    ),
+                )
+                tx.audit(AuditEvent.INSTANCE_REQUEUED, actor="reverify", detail={"reason": "missing-in-archive"}, **_subject(row))
+            else:
+                tx.audit(
+                    AuditEvent.SECURITY_ALERT,
+                    Outcome.FAILURE,
+                    detail={"alert": "lost-in-archive", "message": "confirmed instance missing from the archive and no spool copy is left"},
+                    **_subject(row),
+                )
+        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
+    return lost
+
+
+def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -> list[tuple[int, str]]:
+    """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
+    now = ledger.clock()
+    newer = instances.alias("newer")
+    with ledger.engine.connect() as conn:
+        confirmed = conn.execute(
+            select(instances.c.id, instances.c.spool_path)
+            .where(
+                instances.c.state == InstanceState.CONFIRMED.value,
+                instances.c.confirmed_at <= now - grace,
+                instances.c.spool_removed_at.is_(None),
+            )
+            .limit(limit),
+        ).all()
+        superseded = conn.execute(
+            select(instances.c.id, instances.c.spool_path)
+            .join(newer, and_(newer.c.sop_instance_uid == instances.c.sop_instance_uid, newer.c.version > instances.c.version))
+            .where(
+                instances.c.state == InstanceState.SUPERSEDED.value,
+                instances.c.spool_removed_at.is_(None),
+                newer.c.state == InstanceState.CONFIRMED.value,
+                newer.c.confirmed_at <= now - grace,
+            )
+            .limit(limit),
+        ).all()
+    return [(r.id, r.spool_path) for r in [*confirmed, *superseded] if r.spool_path]
+
+
+def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
+    """Record that the spool copy is gone (only for confirmed or superseded instances)."""
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        result = tx.conn.execute(
+            update(instances)
+            .where(instances.c.id == instance_id, instances.c.state.in_([InstanceState.CONFIRMED.value, InstanceState.SUPERSEDED.value]))
+            .values(spool_removed_at=now),
+        )
+        if result.rowcount:
+            row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+            tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **_subject(row))
+
+
+def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
+    """Commitment transactions still waiting (both directions), for ``guard status``."""
+    with ledger.engine.connect() as conn:
+        query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
+        if study_uid is not None:
+            query = query.where(commitment_transactions.c.study_uid == study_uid)
+        rows = conn.execute(query.order_by(commitment_transactions.c.created_at)).all()
+        counts: dict[str, int] = dict(
+            conn.execute(
+                select(commitment_references.c.transaction_uid, func.count())
+                .where(commitment_references.c.transaction_uid.in_([r.transaction_uid for r in rows]))
+                .group_by(commitment_references.c.transaction_uid),
+            ).all(),
+        )
+    return [
+        {
+            "transaction_uid": r.transaction_uid,
+            "direction": r.direction,
+            "peer_ae": r.peer_ae,
+            "references": int(counts.get(r.transaction_uid, 0)),
+            "created_at": str(r.created_at),
+            "deadline_at": str(r.deadline_at),
+        }
+        for r in rows
+    ]

@@ -1,0 +1,16 @@
+"""Prometheus metrics. This module owns the process-wide metric objects (prometheus-client's registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+MISSING_IN_ARCHIVE = Counter(
+    "guard_missing_in_archive_total",
+    "Confirmed instances that re-verification later found missing from the archive.",
+)
+LOST_IN_ARCHIVE = Counter(
+    "guard_lost_in_archive_total",
+    "Confirmed instances missing from the archive with no spool copy left to re-send (a person must act).",
+)
+COMMITMENT_REQUESTS = Counter("guard_commitment_requests_total", "Storage Commitment requests sent to the archive.", ["outcome"])
+SPOOL_REMOVED = Counter("guard_spool_removed_total", "Spool copies removed after confirmation and the grace period.")
