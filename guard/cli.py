@@ -10,20 +10,26 @@ import json
 import signal
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from guard import runtime
 from guard.config import Settings, load_settings, redacted
 from guard.configdoc import render_reference
+from guard.confirm.reconcile import reconcile
 from guard.errors import ConfigError, GuardError
+from guard.ledger.confirmations import pending_transactions
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
+from guard.ledger.reconcile import count_studies, select_studies
 from guard.refarchive import ReferenceArchive
 from guard.service import GuardService, open_ledger
+from guard.spool import Spool
 from guard.uids import is_valid_uid
 
 app = typer.Typer(help="guard: no image is deleted before the archive has proven it holds it.", no_args_is_help=True, add_completion=False)
@@ -95,6 +101,7 @@ def status(
             _print_overview(overview(ledger), as_json=as_json)
             return
         result = study_status(ledger, _study_uid(study_uid))
+        pending = pending_transactions(ledger, study_uid)
     finally:
         ledger.dispose()
     if as_json:
@@ -104,6 +111,7 @@ def status(
             "instances": result.total,
             "counts": result.counts,
             "dead_letters": result.dead_letters,
+            "pending_commitments": pending,
         }
         out.print_json(json.dumps(payload))
         return
@@ -118,6 +126,13 @@ def status(
         for item in result.dead_letters:
             dead.add_row(item["sop_instance_uid"], item["status"] or "-", str(item["attempts"]), item["reason"] or "")
         out.print(dead)
+    if pending:
+        table = Table(title="Storage Commitment requests awaiting the archive's report")
+        for col in ("Transaction UID", "references", "asked at", "deadline"):
+            table.add_column(col)
+        for txn in pending:
+            table.add_row(txn["transaction_uid"], str(txn["references"]), txn["created_at"], txn["deadline_at"])
+        out.print(table)
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -159,6 +174,57 @@ def requeue(
     finally:
         ledger.dispose()
     out.print(f"{count} instance(s) re-queued for forwarding.")
+
+
+@app.command("reconcile")
+def reconcile_command(
+    study_uids: Annotated[list[str] | None, typer.Argument(help="Studies to reconcile.")] = None,
+    since: Annotated[str | None, typer.Option(help="Studies received since this ISO time.")] = None,
+    until: Annotated[str | None, typer.Option(help="Studies received until this ISO time.")] = None,
+    all_studies: Annotated[bool, typer.Option("--all", help="Every study in the ledger.")] = False,  # noqa: FBT002 - a CLI flag
+    config: ConfigOption = None,
+) -> None:
+    """Compare the ledger with the archive (C-FIND) and re-queue what the archive lacks."""
+    if not study_uids and since is None and until is None and not all_studies:
+        err.print("[red]give STUDY_UIDs, --since/--until, or --all[/red]")
+        raise typer.Exit(EXIT_CONFIG)
+    settings = _settings(config)
+    ledger = open_ledger(settings)
+    try:
+        targets: list[str] | None = None
+        lower = upper = None
+        if study_uids:
+            targets = [_study_uid(u) for u in study_uids]
+            total = len(study_uids)
+        else:
+            lower, upper = _iso(since, "--since"), _iso(until, "--until")
+            total = count_studies(ledger, since=lower, until=upper)
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err, transient=False) as progress:
+            task = progress.add_task("reconciling studies", total=total)
+            studies = targets if targets is not None else select_studies(ledger, since=lower, until=upper)
+            summary = reconcile(settings, ledger, Spool(settings.spool_dir), studies, on_study=lambda _uid: progress.advance(task))
+    finally:
+        ledger.dispose()
+    table = Table(title="Reconcile summary")
+    for col in ("studies", "instances checked", "re-queued from spool", "lost (no spool copy)", "archive errors"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.studies), str(summary.instances), str(summary.requeued), str(summary.lost), str(len(summary.errors)))
+    out.print(table)
+    for study_uid, error in list(summary.errors.items())[:10]:
+        out.print(f"[red]{study_uid}: {error}[/red]", highlight=False)
+    if summary.errors or summary.lost:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _iso(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        err.print(f"[red]{option}: not an ISO date or time: {value!r}[/red]", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @config_app.command("check")

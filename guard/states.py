@@ -50,6 +50,7 @@ class AuditEvent(StrEnum):
     QUERY_RELAYED = "query.relayed"
     MOVE_RELAYED = "move.relayed"
     PULL_COMPLETED = "pull.completed"
+    RECONCILE_COMPLETED = "reconcile.completed"
     SECURITY_ALERT = "security.alert"
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"

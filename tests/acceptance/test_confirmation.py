@@ -144,3 +144,32 @@ def test_spool_copy_kept_until_confirmed_then_removed_after_grace(
     wait_until(lambda: _all_confirmed(guard, 2), 60, message="not confirmed")
     wait_until(lambda: not list(spool.glob("*.dcm")), 30, message="spool copies not removed after the grace period")
     assert len(guard.audit_records("instance.spool_removed")) == 2
+
+
+def test_reconcile_requeues_what_the_archive_lacks_and_alerts_on_what_is_lost(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """``guard reconcile`` re-sends instances missing from Orthanc from the spool; with no spool copy it alerts and exits 1."""
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port)
+    _guard_known_to(orthanc_archive, guard)
+    guard.start()
+    study = synthetic_study(3)
+    _send(guard, study.paths)
+    wait_until(lambda: _all_confirmed(guard, 3), 60, message="not confirmed")
+    resendable, lost = study.sop_instance_uids[0], study.sop_instance_uids[1]
+    assert orthanc_archive.delete_instance(resendable)
+    assert orthanc_archive.delete_instance(lost)
+    (spool_copy,) = (guard.data_dir / "spool" / study.study_uid).glob(f"{lost}-*.dcm")
+    spool_copy.unlink()
+    result = guard.cli("reconcile", study.study_uid)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Reconcile summary" in result.stdout
+    wait_until(lambda: resendable in orthanc_archive.instance_uids_of_study(study.study_uid), 30, message="not re-sent")
+    wait_until(lambda: guard.instance_states()[resendable] == "confirmed", 30, message="re-sent instance not confirmed")
+    assert guard.instance_states()[lost] == "missing-in-archive"
+    alerts = [a for a in guard.audit_records("security.alert") if a["sop_instance_uid"] == lost]
+    assert [a["detail"]["alert"] for a in alerts] == ["lost-in-archive"]
+    (run,) = guard.audit_records("reconcile.completed")
+    assert (run["detail"]["studies"], run["detail"]["requeued"], run["detail"]["lost"]) == (1, 1, 1)
+    again = guard.cli("reconcile", "--all")
+    assert "1" in again.stdout
