@@ -109,7 +109,7 @@ class ArchiveSettings(_Section):
 class ForwardSettings(_Section):
     """Forwarding to the archive."""
 
-    workers: int = Field(2, ge=1, le=32, description="Concurrent sender associations to the archive.")
+    workers: int = Field(1, ge=1, le=32, description="Concurrent sender associations to the archive.")
     batch_size: int = Field(32, ge=1, le=1000, description="Instances claimed per worker at a time.")
     lease_seconds: float = Field(
         30.0, gt=0, description="A claim not renewed within this time is taken over by another worker (crash recovery)."
@@ -128,6 +128,11 @@ class ConfirmSettings(_Section):
 
     poll_interval: float = Field(1.0, gt=0, description="Seconds between rounds of the confirmation loop.")
     max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
+    batch_wait: float = Field(
+        2.0,
+        ge=0,
+        description="Ask for commitment once a study has had nothing forwarded for this many seconds (or the request is full).",
+    )
     commitment_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the archive's N-EVENT-REPORT before asking again.")
     report_wait: float = Field(
         0.0,

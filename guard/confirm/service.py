@@ -103,7 +103,7 @@ class Confirmer:
         self._clean_spool()
 
     def _request_commitments(self) -> None:
-        for study_uid, refs in due_for_commitment(self.ledger, self.cfg.max_references):
+        for study_uid, refs in due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)):
             if self._stop.is_set():
                 return
             transaction_uid = generate_uid()

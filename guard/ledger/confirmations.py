@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, func, insert, select, update
 
 from guard.config import ConfirmMode
 from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.instances import as_utc
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
 from guard.states import AuditEvent, InstanceState, Outcome
 
@@ -114,12 +115,17 @@ def send_back(tx: Transaction, instance_id: int, reason: str, max_resends: int) 
 # -- Storage Commitment towards the archive ---------------------------------------------
 
 
-def due_for_commitment(ledger: Ledger, limit: int) -> list[tuple[str, list[Reference]]]:
-    """Forwarded instances still lacking commitment proof and not in a request, grouped by study."""
+def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> list[tuple[str, list[Reference]]]:
+    """Forwarded instances still lacking commitment proof and not in a request, grouped by study.
+
+    A study's group is due when it is full (``limit`` references) or when nothing of the study
+    was forwarded for ``quiet``: one request per study instead of one per instance, which also
+    spares the archive an association per report.
+    """
     now = ledger.clock()
     with ledger.engine.connect() as conn:
         rows = conn.execute(
-            select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid)
+            select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid, instances.c.forwarded_at)
             .where(
                 instances.c.state == InstanceState.FORWARDED.value,
                 instances.c.commit_confirmed_at.is_(None),
@@ -129,11 +135,14 @@ def due_for_commitment(ledger: Ledger, limit: int) -> list[tuple[str, list[Refer
             .order_by(instances.c.study_uid, instances.c.id),
         ).all()
     groups: list[tuple[str, list[Reference]]] = []
+    latest: dict[str, datetime] = {}
     for row in rows:
+        forwarded_at = as_utc(row.forwarded_at) or now
+        latest[row.study_uid] = max(latest.get(row.study_uid, forwarded_at), forwarded_at)
         if not groups or groups[-1][0] != row.study_uid or len(groups[-1][1]) >= limit:
             groups.append((row.study_uid, []))
         groups[-1][1].append(Reference(row.id, row.sop_class_uid, row.sop_instance_uid))
-    return groups
+    return [(study, refs) for study, refs in groups if len(refs) >= limit or now - latest[study] >= quiet]
 
 
 def open_outbound(ledger: Ledger, *, transaction_uid: str, archive_ae: str, study_uid: str, refs: list[Reference], timeout: float) -> None:
