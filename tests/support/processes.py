@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +24,14 @@ class PeerError(RuntimeError):
 
 
 def find_tool(name: str) -> str:
-    """Return the absolute path of executable ``name``, looking on PATH and in the sbin folders."""
-    found = shutil.which(name)
+    """Return the absolute path of executable ``name``, looking on PATH and in the sbin folders.
+
+    The virtual environment's own ``bin`` is skipped: pynetdicom installs look-alike
+    ``storescu``/``findscu`` scripts there, and the tests must run the real DCMTK tools.
+    """
+    venv_bin = str(Path(sys.prefix) / "bin")
+    search = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != Path(venv_bin))
+    found = shutil.which(name, path=search)
     if found:
         return found
     for folder in _SBIN_DIRS:
