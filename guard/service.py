@@ -58,6 +58,9 @@ class GuardService:
         ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake)
         self.server = IngestServer(self.settings, ingest, self.confirmer)
         self.server.start()
+        if self.reference_archive is not None:
+            # The port actually bound (node.port may be 0): where the sandbox archive reports.
+            self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", self.server.port)
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
             actor=self.settings.node.ae_title,
@@ -72,9 +75,8 @@ class GuardService:
         """Run the sandbox archive and make sure nobody mistakes it for a real one."""
         archive = self.settings.archive
         folder = self.settings.node.data_dir / "reference-archive"
-        # The sandbox archive reports Storage Commitment to the guard's own listener.
-        requesters = {self.settings.node.ae_title: ("127.0.0.1", self.settings.node.port)}
-        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port, requesters=requesters).start()
+        # It reports Storage Commitment to the guard's listener, registered once that is bound.
+        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port).start()
         message = "no archive configured: using the built-in reference archive, a sandbox that is NOT for production"
         log.warning("archive.builtin", action="archive.builtin", port=archive.port, directory=str(folder), message=message)
         ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"alert": "builtin-archive", "message": message})

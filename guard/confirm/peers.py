@@ -98,14 +98,14 @@ def request_commitment(
     ds.ReferencedSOPSequence = Sequence(items)
     got_report = threading.Event()
 
-    def _on_report(event: Any) -> int:
-        report = parse_report(event.event_information if hasattr(event, "event_information") else None)
+    def _on_report(event: Any) -> tuple[int, None]:
+        report = parse_report(event.event_information)
         if report is None:
-            return 0x0110
+            return 0x0115, None
         if on_report is not None:
             on_report(report, archive.ae_title)
         got_report.set()
-        return 0x0000
+        return 0x0000, None
 
     ae = _ae(own_ae, timeout)
     ae.add_requested_context(StorageCommitmentPushModel)

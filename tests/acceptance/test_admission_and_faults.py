@@ -192,3 +192,29 @@ def test_archive_that_drops_silently_is_only_forwarded_not_confirmed(
     wait_until(lambda: set(guard.instance_states().values()) == {"forwarded"}, 30, message="not forwarded")
     assert ref_archive.held_uids() == set()
     assert ref_archive.received_count == 2
+
+
+@pytest.mark.parametrize("mode", ["find", "commitment", "both"])
+def test_archive_keeping_only_part_of_a_study_is_caught(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, mode: str
+) -> None:
+    """An archive answering Success but keeping every other instance: each dropped one is detected and re-sent; only held ones are confirmed."""
+    ref_archive.faults.drop_every = 2
+    guard = guard_factory(archive_port=ref_archive.port, archive={"confirm": mode}, confirm={"max_resends": 10, "batch_wait": 0.2})
+    ref_archive.add_requester(GUARD_AE, "127.0.0.1", guard.port)
+    guard.start()
+    study = synthetic_study(8)
+    assert [s for _, s in send_files(guard.port, study.paths)] == [st.SUCCESS] * 8
+
+    def all_confirmed() -> bool:
+        states = guard.instance_states()
+        return len(states) == 8 and set(states.values()) == {"confirmed"}
+
+    wait_until(all_confirmed, 90, message="not every instance confirmed")
+    assert ref_archive.held_uids() == set(study.sop_instance_uids)
+    dropped = ref_archive.received_count - 8
+    assert dropped >= 4
+    sent_back = [r for r in guard.audit_records("instance.failed") if r["detail"].get("resend")]
+    assert len(sent_back) >= dropped
+    confirmed = guard.audit_records("instance.confirmed")
+    assert sorted(r["sop_instance_uid"] for r in confirmed) == sorted(study.sop_instance_uids)

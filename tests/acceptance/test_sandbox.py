@@ -22,7 +22,7 @@ SANDBOX = Path(__file__).parents[2] / "config" / "sandbox.toml"
 
 
 def test_sandbox_receives_forwards_to_the_builtin_archive_and_reports(tmp_path: Path, synthetic_study: StudyFactory) -> None:
-    """Plain ``storescu HOST PORT file`` into the sandbox guard; ``guard status`` then shows it forwarded to the built-in archive."""
+    """Plain ``storescu HOST PORT file`` into the sandbox guard; ``guard status`` then shows it confirmed by the built-in archive."""
     port, archive_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
     env |= {
@@ -52,9 +52,9 @@ def test_sandbox_receives_forwards_to_the_builtin_archive_and_reports(tmp_path: 
                 check=False,
                 timeout=60,
             )
-            return json.loads(done.stdout)["counts"] == {"forwarded": 1}
+            return json.loads(done.stdout)["counts"] == {"confirmed": 1}
 
-        wait_until(forwarded, 30, message="instance not forwarded in the sandbox")
+        wait_until(forwarded, 30, message="instance not confirmed by the sandbox archive")
         assert (tmp_path / "var" / "reference-archive" / f"{study.sop_instance_uids[0]}.dcm").is_file()
         text = subprocess.run(
             [sys.executable, "-m", "guard", "status"], capture_output=True, text=True, env=env, check=True, timeout=60
