@@ -78,6 +78,8 @@ def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> 
     tx.conn.execute(
         update(instances).where(instances.c.id == instance_id).values(state=InstanceState.CONFIRMED.value, confirmed_at=now, updated_at=now)
     )
+    # A confirmation is a verification: the next re-verification is due one interval from now.
+    tx.conn.execute(update(studies).where(studies.c.study_uid == row.study_uid).values(last_verified_at=now))
     proofs = [name for name, at in (("commitment", row.commit_confirmed_at), ("find", row.find_confirmed_at)) if at is not None]
     tx.audit(AuditEvent.INSTANCE_CONFIRMED, detail={"proof": proofs, "mode": mode.value}, **_subject(row))
     return True

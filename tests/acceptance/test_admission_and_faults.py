@@ -198,7 +198,7 @@ def test_archive_that_drops_silently_is_only_forwarded_not_confirmed(
 def test_archive_keeping_only_part_of_a_study_is_caught(
     guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, mode: str
 ) -> None:
-    """An archive answering Success but keeping every other instance: each dropped one is detected and re-sent; only held ones are confirmed."""
+    """Success answered but only every other instance kept: each dropped one is detected and re-sent; only held ones are confirmed."""
     ref_archive.faults.drop_every = 2
     guard = guard_factory(archive_port=ref_archive.port, archive={"confirm": mode}, confirm={"max_resends": 10, "batch_wait": 0.2})
     ref_archive.add_requester(GUARD_AE, "127.0.0.1", guard.port)
