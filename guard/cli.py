@@ -24,9 +24,9 @@ from guard.config import Settings, load_settings, redacted
 from guard.configdoc import render_reference
 from guard.confirm.reconcile import reconcile
 from guard.errors import ConfigError, GuardError
-from guard.ledger.confirmations import pending_transactions
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.ledger.reconcile import count_studies, select_studies
+from guard.ledger.verification import pending_transactions
 from guard.refarchive import ReferenceArchive
 from guard.service import GuardService, open_ledger
 from guard.spool import Spool

@@ -22,18 +22,15 @@ from guard.ledger.confirmations import (
     ConfirmPolicy,
     apply_find,
     apply_report,
-    apply_reverification,
     due_for_commitment,
     due_for_find,
-    due_for_reverification,
     expire_outbound,
     fail_outbound,
-    mark_spool_removed,
     open_outbound,
     postpone_find,
-    removable_spool_copies,
 )
 from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
+from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
 from guard.metrics import COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
 from guard.spool import Spool
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, select, update
+from sqlalchemy import Row, insert, select, update
 
 from guard.config import ConfirmMode
 from guard.ledger.audit import Ledger, Transaction
-from guard.ledger.instances import as_utc
+from guard.ledger.instances import as_utc, back_to_forwarding
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
 from guard.states import AuditEvent, InstanceState, Outcome
 
@@ -63,7 +63,8 @@ def _needs_find(mode: ConfirmMode) -> bool:
     return mode in {ConfirmMode.FIND, ConfirmMode.BOTH}
 
 
-def _subject(row: Row[Any]) -> dict[str, Any]:
+def subject_of(row: Row[Any]) -> dict[str, Any]:
+    """The study, instance and patient of an instance row, for an audit record."""
     return {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
 
 
@@ -81,7 +82,7 @@ def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> 
     # A confirmation is a verification: the next re-verification is due one interval from now.
     tx.conn.execute(update(studies).where(studies.c.study_uid == row.study_uid).values(last_verified_at=now))
     proofs = [name for name, at in (("commitment", row.commit_confirmed_at), ("find", row.find_confirmed_at)) if at is not None]
-    tx.audit(AuditEvent.INSTANCE_CONFIRMED, detail={"proof": proofs, "mode": mode.value}, **_subject(row))
+    tx.audit(AuditEvent.INSTANCE_CONFIRMED, detail={"proof": proofs, "mode": mode.value}, **subject_of(row))
     return True
 
 
@@ -103,14 +104,10 @@ def send_back(tx: Transaction, instance_id: int, reason: str, max_resends: int) 
             .where(instances.c.id == instance_id)
             .values(state=InstanceState.DEAD_LETTERED.value, last_error=final, **reset)
         )
-        tx.audit(AuditEvent.INSTANCE_DEAD_LETTERED, Outcome.FAILURE, detail={"reason": final, "resends": row.resends}, **_subject(row))
+        tx.audit(AuditEvent.INSTANCE_DEAD_LETTERED, Outcome.FAILURE, detail={"reason": final, "resends": row.resends}, **subject_of(row))
         return InstanceState.DEAD_LETTERED.value
-    tx.conn.execute(
-        update(instances)
-        .where(instances.c.id == instance_id)
-        .values(state=InstanceState.RECEIVED.value, resends=row.resends + 1, attempts=0, next_attempt_at=now, last_error=reason, **reset),
-    )
-    tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail={"error": reason, "resend": row.resends + 1}, **_subject(row))
+    back_to_forwarding(tx, instance_id, resends=row.resends + 1, last_error=reason)
+    tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail={"error": reason, "resend": row.resends + 1}, **subject_of(row))
     return InstanceState.RECEIVED.value
 
 
@@ -405,145 +402,3 @@ def postpone_find(ledger: Ledger, study_uid: str, backoff: Backoff) -> None:
                 .where(instances.c.id == row.id)
                 .values(confirm_attempts=row.confirm_attempts + 1, confirm_next_at=now + backoff(row.confirm_attempts + 1)),
             )
-
-
-# -- Re-verification and retention ------------------------------------------------------
-
-
-def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
-    """Studies with confirmed instances not verified within ``interval``, oldest first."""
-    now = ledger.clock()
-    with ledger.engine.connect() as conn:
-        confirmed = select(instances.c.study_uid).where(instances.c.state == InstanceState.CONFIRMED.value).distinct().subquery()
-        return list(
-            conn.execute(
-                select(studies.c.study_uid)
-                .join(confirmed, confirmed.c.study_uid == studies.c.study_uid)
-                .where((studies.c.last_verified_at.is_(None)) | (studies.c.last_verified_at < now - interval))
-                .order_by(studies.c.last_verified_at.is_not(None), studies.c.last_verified_at)
-                .limit(limit),
-            ).scalars(),
-        )
-
-
-@dataclass(frozen=True)
-class Missing:
-    """A confirmed instance the archive no longer lists."""
-
-    instance_id: int
-    sop_instance_uid: str
-    spool_path: str | None
-
-
-def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> list[Missing]:
-    """Mark confirmed instances missing from the archive; re-send those the spool still holds."""
-    lost: list[Missing] = []
-    with ledger.transaction() as tx:
-        now = tx.clock()
-        rows = tx.conn.execute(
-            select(instances).where(instances.c.study_uid == study_uid, instances.c.state == InstanceState.CONFIRMED.value),
-        ).all()
-        for row in rows:
-            if row.sop_instance_uid in held:
-                continue
-            has_copy = row.spool_removed_at is None and row.spool_path is not None and spool_exists(row.spool_path)
-            lost.append(Missing(row.id, row.sop_instance_uid, row.spool_path if has_copy else None))
-            tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
-            tx.audit(
-                AuditEvent.INSTANCE_MISSING,
-                Outcome.FAILURE,
-                detail={"spool_copy": has_copy, "reason": "not listed by the archive at re-verification"},
-                **_subject(row),
-            )
-            if has_copy:
-                tx.conn.execute(
-                    update(instances)
-                    .where(instances.c.id == row.id)
-                    .values(
-                        state=InstanceState.RECEIVED.value,
-                        attempts=0,
-                        next_attempt_at=now,
-                        commit_confirmed_at=None,
-                        find_confirmed_at=None,
-                        confirmed_at=None,
-                    ),
-                )
-                tx.audit(AuditEvent.INSTANCE_REQUEUED, actor="reverify", detail={"reason": "missing-in-archive"}, **_subject(row))
-            else:
-                tx.audit(
-                    AuditEvent.SECURITY_ALERT,
-                    Outcome.FAILURE,
-                    detail={"alert": "lost-in-archive", "message": "confirmed instance missing from the archive and no spool copy is left"},
-                    **_subject(row),
-                )
-        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
-    return lost
-
-
-def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -> list[tuple[int, str]]:
-    """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
-    now = ledger.clock()
-    newer = instances.alias("newer")
-    with ledger.engine.connect() as conn:
-        confirmed = conn.execute(
-            select(instances.c.id, instances.c.spool_path)
-            .where(
-                instances.c.state == InstanceState.CONFIRMED.value,
-                instances.c.confirmed_at <= now - grace,
-                instances.c.spool_removed_at.is_(None),
-            )
-            .limit(limit),
-        ).all()
-        superseded = conn.execute(
-            select(instances.c.id, instances.c.spool_path)
-            .join(newer, and_(newer.c.sop_instance_uid == instances.c.sop_instance_uid, newer.c.version > instances.c.version))
-            .where(
-                instances.c.state == InstanceState.SUPERSEDED.value,
-                instances.c.spool_removed_at.is_(None),
-                newer.c.state == InstanceState.CONFIRMED.value,
-                newer.c.confirmed_at <= now - grace,
-            )
-            .limit(limit),
-        ).all()
-    return [(r.id, r.spool_path) for r in [*confirmed, *superseded] if r.spool_path]
-
-
-def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
-    """Record that the spool copy is gone (only for confirmed or superseded instances)."""
-    with ledger.transaction() as tx:
-        now = tx.clock()
-        result = tx.conn.execute(
-            update(instances)
-            .where(instances.c.id == instance_id, instances.c.state.in_([InstanceState.CONFIRMED.value, InstanceState.SUPERSEDED.value]))
-            .values(spool_removed_at=now),
-        )
-        if result.rowcount:
-            row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
-            tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **_subject(row))
-
-
-def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
-    """Commitment transactions still waiting (both directions), for ``guard status``."""
-    with ledger.engine.connect() as conn:
-        query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
-        if study_uid is not None:
-            query = query.where(commitment_transactions.c.study_uid == study_uid)
-        rows = conn.execute(query.order_by(commitment_transactions.c.created_at)).all()
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(commitment_references.c.transaction_uid, func.count())
-                .where(commitment_references.c.transaction_uid.in_([r.transaction_uid for r in rows]))
-                .group_by(commitment_references.c.transaction_uid),
-            ).all(),
-        )
-    return [
-        {
-            "transaction_uid": r.transaction_uid,
-            "direction": r.direction,
-            "peer_ae": r.peer_ae,
-            "references": int(counts.get(r.transaction_uid, 0)),
-            "created_at": str(r.created_at),
-            "deadline_at": str(r.deadline_at),
-        }
-        for r in rows
-    ]

@@ -250,6 +250,34 @@ def mark_dead_lettered(tx: Transaction, claim: Claim, owner: str, *, status: int
     return True
 
 
+def back_to_forwarding(tx: Transaction, instance_id: int, **values: Any) -> None:
+    """Put an instance back in the forwarding queue, forgetting claims and earlier proofs.
+
+    Used for dead letters re-queued by a person, for instances the archive reported failed or
+    did not list, and for those found missing later. ``values`` adds columns to set
+    (``resends``, ``last_error``).
+    """
+    now = tx.clock()
+    tx.conn.execute(
+        update(instances)
+        .where(instances.c.id == instance_id)
+        .values(
+            state=InstanceState.RECEIVED.value,
+            attempts=0,
+            next_attempt_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            commit_transaction_uid=None,
+            commit_confirmed_at=None,
+            find_confirmed_at=None,
+            confirm_next_at=None,
+            confirmed_at=None,
+            **values,
+        ),
+    )
+
+
 def requeue_dead_letters(ledger: Ledger, *, study_uid: str | None, actor: str) -> int:
     """Put dead-lettered instances (of one study, or all) back into forwarding."""
     with ledger.transaction() as tx:
@@ -257,20 +285,8 @@ def requeue_dead_letters(ledger: Ledger, *, study_uid: str | None, actor: str) -
         if study_uid is not None:
             cond.append(instances.c.study_uid == study_uid)
         rows = tx.conn.execute(select(instances.c.id, instances.c.study_uid, instances.c.sop_instance_uid).where(and_(*cond))).all()
-        now = tx.clock()
         for row in rows:
-            tx.conn.execute(
-                update(instances)
-                .where(instances.c.id == row.id)
-                .values(
-                    state=InstanceState.RECEIVED.value,
-                    attempts=0,
-                    next_attempt_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                ),
-            )
+            back_to_forwarding(tx, row.id)
             tx.audit(AuditEvent.INSTANCE_REQUEUED, actor=actor, study_uid=row.study_uid, sop_instance_uid=row.sop_instance_uid)
     return len(rows)
 

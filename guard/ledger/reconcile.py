@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, select, update
 
 from guard.ledger.audit import Ledger
+from guard.ledger.instances import back_to_forwarding
 from guard.ledger.schema import instances, studies
 from guard.states import AuditEvent, InstanceState, Outcome
 
@@ -74,20 +75,7 @@ def reconcile_study(ledger: Ledger, study_uid: str, held: set[str], spool_exists
                 continue
             subject = {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
             if row.spool_removed_at is None and row.spool_path and spool_exists(row.spool_path):
-                tx.conn.execute(
-                    update(instances)
-                    .where(instances.c.id == row.id)
-                    .values(
-                        state=InstanceState.RECEIVED.value,
-                        attempts=0,
-                        next_attempt_at=now,
-                        updated_at=now,
-                        commit_confirmed_at=None,
-                        find_confirmed_at=None,
-                        confirmed_at=None,
-                        commit_transaction_uid=None,
-                    ),
-                )
+                back_to_forwarding(tx, row.id)
                 tx.audit(
                     AuditEvent.INSTANCE_REQUEUED,
                     actor="reconcile",

@@ -19,20 +19,11 @@ from sqlalchemy import select
 from guard.config import ConfirmMode
 from guard.confirm.service import exponential
 from guard.ledger.audit import Ledger
-from guard.ledger.confirmations import (
-    ConfirmPolicy,
-    apply_find,
-    apply_report,
-    apply_reverification,
-    due_for_commitment,
-    expire_outbound,
-    mark_spool_removed,
-    open_outbound,
-    removable_spool_copies,
-)
+from guard.ledger.confirmations import ConfirmPolicy, apply_find, apply_report, due_for_commitment, expire_outbound, open_outbound
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forwarded, record_received
 from guard.ledger.schema import instances
+from guard.ledger.verification import apply_reverification, mark_spool_removed, removable_spool_copies
 
 STUDY = "1.2.3"
 LEASE = timedelta(seconds=30)

@@ -1,0 +1,144 @@
+"""Ledger queries for what happens after confirmation: re-verification, spool retention, and status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+
+from guard.ledger.audit import Ledger
+from guard.ledger.confirmations import TxnState, subject_of
+from guard.ledger.instances import back_to_forwarding
+from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
+from guard.states import AuditEvent, InstanceState, Outcome
+
+
+def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
+    """Studies with confirmed instances not verified within ``interval``, oldest first."""
+    now = ledger.clock()
+    with ledger.engine.connect() as conn:
+        confirmed = select(instances.c.study_uid).where(instances.c.state == InstanceState.CONFIRMED.value).distinct().subquery()
+        return list(
+            conn.execute(
+                select(studies.c.study_uid)
+                .join(confirmed, confirmed.c.study_uid == studies.c.study_uid)
+                .where((studies.c.last_verified_at.is_(None)) | (studies.c.last_verified_at < now - interval))
+                .order_by(studies.c.last_verified_at.is_not(None), studies.c.last_verified_at)
+                .limit(limit),
+            ).scalars(),
+        )
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A confirmed instance the archive no longer lists."""
+
+    instance_id: int
+    sop_instance_uid: str
+    spool_path: str | None
+
+
+def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> list[Missing]:
+    """Mark confirmed instances missing from the archive; re-send those the spool still holds."""
+    lost: list[Missing] = []
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        rows = tx.conn.execute(
+            select(instances).where(instances.c.study_uid == study_uid, instances.c.state == InstanceState.CONFIRMED.value),
+        ).all()
+        for row in rows:
+            if row.sop_instance_uid in held:
+                continue
+            has_copy = row.spool_removed_at is None and row.spool_path is not None and spool_exists(row.spool_path)
+            lost.append(Missing(row.id, row.sop_instance_uid, row.spool_path if has_copy else None))
+            tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
+            tx.audit(
+                AuditEvent.INSTANCE_MISSING,
+                Outcome.FAILURE,
+                detail={"spool_copy": has_copy, "reason": "not listed by the archive at re-verification"},
+                **subject_of(row),
+            )
+            if has_copy:
+                back_to_forwarding(tx, row.id)
+                tx.audit(AuditEvent.INSTANCE_REQUEUED, actor="reverify", detail={"reason": "missing-in-archive"}, **subject_of(row))
+            else:
+                tx.audit(
+                    AuditEvent.SECURITY_ALERT,
+                    Outcome.FAILURE,
+                    detail={"alert": "lost-in-archive", "message": "confirmed instance missing from the archive and no spool copy is left"},
+                    **subject_of(row),
+                )
+        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
+    return lost
+
+
+def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -> list[tuple[int, str]]:
+    """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
+    now = ledger.clock()
+    newer = instances.alias("newer")
+    with ledger.engine.connect() as conn:
+        confirmed = conn.execute(
+            select(instances.c.id, instances.c.spool_path)
+            .where(
+                instances.c.state == InstanceState.CONFIRMED.value,
+                instances.c.confirmed_at <= now - grace,
+                instances.c.spool_removed_at.is_(None),
+            )
+            .limit(limit),
+        ).all()
+        superseded = conn.execute(
+            select(instances.c.id, instances.c.spool_path)
+            .join(newer, and_(newer.c.sop_instance_uid == instances.c.sop_instance_uid, newer.c.version > instances.c.version))
+            .where(
+                instances.c.state == InstanceState.SUPERSEDED.value,
+                instances.c.spool_removed_at.is_(None),
+                newer.c.state == InstanceState.CONFIRMED.value,
+                newer.c.confirmed_at <= now - grace,
+            )
+            .limit(limit),
+        ).all()
+    return [(r.id, r.spool_path) for r in [*confirmed, *superseded] if r.spool_path]
+
+
+def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
+    """Record that the spool copy is gone (only for confirmed or superseded instances)."""
+    with ledger.transaction() as tx:
+        now = tx.clock()
+        result = tx.conn.execute(
+            update(instances)
+            .where(instances.c.id == instance_id, instances.c.state.in_([InstanceState.CONFIRMED.value, InstanceState.SUPERSEDED.value]))
+            .values(spool_removed_at=now),
+        )
+        if result.rowcount:
+            row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+            tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **subject_of(row))
+
+
+def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
+    """Commitment transactions still waiting (both directions), for ``guard status``."""
+    with ledger.engine.connect() as conn:
+        query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
+        if study_uid is not None:
+            query = query.where(commitment_transactions.c.study_uid == study_uid)
+        rows = conn.execute(query.order_by(commitment_transactions.c.created_at)).all()
+        counts: dict[str, int] = dict(
+            conn.execute(
+                select(commitment_references.c.transaction_uid, func.count())
+                .where(commitment_references.c.transaction_uid.in_([r.transaction_uid for r in rows]))
+                .group_by(commitment_references.c.transaction_uid),
+            ).all(),
+        )
+    return [
+        {
+            "transaction_uid": r.transaction_uid,
+            "direction": r.direction,
+            "peer_ae": r.peer_ae,
+            "references": int(counts.get(r.transaction_uid, 0)),
+            "created_at": str(r.created_at),
+            "deadline_at": str(r.deadline_at),
+        }
+        for r in rows
+    ]
