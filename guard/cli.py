@@ -1,11 +1,12 @@
 """The ``guard`` command.
 
 Exit codes: 0 success; 1 an operation failed; 2 invalid configuration or usage; 3 a delete
-was refused (later issues).
+was refused.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
 import sys
@@ -23,6 +24,8 @@ from guard import runtime
 from guard.config import Settings, load_settings, redacted
 from guard.configdoc import render_reference
 from guard.confirm.reconcile import reconcile
+from guard.delete.backends import make_backend
+from guard.delete.gate import DeleteGate
 from guard.errors import ConfigError, GuardError
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.ledger.reconcile import count_studies, select_studies
@@ -41,6 +44,7 @@ err = Console(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_REFUSED = 3
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: $GUARD_CONFIG).", envvar="GUARD_CONFIG")
@@ -174,6 +178,33 @@ def requeue(
     finally:
         ledger.dispose()
     out.print(f"{count} instance(s) re-queued for forwarding.")
+
+
+@app.command()
+def delete(
+    study_uid: str,
+    reason: Annotated[str | None, typer.Option(help="Why the study should be deleted (audited).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ask the delete gate: exit 0 when permitted (and carried out by the backend), 3 when refused."""
+    settings = _settings(config)
+    ledger = open_ledger(settings)
+    try:
+        gate = DeleteGate(settings, ledger, make_backend(settings.delete))
+        outcome = gate.request(_study_uid(study_uid), channel="cli", requester=f"cli:{getpass.getuser()}", peer_address=None, reason=reason)
+    finally:
+        ledger.dispose()
+    decision = outcome.decision
+    if decision.permitted and outcome.carried_out:
+        out.print(f"[green]permitted[/green]: {decision.sentence}", highlight=False)
+        return
+    if decision.permitted:
+        err.print(f"[red]permitted, but the {settings.delete.backend.value} backend failed: {outcome.backend_error}[/red]", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"[red]refused[/red]: {decision.sentence}", highlight=False)
+    for code in decision.reasons:
+        out.print(f"  - {code.value}")
+    raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command("reconcile")

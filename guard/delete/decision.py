@@ -87,9 +87,10 @@ def decide_delete(facts: StudyFacts, live: LiveEvidence, *, reverify: bool, sour
     unconfirmed = {uid for uid, state in states.items() if state != "confirmed"} - dead - lost
     _note(reasons, evidence, Reason.DEAD_LETTERED, "dead_lettered", dead)
     _note(reasons, evidence, Reason.UNCONFIRMED, "unconfirmed", unconfirmed)
-    if source_check:
+    # An unknown study is refused on that alone; the peers are not asked about it.
+    if source_check and states:
         _check_source(reasons, evidence, live, set(states))
-    if reverify:
+    if reverify and states:
         lost |= _check_archive(reasons, evidence, live, set(states) | (live.source_listed or set()))
     _note(reasons, evidence, Reason.MISSING_IN_ARCHIVE, "missing_in_archive", lost)
     if reasons:

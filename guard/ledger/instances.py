@@ -358,3 +358,18 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
             for r in recent
         ],
     )
+
+
+def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
+    """SOP Instance UID -> state of its newest version, for every instance of the study."""
+    newest = (
+        select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
+        .where(instances.c.study_uid == study_uid)
+        .group_by(instances.c.sop_instance_uid)
+        .subquery()
+    )
+    joined = instances.join(
+        newest, and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version)
+    )
+    with ledger.engine.connect() as conn:
+        return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())

@@ -1,0 +1,124 @@
+"""Metrics of the admin API: delete decision counters, and gauges read from the ledger at scrape time.
+
+The counters live in prometheus-client's default registry, like those of ``guard.metrics``.
+The gauges are not stored anywhere: ``LedgerCollector`` asks the ledger each time ``/metrics``
+is scraped, so they are true after a restart and shared by every process on one ledger. Each
+admin app has its own registry for its collector (the default registry refuses two collectors
+with the same metric names, and tests build many apps in one process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from guard.ledger.audit import Ledger
+from guard.ledger.confirmations import INBOUND, OUTBOUND, TxnState
+from guard.ledger.instances import as_utc
+from guard.ledger.schema import commitment_transactions, instances
+from guard.states import CLAIMABLE_STATES, InstanceState
+
+DELETE_DECISIONS = Counter(
+    "guard_delete_decisions_total",
+    "Delete requests decided, by channel and outcome (permitted, refused, backend-failed).",
+    ["channel", "outcome"],
+)
+DELETE_REFUSAL_REASONS = Counter(
+    "guard_delete_refusal_reasons_total",
+    "Reasons given for refused deletes, by channel and reason code (a refusal may count under several reasons).",
+    ["channel", "reason"],
+)
+
+#: States in which an instance still waits for the archive's proof.
+UNCONFIRMED_STATES = (
+    InstanceState.RECEIVED,
+    InstanceState.FAILED,
+    InstanceState.FORWARDED,
+    InstanceState.MISSING,
+)
+
+
+def count_decision(channel: str, outcome: str, reasons: list[str]) -> None:
+    """Count one delete decision and, for a refusal, each of its reasons."""
+    DELETE_DECISIONS.labels(channel=channel, outcome=outcome).inc()
+    for reason in reasons:
+        DELETE_REFUSAL_REASONS.labels(channel=channel, reason=reason).inc()
+
+
+class LedgerCollector(Collector):
+    """Gauges computed from the ledger when scraped.
+
+    ``guard_ledger_up`` is 0 and the other gauges are left out when the ledger cannot be read,
+    so a scrape never fails because the database does.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        """Read from ``ledger``, with its clock for ages."""
+        self.ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gauges (called by the registry at each scrape)."""
+        up = GaugeMetricFamily("guard_ledger_up", "Whether the ledger could be read for this scrape (1) or not (0).")
+        try:
+            facts = self._read()
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        by_state, oldest, pending = facts
+        states = GaugeMetricFamily("guard_instances", "Instances in the ledger (every version) by state.", labels=["state"])
+        for state in InstanceState:
+            states.add_metric([state.value], by_state.get(state.value, 0))
+        for other in sorted(set(by_state) - {s.value for s in InstanceState}):
+            states.add_metric([other], by_state[other])
+        yield states
+        yield GaugeMetricFamily(
+            "guard_dead_letters",
+            "Instances in the dead-letter state, waiting for a person.",
+            value=by_state.get(InstanceState.DEAD_LETTERED.value, 0),
+        )
+        yield GaugeMetricFamily(
+            "guard_forward_queue_depth",
+            "Instances waiting to be forwarded to the archive (received or failed).",
+            value=sum(by_state.get(s.value, 0) for s in CLAIMABLE_STATES),
+        )
+        oldest_at = as_utc(oldest)
+        age = max(0.0, (self.ledger.clock() - oldest_at).total_seconds()) if oldest_at is not None else 0.0
+        yield GaugeMetricFamily(
+            "guard_oldest_unconfirmed_age_seconds",
+            "Age of the oldest instance not yet confirmed by the archive (0 when there is none).",
+            value=age,
+        )
+        commitments = GaugeMetricFamily(
+            "guard_commitments_pending", "Storage Commitment transactions still waiting, by direction.", labels=["direction"]
+        )
+        for direction in (OUTBOUND, INBOUND):
+            commitments.add_metric([direction], pending.get(direction, 0))
+        yield commitments
+
+    def _read(self) -> tuple[dict[str, int], datetime | None, dict[str, int]]:
+        with self.ledger.engine.connect() as conn:
+            by_state = {
+                str(r.state): int(r.n)
+                for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))
+            }
+            oldest = conn.execute(
+                select(func.min(instances.c.received_at)).where(instances.c.state.in_([s.value for s in UNCONFIRMED_STATES]))
+            ).scalar()
+            pending = {
+                str(r.direction): int(r.n)
+                for r in conn.execute(
+                    select(commitment_transactions.c.direction, func.count().label("n"))
+                    .where(commitment_transactions.c.state == TxnState.PENDING)
+                    .group_by(commitment_transactions.c.direction)
+                )
+            }
+        return by_state, oldest, pending

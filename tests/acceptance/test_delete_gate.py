@@ -1,0 +1,133 @@
+"""The delete gate end to end: an Orthanc as the PACS (source, REST delete backend), an Orthanc as the archive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import GuardFactory
+from tests.support.datasets import make_instance
+from tests.support.fixtures import StudyFactory
+from tests.support.guard import GUARD_AE, GuardProcess
+from tests.support.orthanc import Orthanc
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+PACS_AE = "PACS"
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    """An Orthanc standing in for the PACS."""
+    with Orthanc(tmp_path / "orthanc-pacs", aet=PACS_AE) as orthanc:
+        yield orthanc
+
+
+def _pacs_sends(pacs: Orthanc, paths: list[Path]) -> None:
+    """The PACS stores the files, then sends the study to the guard by C-STORE (its own DICOM client)."""
+    ids = pacs.upload(paths)
+    answer = pacs.rest().post("/modalities/guard/store", json={"Resources": ids, "Synchronous": True}, timeout=60)
+    answer.raise_for_status()
+
+
+def _delete(guard: GuardProcess, study_uid: str) -> tuple[int, str]:
+    result = guard.cli("delete", study_uid, "--reason", "archive move")
+    return result.returncode, result.stdout + result.stderr
+
+
+def _last_decision(guard: GuardProcess, study_uid: str) -> dict[str, object]:
+    records = [r for r in guard.audit_records() if r["event"] in {"delete.permitted", "delete.refused"} and r["study_uid"] == study_uid]
+    return records[-1]
+
+
+def test_delete_gate_with_orthanc_pacs_and_archive(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory, tmp_path: Path
+) -> None:
+    """Refused with the right reason in each unsafe situation (the PACS keeps the study); permitted and carried out once safe."""
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        delete={"backend": "orthanc", "url": pacs.url},
+        confirm={"batch_wait": 4},
+    )
+    for orthanc in (orthanc_archive, pacs):
+        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start()
+    study = synthetic_study(4)
+
+    code, text = _delete(guard, "1.2.3.4.5.6.7")
+    assert code == 3
+    assert "unknown-study" in text
+
+    _pacs_sends(pacs, study.paths)
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "unconfirmed" in text) == (3, True)
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+
+    extra = make_instance(
+        tmp_path / "extra.dcm", study_uid=study.study_uid, series_uid=study.series_uids[0], sop_instance_uid="1.2.3.777.1"
+    )
+    (extra_id,) = pacs.upload([extra])
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "unknown-to-guard" in text) == (3, True)
+    pacs.rest().delete(f"/instances/{extra_id}").raise_for_status()
+
+    orthanc_archive.stop()
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "archive-unreachable" in text) == (3, True)
+    orthanc_archive.start()
+
+    pacs.stop()
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "source-unreachable" in text) == (3, True)
+    pacs.start()
+    assert pacs.instance_uids_of_study(study.study_uid) == set(study.sop_instance_uids)
+
+    code, text = _delete(guard, study.study_uid)
+    assert code == 0, text
+    assert pacs.instance_uids_of_study(study.study_uid) == set()
+    assert orthanc_archive.instance_uids_of_study(study.study_uid) == set(study.sop_instance_uids)
+    permitted = _last_decision(guard, study.study_uid)
+    assert permitted["event"] == "delete.permitted"
+    assert permitted["actor"] == f"cli:{__import__('getpass').getuser()}"
+
+    refusals = [r["detail"]["reasons"] for r in guard.audit_records("delete.refused")]
+    assert refusals == [
+        ["unknown-study"],
+        ["unconfirmed"],
+        ["unknown-to-guard", "missing-in-archive"],  # the extra instance is in neither the guard nor the archive
+        ["archive-unreachable"],
+        ["source-unreachable"],
+    ]
+    requests = guard.audit_records("delete.requested")
+    assert len(requests) == 6
+    assert all(r["detail"] == {"channel": "cli", "reason": "archive move"} for r in requests)
+
+
+def test_instance_lost_by_the_archive_refuses_the_delete(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """An instance deleted from the archive after confirmation makes the live check refuse with missing-in-archive."""
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        delete={"backend": "orthanc", "url": pacs.url},
+        confirm={"batch_wait": 0.2},
+    )
+    for orthanc in (orthanc_archive, pacs):
+        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start()
+    study = synthetic_study(3)
+    _pacs_sends(pacs, study.paths)
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+    assert orthanc_archive.delete_instance(study.sop_instance_uids[2])
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "missing-in-archive" in text) == (3, True)
+    assert pacs.instance_uids_of_study(study.study_uid) == set(study.sop_instance_uids)
+    decision = _last_decision(guard, study.study_uid)
+    assert decision["detail"]["evidence"]["missing_in_archive"] == [study.sop_instance_uids[2]]
+    assert json.dumps(decision["detail"])
