@@ -17,13 +17,15 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from guard.config import Settings
+from guard.delete.gate import DeleteGate
+from guard.delete.iocm import referenced_studies, rejection_title
 from guard.dicom import status as st
 from guard.errors import InvalidUIDError, LedgerError, SpoolError
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import Receipt, ReceivedInstance, record_received
 from guard.spool import Spool
 from guard.states import AuditEvent, Outcome
-from guard.uids import require_uid
+from guard.uids import is_valid_uid, require_uid
 
 
 class RejectReason(IntEnum):
@@ -71,8 +73,19 @@ def _strip(value: object) -> str:
 class IngestService:
     """Admits sources and makes their instances durable."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, on_received: Callable[[], None] | None = None) -> None:
-        """Serve with ``settings``, recording in ``ledger`` and ``spool``; call ``on_received`` after each new instance."""
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        on_received: Callable[[], None] | None = None,
+        gate: DeleteGate | None = None,
+    ) -> None:
+        """Serve with ``settings``, recording in ``ledger`` and ``spool``; call ``on_received`` after each new instance.
+
+        With a ``gate``, IOCM rejection notes are delete requests decided by it.
+        """
+        self.gate = gate
         self.settings = settings
         self.ledger = ledger
         self.spool = spool
@@ -124,14 +137,13 @@ class IngestService:
 
     def store(self, req: StoreRequest) -> StoreAnswer:
         """Make one received instance durable, then (only then) answer Success."""
-        if not self.is_source(req.calling_ae):
-            return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
-        if req.receive_error is not None:
-            return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", f"receiving failed: {req.receive_error}")
         checked = self._check(req)
         if isinstance(checked, StoreAnswer):
             return checked
         header, study_uid, series_uid, sop_uid = checked
+        refusal = self._rejection_note_refusal(req, header)
+        if refusal is not None:
+            return refusal
         try:
             stored = self.spool.place(req.temp_path, study_uid, sop_uid)
         except (SpoolError, InvalidUIDError) as exc:
@@ -177,8 +189,33 @@ class IngestService:
             self.on_received()
         return StoreAnswer(st.SUCCESS)
 
+    def _rejection_note_refusal(self, req: StoreRequest, header: Dataset) -> StoreAnswer | None:
+        """An IOCM rejection note is a delete request: 0x0124 unless every referenced study is safe to delete."""
+        title = rejection_title(header)
+        if title is None or self.gate is None:
+            return None
+        studies = referenced_studies(header)
+        if not studies or not all(is_valid_uid(uid) for uid in studies):
+            return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "rejection-note-without-valid-study", "no valid referenced study")
+        refused: list[str] = []
+        for study in studies:
+            outcome = self.gate.request(
+                study, channel="iocm", requester=req.calling_ae, peer_address=req.peer_address, reason=title, carry_out=False
+            )
+            if not outcome.decision.permitted:
+                refused.extend(r.value for r in outcome.decision.reasons)
+        if refused:
+            self.spool.discard(req.temp_path)
+            # Error Comment (0000,0902) is LO: 64 characters, so the reason codes only.
+            return StoreAnswer(st.REFUSED_NOT_AUTHORIZED, ("delete refused: " + ",".join(dict.fromkeys(refused)))[:64])
+        return None
+
     def _check(self, req: StoreRequest) -> StoreAnswer | tuple[Dataset, str, str, str]:
         """Parse the data set header and validate its UIDs; a failure answer when it does not hold up."""
+        if not self.is_source(req.calling_ae):
+            return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
+        if req.receive_error is not None:
+            return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", f"receiving failed: {req.receive_error}")
         try:
             header = dcmread(req.temp_path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:

@@ -7,6 +7,8 @@ import structlog
 from guard import __version__, runtime
 from guard.config import Settings, digest
 from guard.confirm.service import Confirmer
+from guard.delete.backends import make_backend
+from guard.delete.gate import DeleteGate
 from guard.dicom.server import IngestServer
 from guard.forward.worker import Forwarder
 from guard.ingest import IngestService
@@ -38,6 +40,7 @@ class GuardService:
         self.reference_archive: ReferenceArchive | None = None
         self.forwarder: Forwarder | None = None
         self.confirmer: Confirmer | None = None
+        self.gate: DeleteGate | None = None
         self.server: IngestServer | None = None
 
     def start(self) -> None:
@@ -55,7 +58,8 @@ class GuardService:
         self.forwarder = Forwarder(self.settings, ledger, self.spool, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
         self.confirmer.start()
-        ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake)
+        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake, gate=self.gate)
         self.server = IngestServer(self.settings, ingest, self.confirmer)
         self.server.start()
         if self.reference_archive is not None:

@@ -90,8 +90,21 @@ class DeleteGate:
             return None, "no source with a host and port is configured to ask"
         return listed, None
 
-    def request(self, study_uid: str, *, channel: str, requester: str, peer_address: str | None, reason: str | None) -> DeleteOutcome:
-        """A delete request: audit it, decide, audit the decision, and carry a permitted one out."""
+    def request(
+        self,
+        study_uid: str,
+        *,
+        channel: str,
+        requester: str,
+        peer_address: str | None,
+        reason: str | None,
+        carry_out: bool = True,
+    ) -> DeleteOutcome:
+        """A delete request: audit it, decide, audit the decision, and carry a permitted one out.
+
+        ``carry_out=False`` is for channels where someone downstream acts on the permission
+        (an IOCM rejection note is forwarded to the archive instead of deleting at the source).
+        """
         with self._lock(study_uid):
             who: dict[str, Any] = {"actor": requester, "peer_address": peer_address, "study_uid": study_uid}
             self.ledger.audit(AuditEvent.DELETE_REQUESTED, detail={"channel": channel, "reason": reason}, **who)
@@ -104,6 +117,9 @@ class DeleteGate:
             }
             if not decision.permitted:
                 self.ledger.audit(AuditEvent.DELETE_REFUSED, Outcome.REFUSED, detail=detail, **who)
+                return DeleteOutcome(decision)
+            if not carry_out:
+                self.ledger.audit(AuditEvent.DELETE_PERMITTED, detail=detail, **who)
                 return DeleteOutcome(decision)
             try:
                 self.backend.delete(study_uid)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.conftest import GuardFactory
-from tests.support.datasets import make_instance
+from tests.support.datasets import REJECTION_TITLES, make_instance, make_rejection_note
+from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory
-from tests.support.guard import GUARD_AE, GuardProcess
+from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.orthanc import Orthanc
 from tests.support.waiting import wait_until
 
@@ -131,3 +132,32 @@ def test_instance_lost_by_the_archive_refuses_the_delete(
     decision = _last_decision(guard, study.study_uid)
     assert decision["detail"]["evidence"]["missing_in_archive"] == [study.sop_instance_uids[2]]
     assert json.dumps(decision["detail"])
+
+
+def test_iocm_rejection_notes_are_gated(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory, tmp_path: Path
+) -> None:
+    """A rejection KOS (each of the four titles) for an unconfirmed study gets 0x0124; for a confirmed study it is stored and forwarded."""
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port, delete={"source_check": False}, confirm={"batch_wait": 0.2})
+    guard.start()  # Orthanc does not know the guard yet: nothing can be confirmed
+    unconfirmed = synthetic_study(2)
+    assert (
+        store_responses(storescu("127.0.0.1", guard.port, unconfirmed.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)) == ["Success"] * 2
+    )
+    for title in REJECTION_TITLES:
+        note = make_rejection_note(tmp_path / f"note-{title}.dcm", unconfirmed, title=title)
+        result = storescu("127.0.0.1", guard.port, [note], calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+        assert store_responses(result) == ["Unknown Status: 0x124"], result.stdout + result.stderr  # DCMTK's words for 0x0124
+    refused = guard.audit_records("delete.refused")
+    assert [(r["detail"]["channel"], r["actor"], r["study_uid"]) for r in refused] == [("iocm", SOURCE_AE, unconfirmed.study_uid)] * 4
+    assert all("unconfirmed" in r["detail"]["reasons"] for r in refused)
+
+    orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+    note = make_rejection_note(tmp_path / "note-ok.dcm", unconfirmed, title="113001")
+    result = storescu("127.0.0.1", guard.port, [note], calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+    assert store_responses(result) == ["Success"], result.stdout
+    (permitted,) = guard.audit_records("delete.permitted")
+    assert (permitted["detail"]["channel"], permitted["study_uid"]) == ("iocm", unconfirmed.study_uid)
+    note_uid = str(__import__("pydicom").dcmread(note).SOPInstanceUID)
+    wait_until(lambda: note_uid in orthanc_archive.instance_uids_of_study(unconfirmed.study_uid), 30, message="note not forwarded")
