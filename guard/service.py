@@ -11,6 +11,9 @@ from guard.delete.backends import make_backend
 from guard.delete.gate import DeleteGate
 from guard.dicom.server import IngestServer
 from guard.forward.worker import Forwarder
+from guard.http.app import create_app
+from guard.http.readiness import directory_writable, ledger_reachable
+from guard.http.server import AdminServer
 from guard.ingest import IngestService
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
@@ -41,6 +44,7 @@ class GuardService:
         self.forwarder: Forwarder | None = None
         self.confirmer: Confirmer | None = None
         self.gate: DeleteGate | None = None
+        self.admin: AdminServer | None = None
         self.server: IngestServer | None = None
 
     def start(self) -> None:
@@ -65,12 +69,16 @@ class GuardService:
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
             self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", self.server.port)
+        if self.settings.http.port:  # 0 disables the admin API
+            app = create_app(self.settings, ledger, self.gate, self._readiness)
+            self.admin = AdminServer(app, host=self.settings.http.bind, port=self.settings.http.port).start()
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
             actor=self.settings.node.ae_title,
             detail={
                 "version": __version__,
                 "dicom_port": self.server.port,
+                "http_port": self.admin.port if self.admin is not None else None,
                 "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
             },
         )
@@ -85,8 +93,18 @@ class GuardService:
         log.warning("archive.builtin", action="archive.builtin", port=archive.port, directory=str(folder), message=message)
         ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"alert": "builtin-archive", "message": message})
 
+    def _readiness(self) -> dict[str, bool]:
+        """Checks behind /readyz: the ledger answers, the spool takes files, the workers run."""
+        return {
+            "ledger": self.ledger is not None and ledger_reachable(self.ledger),
+            "spool": directory_writable(self.spool.incoming),
+            "workers": self.forwarder is not None and self.forwarder.alive() and self.confirmer is not None and self.confirmer.alive(),
+        }
+
     def stop(self) -> None:
         """Stop accepting, drain associations, stop the workers, then close the ledger."""
+        if self.admin is not None:
+            self.admin.stop()
         if self.server is not None:
             self.server.stop()
         if self.forwarder is not None:

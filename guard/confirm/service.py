@@ -75,6 +75,10 @@ class Confirmer:
         for thread in self._threads:
             thread.join(timeout)
 
+    def alive(self) -> bool:
+        """Whether every thread is still running (readiness)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def wake(self) -> None:
         """Run a round soon (new forwarded instances, a new request)."""
         self._wake.set()

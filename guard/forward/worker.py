@@ -78,6 +78,10 @@ class Forwarder:
         for thread in self._threads:
             thread.start()
 
+    def alive(self) -> bool:
+        """Whether every thread is still running (readiness)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def wake(self) -> None:
         """Tell idle workers that new work has arrived."""
         self._wake.set()

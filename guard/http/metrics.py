@@ -107,8 +107,7 @@ class LedgerCollector(Collector):
     def _read(self) -> tuple[dict[str, int], datetime | None, dict[str, int]]:
         with self.ledger.engine.connect() as conn:
             by_state = {
-                str(r.state): int(r.n)
-                for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))
+                str(r.state): int(r.n) for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))
             }
             oldest = conn.execute(
                 select(func.min(instances.c.received_at)).where(instances.c.state.in_([s.value for s in UNCONFIRMED_STATES]))

@@ -130,7 +130,9 @@ async def _on_validation_error(_request: Request, exc: Exception) -> ProblemResp
 
 async def _on_ledger_error(_request: Request, exc: Exception) -> ProblemResponse:
     log.error("http.ledger_unavailable", action="http.ledger_unavailable", error=str(exc))
-    return problem_response(503, "Ledger unavailable", "the ledger cannot be read or written now; try again later", name="ledger-unavailable")
+    return problem_response(
+        503, "Ledger unavailable", "the ledger cannot be read or written now; try again later", name="ledger-unavailable"
+    )
 
 
 async def _on_unexpected(_request: Request, exc: Exception) -> ProblemResponse:

@@ -20,7 +20,7 @@ from guard.ledger.instances import as_utc
 from guard.ledger.schema import audit_log
 
 #: The most records one call returns, whatever ``limit`` asks for.
-MAX_LIMIT = 1000
+MAX_LIMIT = 10000
 
 
 def _utc(value: datetime) -> datetime:

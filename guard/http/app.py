@@ -1,0 +1,441 @@
+"""The admin HTTP API: health, readiness, metrics, study state, the HTTP delete channel, the audit log.
+
+``create_app`` builds the FastAPI application from objects the service already holds; it
+starts nothing and reads no configuration of its own. Choices made here:
+
+- Only ``DELETE /studies/{uid}`` needs the bearer token (``http.token`` or ``http.token_file``,
+  read at each request so a rotated file takes effect at once). With no token configured every
+  DELETE is refused with 401 (fail closed). Every refused authentication is audited as
+  ``security.alert`` (``alert: bad-token``) with the peer address, never the token presented.
+  Read endpoints are not protected: the API binds to 127.0.0.1 by default; exposing it on
+  another address means putting an authenticating proxy in front of it, since ``/audit`` and
+  ``/studies`` show patient IDs and study UIDs.
+- ``GET /studies/{uid}`` of a study the guard never received answers 200 with ``known: false``
+  and ``deletable`` refused with ``unknown-study`` (the same answer a delete would get), not 404.
+- A refused delete is 409 and a permitted delete the backend failed to carry out is 502; both
+  are problem documents that also carry the decision, reasons, sentence and evidence.
+- Endpoints that touch the ledger or peers are plain functions: FastAPI runs them in its
+  thread pool, so a slow C-FIND at decision time does not block ``/healthz``.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, and
+# those of the endpoints defined inside ``create_app`` name local dependencies that a string
+# annotation could not resolve.
+
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
+
+import guard.metrics  # noqa: F401 - imported for its side effect: the guard's counters are in the default registry
+from guard import __version__
+from guard.config import Settings
+from guard.delete.decision import Decision
+from guard.delete.gate import DeleteGate, DeleteOutcome
+from guard.http.metrics import LedgerCollector, count_decision
+from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
+from guard.ledger.audit import Ledger
+from guard.ledger.audit_query import query_audit
+from guard.ledger.instances import study_status
+from guard.ledger.verification import pending_transactions
+from guard.states import AuditEvent, Outcome
+from guard.uids import is_valid_uid
+
+#: Requester recorded in the audit log for deletes made with the admin token.
+HTTP_REQUESTER = "http-token"
+#: Most audit records one page of ``GET /audit`` returns.
+MAX_AUDIT_PAGE = 1000
+#: Longest ``reason`` a delete request may give (it is stored in the audit log).
+MAX_REASON_LENGTH = 1000
+_MAX_SEQ = 2**63 - 1
+#: The DICOM UID grammar (PS3.5 9.1) as an OpenAPI pattern, with its length limit; the check itself is ``is_valid_uid``.
+UID_SCHEMA: dict[str, Any] = {"pattern": r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$", "maxLength": 64}
+TIME_SCHEMA: dict[str, Any] = {"format": "date-time"}
+EVENT_SCHEMA: dict[str, Any] = {"enum": sorted(e.value for e in AuditEvent)}
+
+#: A Study Instance UID in the path. The grammar is published in the schema, but checked by the
+#: handler, so that a UID outside it is a 400 problem naming it rather than a generic 422.
+StudyUID = Annotated[str, Path(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)]
+
+Readiness = Callable[[], dict[str, bool]]
+
+
+# -- response models (they are the OpenAPI document) -----------------------------------------
+
+
+class Health(BaseModel):
+    """The process is alive."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    """Readiness and the checks it rests on."""
+
+    status: Literal["ready", "not-ready"]
+    checks: dict[str, bool]
+
+
+class Deletable(BaseModel):
+    """The delete gate's decision for the study now, without carrying anything out."""
+
+    decision: Literal["permitted", "refused"]
+    reasons: list[str] = Field(description="Refusal reason codes; empty when permitted.")
+    sentence: str
+    evidence: dict[str, Any]
+
+
+class DeadLetter(BaseModel):
+    """An instance of the study that will not be forwarded without a person acting."""
+
+    sop_instance_uid: str
+    reason: str | None
+    status: str | None
+    attempts: int
+
+
+class PendingCommitment(BaseModel):
+    """A Storage Commitment transaction of the study still waiting."""
+
+    transaction_uid: str
+    direction: str
+    peer_ae: str
+    references: int
+    created_at: str
+    deadline_at: str
+
+
+class StudyView(BaseModel):
+    """What the guard knows of one study and whether it may be deleted now."""
+
+    study_uid: str
+    known: bool
+    instances: int = Field(description="Instances of the study (newest version of each SOP Instance).")
+    counts: dict[str, int] = Field(description="Instances per state.")
+    dead_letters: list[DeadLetter]
+    pending_commitments: list[PendingCommitment]
+    deletable: Deletable
+
+
+class DeletePermitted(BaseModel):
+    """The delete was permitted and carried out by the backend."""
+
+    decision: Literal["permitted"] = "permitted"
+    study_uid: str
+    reasons: list[str] = Field(default_factory=list)
+    sentence: str
+    evidence: dict[str, Any]
+    carried_out: Literal[True] = True
+    backend: str = Field(description="Who carried it out: decision-only (the caller deletes), orthanc or dicomweb.")
+
+
+class DeleteRefusedProblem(Problem):
+    """A refused delete (409): the problem document with the decision."""
+
+    decision: Literal["refused"]
+    study_uid: str
+    reasons: list[str]
+    sentence: str
+    evidence: dict[str, Any]
+
+
+class BackendFailedProblem(Problem):
+    """A permitted delete the backend could not carry out (502)."""
+
+    decision: Literal["permitted"]
+    carried_out: Literal[False]
+    study_uid: str
+    backend: str
+    backend_error: str
+    sentence: str
+    evidence: dict[str, Any]
+
+
+class AuditRecordView(BaseModel):
+    """One audit record."""
+
+    seq: int
+    at: str | None
+    event: str
+    outcome: str
+    actor: str | None
+    peer_address: str | None
+    patient_id: str | None
+    study_uid: str | None
+    series_uid: str | None
+    sop_instance_uid: str | None
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """A page of audit records, oldest first; ``next`` is the ``after`` cursor of the next page, null on the last."""
+
+    records: list[AuditRecordView]
+    next: int | None
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+INVALID_UID = problem_openapi("The study UID does not follow the DICOM UID grammar (PS3.5 9.1).")
+INVALID_REQUEST = problem_openapi("A parameter is not valid.")
+UNAUTHORIZED = problem_openapi("No valid bearer token (or no token configured: every DELETE is refused).")
+
+
+def _invalid_uid(value: str, what: str = "study UID") -> ProblemError:
+    shown = repr(value)[:80]
+    return ProblemError(400, "invalid-uid", "Invalid UID", f"the {what} is not a valid DICOM UID: {shown}")
+
+
+def _peer(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+def _parse_time(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date or time; without a zone it is UTC. A time beyond the representable range is clamped to it."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ProblemError(400, "invalid-time", "Invalid time", f"{name} is not an ISO 8601 date or time: {value[:80]!r}") from exc
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 lies before datetime.min in UTC
+        ahead = (parsed.utcoffset() or timedelta(0)) > timedelta(0)
+        return datetime.min.replace(tzinfo=UTC) if ahead else datetime.max.replace(tzinfo=UTC)
+
+
+def _deletable(decision: Decision) -> Deletable:
+    return Deletable(
+        decision=decision.label, reasons=[r.value for r in decision.reasons], sentence=decision.sentence, evidence=decision.evidence
+    )
+
+
+class _TokenCheck:
+    """The bearer-token dependency of state-changing endpoints; audits every refusal."""
+
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        self.settings = settings
+        self.ledger = ledger
+
+    def _expected(self) -> tuple[str, str | None]:
+        """The configured token, or an empty one and why there is none."""
+        try:
+            token = self.settings.http_token()
+        except OSError:
+            return "", "token-unreadable"
+        return token, None if token else "not-configured"
+
+    def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
+    ) -> str:
+        expected, unavailable = self._expected()
+        if unavailable is not None:
+            problem = unavailable
+            detail = (
+                "no admin token is configured (http.token or http.token_file): every DELETE is refused"
+                if unavailable == "not-configured"
+                else "the admin token file cannot be read: every DELETE is refused"
+            )
+        elif credentials is None or not credentials.credentials:
+            problem, detail = "missing", "an Authorization: Bearer <token> header is required"
+        elif not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            problem, detail = "wrong", "the bearer token is not valid"
+        else:
+            return HTTP_REQUESTER
+        uid = str(request.path_params.get("uid", ""))
+        self.ledger.audit(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.REFUSED,
+            peer_address=_peer(request),
+            study_uid=uid if is_valid_uid(uid) else None,
+            detail={"alert": "bad-token", "problem": problem, "method": request.method, "path": request.url.path[:200]},
+        )
+        raise ProblemError(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+# -- the application -------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: Readiness) -> FastAPI:
+    """The admin API over ``ledger`` and ``gate``; ``readiness`` returns named checks, all True when ready."""
+    app = FastAPI(
+        title="guard admin API",
+        version=__version__,
+        description=__doc__,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    _add_probes(app, ledger, readiness)
+    _add_studies(app, gate, ledger, _TokenCheck(settings, ledger))
+    _add_audit(app, ledger)
+    return app
+
+
+def _add_probes(app: FastAPI, ledger: Ledger, readiness: Readiness) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics``."""
+    ledger_metrics = CollectorRegistry(auto_describe=False)
+    ledger_metrics.register(LedgerCollector(ledger))
+
+    @app.get("/healthz", summary="The process is alive.")
+    async def healthz() -> Health:
+        return Health()
+
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        summary="Ready to serve: ledger reachable, spool writable, workers alive.",
+        responses={503: {"model": Ready, "description": "Not ready; the checks say which part is not."}},
+    )
+    def readyz() -> JSONResponse:
+        try:
+            checks = {str(name): bool(ok) for name, ok in readiness().items()}
+        except Exception:  # noqa: BLE001 - a failing check means not ready, whatever it raised
+            checks = {"readiness": False}
+        ready = all(checks.values())
+        body = Ready(status="ready" if ready else "not-ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        summary="Prometheus metrics (text exposition format).",
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics."}},
+    )
+    def metrics() -> Response:
+        body = generate_latest(REGISTRY) + generate_latest(ledger_metrics)
+        return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, require_token: _TokenCheck) -> None:
+    """``GET /studies/{uid}`` and ``DELETE /studies/{uid}``."""
+
+    @app.get(
+        "/studies/{uid}",
+        summary="State of a study, counts per instance state, and whether it may be deleted now.",
+        responses={400: INVALID_UID, 422: INVALID_REQUEST},
+    )
+    def get_study(uid: StudyUID) -> StudyView:
+        if not is_valid_uid(uid):
+            raise _invalid_uid(uid)
+        status = study_status(ledger, uid)
+        decision = gate.evaluate(uid)
+        return StudyView(
+            study_uid=uid,
+            known=status.known,
+            instances=status.total,
+            counts=status.counts,
+            dead_letters=[DeadLetter(**item) for item in status.dead_letters],
+            pending_commitments=[PendingCommitment(**item) for item in pending_transactions(ledger, uid)],
+            deletable=_deletable(decision),
+        )
+
+    @app.delete(
+        "/studies/{uid}",
+        summary="Ask the delete gate; a permitted delete is carried out by the configured backend.",
+        responses={
+            400: INVALID_UID,
+            401: UNAUTHORIZED,
+            409: problem_openapi("Refused: the study lacks a confirmed, complete copy; see reasons.", DeleteRefusedProblem),
+            422: INVALID_REQUEST,
+            502: problem_openapi("Permitted, but the backend failed to delete; nothing was marked deleted.", BackendFailedProblem),
+        },
+    )
+    def delete_study(
+        uid: StudyUID,
+        request: Request,
+        requester: Annotated[str, Depends(require_token)],
+        reason: Annotated[str | None, Query(max_length=MAX_REASON_LENGTH, description="Why (audited).")] = None,
+    ) -> DeletePermitted:
+        if not is_valid_uid(uid):
+            raise _invalid_uid(uid)
+        return _delete_answer(gate, uid, gate.request(uid, channel="http", requester=requester, peer_address=_peer(request), reason=reason))
+
+
+def _delete_answer(gate: DeleteGate, uid: str, outcome: DeleteOutcome) -> DeletePermitted:
+    """The 200 answer for a delete carried out; a problem (409, 502) for the others. Counts the decision."""
+    decision = outcome.decision
+    reasons = [r.value for r in decision.reasons]
+    if not decision.permitted:
+        count_decision("http", "refused", reasons)
+        raise ProblemError(
+            409,
+            "delete-refused",
+            "Delete refused",
+            decision.sentence,
+            decision="refused",
+            study_uid=uid,
+            reasons=reasons,
+            sentence=decision.sentence,
+            evidence=decision.evidence,
+        )
+    if not outcome.carried_out:
+        count_decision("http", "backend-failed", [])
+        error = outcome.backend_error or "the backend did not carry the delete out"
+        raise ProblemError(
+            502,
+            "backend-failed",
+            "Delete permitted but not carried out",
+            f"the {gate.backend.name} backend failed: {error}",
+            decision="permitted",
+            carried_out=False,
+            study_uid=uid,
+            backend=gate.backend.name,
+            backend_error=error,
+            sentence=decision.sentence,
+            evidence=decision.evidence,
+        )
+    count_decision("http", "permitted", [])
+    return DeletePermitted(study_uid=uid, sentence=decision.sentence, evidence=decision.evidence, backend=gate.backend.name)
+
+
+def _add_audit(app: FastAPI, ledger: Ledger) -> None:
+    """``GET /audit``."""
+
+    @app.get(
+        "/audit",
+        summary="Audit records, oldest first, filtered; page with ``after`` = the previous page's ``next``.",
+        responses={400: problem_openapi("A filter is not valid (UID, event name or time)."), 422: INVALID_REQUEST},
+    )
+    def audit(
+        study: Annotated[str | None, Query(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)] = None,
+        event: Annotated[str | None, Query(description="Event name, e.g. delete.refused.", json_schema_extra=EVENT_SCHEMA)] = None,
+        since: Annotated[
+            str | None, Query(description="ISO 8601 time (UTC when no zone), inclusive.", json_schema_extra=TIME_SCHEMA)
+        ] = None,
+        until: Annotated[
+            str | None, Query(description="ISO 8601 time (UTC when no zone), inclusive.", json_schema_extra=TIME_SCHEMA)
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE, description="Records per page.")] = 100,
+        after: Annotated[int | None, Query(ge=0, le=_MAX_SEQ, description="Only records with a greater seq (cursor).")] = None,
+    ) -> AuditPage:
+        if study is not None and not is_valid_uid(study):
+            raise _invalid_uid(study, "study filter")
+        known_events = {e.value for e in AuditEvent}
+        if event is not None and event not in known_events:
+            raise ProblemError(
+                400, "invalid-event", "Unknown event", f"{event[:80]!r} is not an audit event; known: {', '.join(sorted(known_events))}"
+            )
+        rows = query_audit(
+            ledger,
+            study_uid=study,
+            event=event,
+            since=_parse_time(since, "since"),
+            until=_parse_time(until, "until"),
+            limit=limit + 1,
+            after_seq=after,
+        )
+        page = rows[:limit]
+        more = len(rows) > limit
+        return AuditPage(records=[AuditRecordView(**r) for r in page], next=page[-1]["seq"] if more else None)

@@ -1,0 +1,101 @@
+"""Serving the admin API: uvicorn in a background thread of the guard process.
+
+uvicorn installs no signal handlers outside the main thread, so ``guard serve`` keeps its own
+SIGTERM handling; ``stop`` asks the server to finish and waits, bounded. ``log_config=None``
+leaves the process's logging (structlog) as the service configured it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from guard.errors import GuardError
+
+
+class AdminServerError(GuardError):
+    """The admin API could not be started."""
+
+
+class AdminServer:
+    """The admin API served by uvicorn on ``host:port`` from a daemon thread."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str,
+        port: int,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        """Serve ``app`` on ``host:port`` (port 0: any free port, see ``port``); nothing runs until ``start``."""
+        self.host = host
+        self._requested_port = port
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(stop_timeout / 2)),
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> AdminServer:
+        """Start serving and wait (at most ``start_timeout``) until the port accepts connections."""
+        if self._thread is not None:
+            return self
+        thread = self._thread = threading.Thread(target=self._server.run, name="admin-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + self.start_timeout
+        while not self._server.started:
+            if not thread.is_alive():
+                self._thread = None
+                msg = f"the admin API could not start on {self.host}:{self._requested_port} (port in use or address not available?)"
+                raise AdminServerError(msg)
+            if time.monotonic() >= deadline:
+                self.stop()
+                msg = f"the admin API did not start on {self.host}:{self._requested_port} within {self.start_timeout:.1f} s"
+                raise AdminServerError(msg)
+            time.sleep(0.01)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the configured one only when that was 0)."""
+        for server in getattr(self._server, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self._requested_port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running API."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is serving."""
+        return self._thread is not None and self._thread.is_alive() and self._server.started
+
+    def stop(self) -> None:
+        """Stop serving: finish open requests (bounded), then close; forced after ``stop_timeout``."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._server.should_exit = True
+        thread.join(self.stop_timeout)
+        if thread.is_alive():
+            self._server.force_exit = True
+            thread.join(self.stop_timeout)
+        self._thread = None
