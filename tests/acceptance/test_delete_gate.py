@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.acceptance.conftest import GuardFactory
@@ -14,6 +15,7 @@ from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.orthanc import Orthanc
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -161,3 +163,39 @@ def test_iocm_rejection_notes_are_gated(
     assert (permitted["detail"]["channel"], permitted["study_uid"]) == ("iocm", unconfirmed.study_uid)
     note_uid = str(__import__("pydicom").dcmread(note).SOPInstanceUID)
     wait_until(lambda: note_uid in orthanc_archive.instance_uids_of_study(unconfirmed.study_uid), 30, message="note not forwarded")
+
+
+def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """Through the running guard's admin API: 401 without a token, then 200 permitted; the PACS copy is gone, the archive's is whole."""
+    http_port = free_port()
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        delete={"backend": "orthanc", "url": pacs.url},
+        confirm={"batch_wait": 0.2},
+        http={"bind": "127.0.0.1", "port": http_port, "token": "s3cret-token"},
+    )
+    for orthanc in (orthanc_archive, pacs):
+        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start()
+    base = f"http://127.0.0.1:{http_port}"
+    assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+    study = synthetic_study(3)
+    _pacs_sends(pacs, study.paths)
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+    view = httpx.get(f"{base}/studies/{study.study_uid}", timeout=30).json()
+    assert view["deletable"]["decision"] == "permitted"
+    assert httpx.delete(f"{base}/studies/{study.study_uid}", timeout=30).status_code == 401
+    assert httpx.delete(f"{base}/studies/{study.study_uid}", headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    assert pacs.instance_uids_of_study(study.study_uid) == set(study.sop_instance_uids)
+    answer = httpx.delete(f"{base}/studies/{study.study_uid}", headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["decision"] == "permitted"
+    assert pacs.instance_uids_of_study(study.study_uid) == set()
+    assert orthanc_archive.instance_uids_of_study(study.study_uid) == set(study.sop_instance_uids)
+    alerts = [a["detail"]["alert"] for a in guard.audit_records("security.alert")]
+    assert alerts.count("bad-token") == 2
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    assert 'guard_instances{state="confirmed"} 3.0' in metrics
