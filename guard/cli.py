@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
@@ -205,6 +206,28 @@ def delete(
     for code in decision.reasons:
         out.print(f"  - {code.value}")
     raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command()
+def health(
+    config: ConfigOption = None,
+    ready: Annotated[bool, typer.Option("--ready", help="Check readiness (ledger, spool, workers), not only liveness.")] = False,  # noqa: FBT002 - a CLI flag
+) -> None:
+    """Ask the running guard's admin API whether it is healthy; exit 0 if so, 1 if not (container health checks)."""
+    settings = _settings(config)
+    if not settings.http.port:
+        err.print("[red]the admin API is disabled (http.port = 0): nothing to ask[/red]")
+        raise typer.Exit(EXIT_FAILED)
+    host = "127.0.0.1" if settings.http.bind in {"0.0.0.0", ""} else settings.http.bind  # noqa: S104 - comparing, not binding
+    url = f"http://{host}:{settings.http.port}/{'readyz' if ready else 'healthz'}"
+    try:
+        answer = httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]{url}: {exc}[/red]", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from exc
+    out.print(f"{url}: {answer.status_code} {answer.text.strip()}", highlight=False)
+    if answer.status_code != 200:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("reconcile")

@@ -182,6 +182,7 @@ def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
     guard.start()
     base = f"http://127.0.0.1:{http_port}"
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+    assert guard.cli("health", "--ready").returncode == 0
     study = synthetic_study(3)
     _pacs_sends(pacs, study.paths)
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
