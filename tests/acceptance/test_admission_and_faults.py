@@ -218,3 +218,20 @@ def test_archive_keeping_only_part_of_a_study_is_caught(
     assert len(sent_back) >= dropped
     confirmed = guard.audit_records("instance.confirmed")
     assert sorted(r["sop_instance_uid"] for r in confirmed) == sorted(study.sop_instance_uids)
+
+
+def test_dead_lettered_study_cannot_be_deleted(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
+) -> None:
+    """``guard delete`` on a study with a dead letter is refused (exit 3) with reason dead-lettered."""
+    ref_archive.faults.status = 0xA900
+    guard = guard_factory(archive_port=ref_archive.port, delete={"source_check": False})
+    study = synthetic_study(1)
+    guard.start()
+    send_files(guard.port, study.paths)
+    wait_until(lambda: set(guard.instance_states().values()) == {"dead-lettered"}, 30, message="not dead-lettered")
+    result = guard.cli("delete", study.study_uid)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "dead-lettered" in result.stdout
+    (refused,) = guard.audit_records("delete.refused")
+    assert "dead-lettered" in refused["detail"]["reasons"]

@@ -1,8 +1,9 @@
-"""Random interleavings of forwarding, commitment reports, C-FIND answers, losses and restarts on a real ledger.
+"""Random interleavings of forwarding, commitment reports, C-FIND answers, losses, restarts and deletes on a real ledger.
 
 Whatever happens, no instance is ``confirmed`` unless the archive said it holds it (a success
-in a report of a transaction the guard opened for it, or a C-FIND listing it), and no spool
-copy is removed before its instance is confirmed.
+in a report of a transaction the guard opened for it, or a C-FIND listing it), no spool copy
+is removed before its instance is confirmed, and no delete is permitted while the archive
+lacks anything the source or the guard holds of the study.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from sqlalchemy import select
 
 from guard.config import ConfirmMode
 from guard.confirm.service import exponential
+from guard.delete.decision import LiveEvidence, StudyFacts, decide_delete
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import ConfirmPolicy, apply_find, apply_report, due_for_commitment, expire_outbound, open_outbound
 from guard.ledger.db import migrate, open_engine
-from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forwarded, record_received
+from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forwarded, record_received, study_facts
 from guard.ledger.schema import instances
 from guard.ledger.verification import apply_reverification, mark_spool_removed, removable_spool_copies
 
@@ -50,6 +52,7 @@ class ConfirmationMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.ledger = Ledger(self.engine, self.clock)
         self.held: set[str] = set()
+        self.source: set[str] = set()
         self.said_held: set[int] = set()
         self.transactions: dict[str, list[int]] = {}
         self.next_uid = 1
@@ -66,6 +69,7 @@ class ConfirmationMachine(RuleBasedStateMachine):
     def receive(self) -> None:
         uid = f"1.2.3.4.{self.next_uid}"
         self.next_uid += 1
+        self.source.add(uid)
         with self.ledger.transaction() as tx:
             record_received(
                 tx,
@@ -193,6 +197,22 @@ class ConfirmationMachine(RuleBasedStateMachine):
     def reverify(self) -> None:
         """Re-verification: confirmed instances the archive no longer lists go back (spool) or raise an alert."""
         apply_reverification(self.ledger, STUDY, set(self.held), lambda _path: True)
+
+    @rule()
+    def source_gains_an_instance(self) -> None:
+        """The PACS gets an instance of the study that it never sends to the guard."""
+        self.source.add(f"1.2.3.9.{self.next_uid}")
+        self.next_uid += 1
+
+    @rule()
+    def delete_request(self) -> None:
+        """With the default checks, a permitted delete means the archive holds everything the source and the guard know of."""
+        facts = StudyFacts(STUDY, study_facts(self.ledger, STUDY))
+        live = LiveEvidence(archive_listed=set(self.held), source_listed=set(self.source))
+        decision = decide_delete(facts, live, reverify=True, source_check=True)
+        if decision.permitted:
+            assert self.source | set(facts.states) <= self.held
+            assert set(facts.states.values()) == {"confirmed"}
 
     @invariant()
     def confirmed_only_on_the_archives_word(self) -> None:
