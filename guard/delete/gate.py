@@ -17,7 +17,7 @@ from guard.delete.backends import Backend, BackendError
 from guard.delete.decision import Decision, LiveEvidence, StudyFacts, decide_delete
 from guard.errors import PeerError
 from guard.ledger.audit import Ledger
-from guard.ledger.instances import study_facts
+from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
 from guard.states import AuditEvent, Outcome
 
 
@@ -108,6 +108,15 @@ class DeleteGate:
         with self._lock(study_uid):
             who: dict[str, Any] = {"actor": requester, "peer_address": peer_address, "study_uid": study_uid}
             self.ledger.audit(AuditEvent.DELETE_REQUESTED, detail={"channel": channel, "reason": reason}, **who)
+            deleted_at = study_deleted_at(self.ledger, study_uid)
+            if deleted_at is not None and carry_out:
+                # A concurrent or repeated request: the delete was already carried out and
+                # nothing of the study has arrived since; answer the same, do nothing twice.
+                sentence = f"Permitted: already carried out at {deleted_at.isoformat()}."
+                self.ledger.audit(
+                    AuditEvent.DELETE_PERMITTED, detail={"channel": channel, "already_deleted": deleted_at.isoformat()}, **who
+                )
+                return DeleteOutcome(Decision(study_uid, permitted=True, sentence=sentence), carried_out=True)
             decision = self.evaluate(study_uid)
             detail = {
                 "channel": channel,
@@ -128,5 +137,7 @@ class DeleteGate:
                 self.ledger.audit(AuditEvent.DELETE_PERMITTED, Outcome.FAILURE, detail=detail, **who)
                 return DeleteOutcome(decision, carried_out=False, backend_error=str(exc))
             detail["backend"] = self.backend.name
-            self.ledger.audit(AuditEvent.DELETE_PERMITTED, detail=detail, **who)
+            with self.ledger.transaction() as tx:
+                mark_study_deleted(tx, study_uid)
+                tx.audit(AuditEvent.DELETE_PERMITTED, detail=detail, **who)
             return DeleteOutcome(decision, carried_out=True)

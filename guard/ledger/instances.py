@@ -96,7 +96,8 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     _upsert_ignore(
         tx, studies, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
     )
-    tx.conn.execute(update(studies).where(studies.c.study_uid == item.study_uid).values(last_received_at=now))
+    # An instance arriving after a delete makes the study live again (a new state to protect).
+    tx.conn.execute(update(studies).where(studies.c.study_uid == item.study_uid).values(last_received_at=now, deleted_at=None))
     _upsert_ignore(
         tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
     )
@@ -373,3 +374,14 @@ def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
     )
     with ledger.engine.connect() as conn:
         return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
+
+
+def mark_study_deleted(tx: Transaction, study_uid: str) -> None:
+    """Record that a permitted delete of the study was carried out."""
+    tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(deleted_at=tx.clock()))
+
+
+def study_deleted_at(ledger: Ledger, study_uid: str) -> datetime | None:
+    """When a permitted delete of the study was carried out, if it was and nothing arrived since."""
+    with ledger.engine.connect() as conn:
+        return as_utc(conn.execute(select(studies.c.deleted_at).where(studies.c.study_uid == study_uid)).scalar())

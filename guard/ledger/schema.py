@@ -34,6 +34,8 @@ studies = Table(
     Column("first_received_at", DateTime(timezone=True), nullable=False),
     Column("last_received_at", DateTime(timezone=True), nullable=False),
     Column("last_verified_at", DateTime(timezone=True), nullable=True),
+    # Set when a permitted delete was carried out; cleared when an instance of the study arrives again.
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )
 
 series = Table(

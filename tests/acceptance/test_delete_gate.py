@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -200,3 +201,38 @@ def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
     assert alerts.count("bad-token") == 2
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
     assert 'guard_instances{state="confirmed"} 3.0' in metrics
+
+
+def test_concurrent_deletes_act_once_and_a_later_instance_is_protected(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory, tmp_path: Path
+) -> None:
+    """Two DELETEs at once: one acts, the other gets the same answer; an instance arriving afterwards makes the study protected again."""
+    http_port = free_port()
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        delete={"backend": "orthanc", "url": pacs.url},
+        confirm={"batch_wait": 0.2},
+        http={"bind": "127.0.0.1", "port": http_port, "token": "tok"},
+    )
+    for orthanc in (orthanc_archive, pacs):
+        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start()
+    study = synthetic_study(2)
+    _pacs_sends(pacs, study.paths)
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+    url = f"http://127.0.0.1:{http_port}/studies/{study.study_uid}"
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: httpx.delete(url, headers={"Authorization": "Bearer tok"}, timeout=60), range(2)))
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert {a.json()["decision"] for a in answers} == {"permitted"}
+    permitted = guard.audit_records("delete.permitted")
+    assert sorted("already_deleted" in p["detail"] for p in permitted) == [False, True]
+    assert pacs.instance_uids_of_study(study.study_uid) == set()
+
+    orthanc_archive.stop()  # the late instance must stay unconfirmed while we ask
+    late = make_instance(tmp_path / "late.dcm", study_uid=study.study_uid, series_uid=study.series_uids[0], sop_instance_uid="1.2.3.888.1")
+    assert store_responses(storescu("127.0.0.1", guard.port, [late], calling_ae=PACS_AE, called_ae=GUARD_AE)) == ["Success"]
+    again = httpx.delete(url, headers={"Authorization": "Bearer tok"}, timeout=60)
+    assert again.status_code == 409, again.text
+    assert "unconfirmed" in again.json()["reasons"]
