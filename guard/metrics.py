@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 MISSING_IN_ARCHIVE = Counter(
     "guard_missing_in_archive_total",
@@ -14,3 +14,8 @@ LOST_IN_ARCHIVE = Counter(
 )
 COMMITMENT_REQUESTS = Counter("guard_commitment_requests_total", "Storage Commitment requests sent to the archive.", ["outcome"])
 SPOOL_REMOVED = Counter("guard_spool_removed_total", "Spool copies removed after confirmation and the grace period.")
+COMMITMENT_LATENCY = Histogram(
+    "guard_commitment_latency_seconds",
+    "Time from a Storage Commitment request to the archive's report.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)

@@ -31,7 +31,7 @@ from guard.ledger.confirmations import (
 )
 from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
 from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
-from guard.metrics import COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
+from guard.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
 from guard.spool import Spool
 
 log = structlog.get_logger("guard.confirm")
@@ -180,6 +180,8 @@ class Confirmer:
             failures=report.failures,
             policy=self.policy,
         )
+        if result.latency_seconds is not None:
+            COMMITMENT_LATENCY.observe(result.latency_seconds)
         if result.sent_back:
             self.wake()
         return result.known

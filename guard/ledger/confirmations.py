@@ -250,6 +250,7 @@ class ReportResult:
     confirmed: int = 0
     sent_back: int = 0
     ignored: int = 0
+    latency_seconds: float | None = None
 
 
 def apply_report(
@@ -339,7 +340,9 @@ def apply_report(
                 "late": txn.state != TxnState.PENDING,
             },
         )
-    return ReportResult(known=True, confirmed=confirmed, sent_back=sent_back, ignored=ignored)
+    created = as_utc(txn.created_at)
+    latency = (now - created).total_seconds() if created is not None else None
+    return ReportResult(known=True, confirmed=confirmed, sent_back=sent_back, ignored=ignored, latency_seconds=latency)
 
 
 # -- C-FIND ----------------------------------------------------------------------------

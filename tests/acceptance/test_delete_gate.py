@@ -201,6 +201,8 @@ def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
     assert alerts.count("bad-token") == 2
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
     assert 'guard_instances{state="confirmed"} 3.0' in metrics
+    assert "guard_commitment_latency_seconds_count 1.0" in metrics
+    assert 'guard_delete_decisions_total{channel="http",outcome="permitted"} 1.0' in metrics
 
 
 def test_concurrent_deletes_act_once_and_a_later_instance_is_protected(
