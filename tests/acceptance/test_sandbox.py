@@ -56,6 +56,11 @@ def test_sandbox_receives_forwards_to_the_builtin_archive_and_reports(tmp_path: 
 
         wait_until(forwarded, 30, message="instance not confirmed by the sandbox archive")
         assert (tmp_path / "var" / "reference-archive" / f"{study.sop_instance_uids[0]}.dcm").is_file()
+        deleted = subprocess.run(
+            [sys.executable, "-m", "guard", "delete", study.study_uid], capture_output=True, text=True, env=env, check=False, timeout=60
+        )
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        assert "permitted" in deleted.stdout
         text = subprocess.run(
             [sys.executable, "-m", "guard", "status"], capture_output=True, text=True, env=env, check=True, timeout=60
         ).stdout
