@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 
 from guard.config import ConfirmMode
 from guard.ledger.audit import Ledger, Transaction
@@ -221,6 +221,17 @@ def fail_outbound(ledger: Ledger, transaction_uid: str, error: str, backoff: Bac
 
 def expire_outbound(ledger: Ledger, backoff: Backoff) -> int:
     """Pending requests whose report never came: close them so their instances are asked about again."""
+    # A read first, so that the common case (nothing expired) takes no write lock.
+    with ledger.engine.connect() as conn:
+        due = conn.execute(
+            select(func.count()).where(
+                commitment_transactions.c.direction == OUTBOUND,
+                commitment_transactions.c.state == TxnState.PENDING,
+                commitment_transactions.c.deadline_at < ledger.clock(),
+            ),
+        ).scalar_one()
+    if not due:
+        return 0
     with ledger.transaction() as tx:
         now = tx.clock()
         expired = tx.conn.execute(
