@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
@@ -26,6 +27,8 @@ from guard.ledger.instances import Receipt, ReceivedInstance, record_received
 from guard.spool import Spool
 from guard.states import AuditEvent, Outcome
 from guard.uids import is_valid_uid, require_uid
+
+log = structlog.get_logger("guard.ingest")
 
 
 class RejectReason(IntEnum):
@@ -252,6 +255,4 @@ class IngestService:
         try:
             self.ledger.audit(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)
         except LedgerError:
-            from guard.ledger.audit import log  # noqa: PLC0415 - only needed on this rare path
-
-            log.error("audit.unwritable", action="audit.unwritable", event=event.value, **detail)
+            log.exception("audit.unwritable", action="audit.unwritable", event=event.value, **detail)

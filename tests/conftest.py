@@ -18,18 +18,11 @@ from sqlalchemy import Engine, text
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.schema import metadata
+from tests.support.availability import unavailable
 
 pytest_plugins = ["tests.support.fixtures"]
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_DSN = os.environ.get("GUARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test")
-
-
-def unavailable(reason: str) -> None:
-    """Skip on a workstation, fail under CI: CI must never hide a missing dependency."""
-    if IN_CI:
-        pytest.fail(f"required for CI but unavailable: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -13,14 +13,13 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE, build_role, evt
-from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from guard.dicom.net import NODELAY_HANDLER
-from guard.errors import ArchiveUnreachableError, TransientPeerError
+from guard.dicom.net import Peer, open_association
+from guard.errors import TransientPeerError
 
 # PS3.4 J.3.1: the well-known SOP Instance UID of the Storage Commitment Push Model.
 COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
@@ -28,15 +27,6 @@ ACTION_REQUEST_COMMIT = 1
 EVENT_ALL_SUCCEEDED = 1
 EVENT_SOME_FAILED = 2
 PENDING_STATUSES = {0xFF00, 0xFF01}
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Where and how to reach a DICOM peer."""
-
-    ae_title: str
-    host: str
-    port: int
 
 
 @dataclass(frozen=True)
@@ -67,15 +57,6 @@ def _ae(own_ae: str, timeout: float) -> AE:
     return ae
 
 
-def _associate(ae: AE, peer: Peer, handlers: list[Any], **kwargs: Any) -> Association:
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[NODELAY_HANDLER, *handlers], **kwargs)
-    if not assoc.is_established:
-        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not be opened"
-        msg = f"association to {peer.ae_title}@{peer.host}:{peer.port} {why}"
-        raise ArchiveUnreachableError(msg)
-    return assoc
-
-
 def request_commitment(
     own_ae: str,
     archive: Peer,
@@ -89,13 +70,7 @@ def request_commitment(
     """Send the N-ACTION (PS3.4 J.3.2); optionally hold the association for a report on it."""
     ds = Dataset()
     ds.TransactionUID = transaction_uid
-    items = []
-    for sop_class, sop_uid in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_uid
-        items.append(item)
-    ds.ReferencedSOPSequence = Sequence(items)
+    ds.ReferencedSOPSequence = Sequence([_ref(c, u) for c, u in references])
     got_report = threading.Event()
 
     def _on_report(event: Any) -> tuple[int, None]:
@@ -109,7 +84,7 @@ def request_commitment(
 
     ae = _ae(own_ae, timeout)
     ae.add_requested_context(StorageCommitmentPushModel)
-    assoc = _associate(ae, archive, [(evt.EVT_N_EVENT_REPORT, _on_report)])
+    assoc = open_association(ae, archive, [(evt.EVT_N_EVENT_REPORT, _on_report)])
     try:
         status, _ = assoc.send_n_action(ds, ACTION_REQUEST_COMMIT, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
         if status is None or "Status" not in status:
@@ -134,7 +109,7 @@ def find_study_instances(own_ae: str, archive: Peer, study_uid: str, *, timeout:
     query.SOPInstanceUID = ""
     ae = _ae(own_ae, timeout)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = _associate(ae, archive, [])
+    assoc = open_association(ae, archive, [])
     found: set[str] = set()
     try:
         for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
@@ -179,7 +154,7 @@ def deliver_report(
     ae = _ae(own_ae, timeout)
     ae.add_requested_context(StorageCommitmentPushModel)
     role = build_role(StorageCommitmentPushModel, scp_role=True)
-    assoc = _associate(ae, source, [], ext_neg=[role])
+    assoc = open_association(ae, source, [], ext_neg=[role])
     try:
         event_type = EVENT_SOME_FAILED if failures else EVENT_ALL_SUCCEEDED
         status, _ = assoc.send_n_event_report(ds, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)

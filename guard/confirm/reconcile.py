@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from guard.config import Settings
-from guard.confirm.peers import Peer, find_study_instances
+from guard.confirm.peers import find_study_instances
+from guard.dicom.net import archive_peer
 from guard.errors import PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.reconcile import reconcile_study
@@ -35,7 +36,7 @@ def reconcile(
     on_study: Callable[[str], None] | None = None,
 ) -> ReconcileSummary:
     """Reconcile each study with the archive (C-FIND); audit the run as ``reconcile.completed``."""
-    archive = Peer(settings.archive.ae_title, settings.archive.host or "127.0.0.1", settings.archive.port)
+    archive = archive_peer(settings.archive)
     summary = ReconcileSummary()
     for study_uid in study_uids:
         summary.studies += 1

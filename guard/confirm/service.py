@@ -14,8 +14,10 @@ from datetime import timedelta
 import structlog
 from pydicom.uid import generate_uid
 
+from guard.boundary import FailureReporter
 from guard.config import ConfirmMode, Settings
-from guard.confirm.peers import Peer, Report, deliver_report, find_study_instances, request_commitment
+from guard.confirm.peers import Report, deliver_report, find_study_instances, request_commitment
+from guard.dicom.net import Peer, archive_peer
 from guard.errors import GuardError, PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import (
@@ -53,7 +55,7 @@ class Confirmer:
         self.spool = spool
         self.mode = settings.archive.confirm
         archive = settings.archive
-        self.archive = Peer(archive.ae_title, archive.host or "127.0.0.1", archive.port)
+        self.archive = archive_peer(archive)
         self.policy = ConfirmPolicy(
             mode=self.mode, max_resends=self.cfg.max_resends, backoff=exponential(self.cfg.retry_base, self.cfg.retry_max)
         )
@@ -84,11 +86,14 @@ class Confirmer:
         self._wake.set()
 
     def _loop(self, name: str, round_fn: Callable[[], None]) -> None:
+        """Run rounds until stopped; each round is a boundary whose errors are reported (log + audit)."""
+        reporter = FailureReporter(self.ledger, name)
         while not self._stop.is_set():
             try:
                 round_fn()
-            except Exception:
-                log.exception("confirm.round_failed", action="confirm.round_failed", loop=name)
+                reporter.succeeded()
+            except Exception as exc:  # noqa: BLE001 - the loop boundary: report, and the next round tries again
+                reporter.failed(exc)
             self._wake.wait(self.cfg.poll_interval)
             self._wake.clear()
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard.config import Settings
-from guard.confirm.peers import Peer, find_study_instances
+from guard.confirm.peers import find_study_instances
 from guard.delete.backends import Backend, BackendError
 from guard.delete.decision import Decision, LiveEvidence, StudyFacts, decide_delete
+from guard.dicom.net import Peer, archive_peer
 from guard.errors import PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
@@ -61,9 +62,7 @@ class DeleteGate:
         if self.settings.delete.reverify and facts.states:
             archive = self.settings.archive
             try:
-                archive_listed = find_study_instances(
-                    own, Peer(archive.ae_title, archive.host or "127.0.0.1", archive.port), study_uid, timeout=timeout
-                )
+                archive_listed = find_study_instances(own, archive_peer(archive), study_uid, timeout=timeout)
             except PeerError as exc:
                 archive_error = str(exc)
         if self.settings.delete.source_check and facts.states:

@@ -17,8 +17,8 @@ from pynetdicom.association import Association
 
 from guard.config import ArchiveSettings
 from guard.dicom import status as st
-from guard.dicom.net import NODELAY_HANDLER
-from guard.errors import ArchiveUnreachableError, PermanentPeerError, TransientPeerError
+from guard.dicom.net import archive_peer, open_association
+from guard.errors import PermanentPeerError, TransientPeerError
 
 # PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1..255) per association.
 _MAX_CONTEXTS = 128
@@ -73,19 +73,11 @@ class ArchiveSender:
         wanted = [*[k for k in self.proposed if k != key][-(_MAX_CONTEXTS - 1) :], key]
         for sop_class, syntax in wanted:
             self.ae.add_requested_context(sop_class, syntax)
+        archive = archive_peer(self.archive)
         try:
-            assoc = self.ae.associate(
-                self.archive.host or "127.0.0.1",
-                self.archive.port,
-                ae_title=self.archive.ae_title,
-                evt_handlers=[NODELAY_HANDLER],
-            )
+            assoc = open_association(self.ae, archive, [])
         finally:
             self.ae.requested_contexts = []
-        if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not be opened"
-            msg = f"association to archive {self.archive.ae_title}@{self.archive.host}:{self.archive.port} {why}"
-            raise ArchiveUnreachableError(msg)
         self.assoc = assoc
         self.proposed = wanted
         return assoc

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import structlog
 
+from guard.boundary import FailureReporter
 from guard.config import Settings
 from guard.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
 from guard.forward.policy import RetryPolicy, decide_retry
@@ -39,10 +40,8 @@ class Forwarder:
         ledger: Ledger,
         spool: Spool,
         sender_factory: SenderFactory | None = None,
-        on_forwarded: Callable[[], None] | None = None,
     ) -> None:
-        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker; ``on_forwarded`` after each batch."""
-        self.on_forwarded = on_forwarded
+        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker."""
         self.settings = settings
         self.cfg = settings.forward
         self.ledger = ledger
@@ -107,30 +106,37 @@ class Forwarder:
                     log.exception("lease.renew_failed", action="lease.renew_failed", owner=owner)
 
     def _run_worker(self, owner: str) -> None:
-        """The worker loop: the boundary where any error is logged and the loop goes on."""
+        """The worker loop; each round is a boundary.
+
+        An unexpected error is reported, the association is dropped (its state is unknown), and
+        the loop goes on; claims the round held come back when their leases expire.
+        """
         sender = self.sender_factory()
+        reporter = FailureReporter(self.ledger, f"forward-{owner.rsplit(':', 1)[-1]}")
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
-                    claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
-                except LedgerError:
-                    log.exception("claim.failed", action="claim.failed", owner=owner)
-                    claims = []
-                if claims:
-                    self._forward_batch(owner, sender, claims)
-                    if self.on_forwarded is not None:
-                        self.on_forwarded()
-                    idle_since = time.monotonic()
-                    continue
-                if sender.assoc is not None and time.monotonic() - idle_since > self.cfg.idle_release:
-                    sender.close()
-                self._wake.wait(self.cfg.idle_poll)
-                self._wake.clear()
-        except Exception:
-            log.exception("worker.crashed", action="worker.crashed", owner=owner)
+                    idle_since = self._round(owner, sender, idle_since)
+                    reporter.succeeded()
+                except Exception as exc:  # noqa: BLE001 - the worker boundary: report (log + audit) and go on
+                    reporter.failed(exc)
+                    sender.close(abort=True)
+                    self._stop.wait(min(self.cfg.backoff_max, 1.0))
         finally:
             sender.close()
+
+    def _round(self, owner: str, sender: ArchiveSender, idle_since: float) -> float:
+        """Claim and forward one batch, or idle; return when the worker was last busy."""
+        claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
+        if claims:
+            self._forward_batch(owner, sender, claims)
+            return time.monotonic()
+        if sender.assoc is not None and time.monotonic() - idle_since > self.cfg.idle_release:
+            sender.close()
+        self._wake.wait(self.cfg.idle_poll)
+        self._wake.clear()
+        return idle_since
 
     def _forward_batch(self, owner: str, sender: ArchiveSender, claims: list[Claim]) -> None:
         """Send each claim in turn; on stop, give back those not yet attempted."""

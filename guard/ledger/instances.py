@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Join, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.ledger.audit import Ledger, Transaction
@@ -303,18 +303,20 @@ class StudyStatus:
     total: int
 
 
-def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
-    """Summarise what the ledger knows of one study."""
+def newest_versions(condition: ColumnElement[bool]) -> Join:
+    """``instances`` restricted to the newest version of each SOP Instance matching ``condition``."""
     newest = (
         select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
-        .where(instances.c.study_uid == study_uid)
+        .where(condition)
         .group_by(instances.c.sop_instance_uid)
         .subquery()
     )
-    joined = instances.join(
-        newest,
-        and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version),
-    )
+    return instances.join(newest, and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version))
+
+
+def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
+    """Summarise what the ledger knows of one study."""
+    joined = newest_versions(instances.c.study_uid == study_uid)
     with ledger.engine.connect() as conn:
         rows = conn.execute(
             select(
@@ -363,15 +365,7 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
 
 def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
     """SOP Instance UID -> state of its newest version, for every instance of the study."""
-    newest = (
-        select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
-        .where(instances.c.study_uid == study_uid)
-        .group_by(instances.c.sop_instance_uid)
-        .subquery()
-    )
-    joined = instances.join(
-        newest, and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version)
-    )
+    joined = newest_versions(instances.c.study_uid == study_uid)
     with ledger.engine.connect() as conn:
         return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
 

@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import func, select, update
 
 from guard.ledger.audit import Ledger
-from guard.ledger.instances import back_to_forwarding
+from guard.ledger.instances import back_to_forwarding, newest_versions
 from guard.ledger.schema import instances, studies
 from guard.states import AuditEvent, InstanceState, Outcome
 
@@ -55,18 +55,12 @@ class StudyReconciliation:
 
 def reconcile_study(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> StudyReconciliation:
     """Instances the ledger believes are in the archive but it does not list: re-queue from the spool, or alert."""
-    newest = (
-        select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
-        .where(instances.c.study_uid == study_uid)
-        .group_by(instances.c.sop_instance_uid)
-        .subquery()
-    )
     requeued: list[str] = []
     lost: list[str] = []
     with ledger.transaction() as tx:
         rows = tx.conn.execute(
             select(instances)
-            .join(newest, and_(newest.c.sop_instance_uid == instances.c.sop_instance_uid, newest.c.version == instances.c.version))
+            .select_from(newest_versions(instances.c.study_uid == study_uid))
             .where(instances.c.state.in_(IN_ARCHIVE_STATES)),
         ).all()
         now = tx.clock()

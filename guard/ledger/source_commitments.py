@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import INBOUND, TxnState
-from guard.ledger.instances import as_utc
+from guard.ledger.instances import as_utc, newest_versions
 from guard.ledger.schema import commitment_references, commitment_transactions, instances
 from guard.states import AuditEvent, InstanceState, Outcome
 
@@ -102,19 +102,8 @@ def evaluate_inbound(ledger: Ledger, transaction_uid: str) -> InboundVerdict:
         txn = conn.execute(select(commitment_transactions).where(commitment_transactions.c.transaction_uid == transaction_uid)).one()
         refs = conn.execute(select(commitment_references).where(commitment_references.c.transaction_uid == transaction_uid)).all()
         uids = [r.sop_instance_uid for r in refs]
-        newest = (
-            select(instances.c.sop_instance_uid, func.max(instances.c.version).label("version"))
-            .where(instances.c.sop_instance_uid.in_(uids))
-            .group_by(instances.c.sop_instance_uid)
-            .subquery()
-        )
-        states = dict(
-            conn.execute(
-                select(instances.c.sop_instance_uid, instances.c.state).join(
-                    newest, (newest.c.sop_instance_uid == instances.c.sop_instance_uid) & (newest.c.version == instances.c.version)
-                ),
-            ).all(),
-        )
+        joined = newest_versions(instances.c.sop_instance_uid.in_(uids))
+        states = dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
     successes: list[tuple[str, str]] = []
     failures: list[tuple[str, str, int]] = []
     for ref in refs:

@@ -12,7 +12,7 @@ import pytest
 from guard.dicom import status as st
 from guard.refarchive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
-from tests.conftest import unavailable
+from tests.support.availability import unavailable
 from tests.support.datasets import make_instance
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory

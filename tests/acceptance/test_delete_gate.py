@@ -31,6 +31,20 @@ def pacs(tmp_path: Path) -> Iterator[Orthanc]:
         yield orthanc
 
 
+def _start_guard(guard_factory: GuardFactory, archive: Orthanc, pacs: Orthanc, *, batch_wait: float, **extra: object) -> GuardProcess:
+    """A guard between the two Orthancs, known to both, deleting through the PACS Orthanc's REST API."""
+    guard = guard_factory(
+        archive_port=archive.dicom_port,
+        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        delete={"backend": "orthanc", "url": pacs.url},
+        confirm={"batch_wait": batch_wait},
+        **extra,
+    )
+    for orthanc in (archive, pacs):
+        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    return guard.start()
+
+
 def _pacs_sends(pacs: Orthanc, paths: list[Path]) -> None:
     """The PACS stores the files, then sends the study to the guard by C-STORE (its own DICOM client)."""
     ids = pacs.upload(paths)
@@ -52,15 +66,7 @@ def test_delete_gate_with_orthanc_pacs_and_archive(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory, tmp_path: Path
 ) -> None:
     """Refused with the right reason in each unsafe situation (the PACS keeps the study); permitted and carried out once safe."""
-    guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port,
-        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
-        delete={"backend": "orthanc", "url": pacs.url},
-        confirm={"batch_wait": 4},
-    )
-    for orthanc in (orthanc_archive, pacs):
-        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
-    guard.start()
+    guard = _start_guard(guard_factory, orthanc_archive, pacs, batch_wait=4)
     study = synthetic_study(4)
 
     code, text = _delete(guard, "1.2.3.4.5.6.7")
@@ -116,15 +122,7 @@ def test_instance_lost_by_the_archive_refuses_the_delete(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory
 ) -> None:
     """An instance deleted from the archive after confirmation makes the live check refuse with missing-in-archive."""
-    guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port,
-        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
-        delete={"backend": "orthanc", "url": pacs.url},
-        confirm={"batch_wait": 0.2},
-    )
-    for orthanc in (orthanc_archive, pacs):
-        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
-    guard.start()
+    guard = _start_guard(guard_factory, orthanc_archive, pacs, batch_wait=0.2)
     study = synthetic_study(3)
     _pacs_sends(pacs, study.paths)
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
@@ -171,16 +169,9 @@ def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
 ) -> None:
     """Through the running guard's admin API: 401 without a token, then 200 permitted; the PACS copy is gone, the archive's is whole."""
     http_port = free_port()
-    guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port,
-        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
-        delete={"backend": "orthanc", "url": pacs.url},
-        confirm={"batch_wait": 0.2},
-        http={"bind": "127.0.0.1", "port": http_port, "token": "s3cret-token"},
+    guard = _start_guard(
+        guard_factory, orthanc_archive, pacs, batch_wait=0.2, http={"bind": "127.0.0.1", "port": http_port, "token": "s3cret-token"}
     )
-    for orthanc in (orthanc_archive, pacs):
-        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
-    guard.start()
     base = f"http://127.0.0.1:{http_port}"
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
     assert guard.cli("health", "--ready").returncode == 0
@@ -210,16 +201,9 @@ def test_concurrent_deletes_act_once_and_a_later_instance_is_protected(
 ) -> None:
     """Two DELETEs at once: one acts, the other gets the same answer; an instance arriving afterwards makes the study protected again."""
     http_port = free_port()
-    guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port,
-        sources=[{"ae_title": PACS_AE, "host": "127.0.0.1", "port": pacs.dicom_port}],
-        delete={"backend": "orthanc", "url": pacs.url},
-        confirm={"batch_wait": 0.2},
-        http={"bind": "127.0.0.1", "port": http_port, "token": "tok"},
+    guard = _start_guard(
+        guard_factory, orthanc_archive, pacs, batch_wait=0.2, http={"bind": "127.0.0.1", "port": http_port, "token": "tok"}
     )
-    for orthanc in (orthanc_archive, pacs):
-        orthanc.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
-    guard.start()
     study = synthetic_study(2)
     _pacs_sends(pacs, study.paths)
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")

@@ -28,7 +28,7 @@ from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, record_received
 from guard.ledger.schema import audit_log, instances
 from guard.states import AuditEvent, InstanceState
-from tests.conftest import unavailable
+from tests.support.availability import unavailable
 from tests.support.ports import LOOPBACK, free_port
 
 TOKEN = "s3cret-admin-token"

@@ -21,9 +21,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from guard.confirm.peers import Peer, find_study_instances, request_commitment
+from guard.confirm.peers import find_study_instances, request_commitment
 from guard.dicom import status as st
-from guard.dicom.net import NODELAY_HANDLER
+from guard.dicom.net import NODELAY_HANDLER, Peer
 from guard.refarchive import COMMITMENT_INSTANCE_UID, ReferenceArchive
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import findscu

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from pydicom import Dataset
@@ -11,7 +10,8 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from guard.confirm.peers import COMMITMENT_INSTANCE_UID, Peer, Report, request_commitment
+from guard.confirm.peers import COMMITMENT_INSTANCE_UID, Report, request_commitment
+from guard.dicom.net import Peer
 from tests.support.waiting import wait_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -20,13 +20,20 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 def _archive_reporting_on_the_same_association() -> tuple[Any, list[int]]:
     """A pynetdicom Storage Commitment SCP that answers the N-ACTION, then reports on that association."""
     answers: list[int] = []
+    response_sent = threading.Event()
+
+    def on_sent(event: Any) -> None:
+        if type(event.message).__name__ == "N_ACTION_RSP":
+            response_sent.set()
 
     def on_action(event: Any) -> tuple[int, None]:
         request = event.action_information
         assoc = event.assoc
 
         def report() -> None:
-            time.sleep(0.1)  # after the N-ACTION response has gone out
+            # Report only once the N-ACTION response has gone out (PS3.4 J.3.3 order).
+            if not response_sent.wait(10):
+                return
             ds = Dataset()
             ds.TransactionUID = request.TransactionUID
             ds.ReferencedSOPSequence = Sequence(list(request.ReferencedSOPSequence))
@@ -38,7 +45,7 @@ def _archive_reporting_on_the_same_association() -> tuple[Any, list[int]]:
 
     ae = AE(ae_title="ARCHIVE")
     ae.add_supported_context(StorageCommitmentPushModel)
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_N_ACTION, on_action)])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_N_ACTION, on_action), (evt.EVT_DIMSE_SENT, on_sent)])
     return server, answers
 
 
