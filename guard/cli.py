@@ -320,6 +320,8 @@ def refarchive(
 
 def main() -> None:
     """Entry point of the console script."""
+    # Audit lines written by a command go to stderr; ``guard serve`` switches them to stdout.
+    runtime.configure_logging(stream=sys.stderr)
     try:
         app()
     except GuardError as exc:

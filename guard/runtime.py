@@ -23,7 +23,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import structlog
 from pynetdicom import _config as pynetdicom_config
@@ -99,8 +99,12 @@ class IncomingFile:
             Path(self.name).unlink()
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stdout, one object per event (container convention)."""
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """JSON lines, one object per event.
+
+    On stdout for ``guard serve`` (container convention); on ``stream`` (stderr) for the other
+    commands, whose stdout is their answer.
+    """
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -110,7 +114,7 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
         cache_logger_on_first_use=True,
     )
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
