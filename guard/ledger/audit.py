@@ -1,8 +1,15 @@
 """Audit records, written in the same transaction as the state change they describe.
 
-A record is inserted through ``Transaction.audit``; the matching JSON line goes to the log
-only after the transaction has committed, so the log never tells of something the ledger
-does not hold.
+A record is added through ``Transaction.audit`` and inserted at the end of the transaction,
+just before it commits, with the next sequence number and its place in the hash chain
+(``guard/ledger/chain.py``); the matching JSON line goes to the log only after the transaction
+has committed, so the log never tells of something the ledger does not hold. Neither the state
+change nor its record exists without the other: both commit or neither does.
+
+Records are chained in commit order. Taking the chain head is the last thing a transaction
+does, under a lock held until commit (SQLite: the ``BEGIN IMMEDIATE`` write lock; PostgreSQL:
+a transaction-level advisory lock), so concurrent writers cannot fork the chain, and since no
+other lock is taken after it, it cannot deadlock with the row locks of the state change.
 """
 
 from __future__ import annotations
@@ -10,16 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from guard.errors import LedgerError
-from guard.ledger.schema import audit_log
+from guard.ledger.chain import GENESIS, record_hash
+from guard.ledger.schema import audit_anchor, audit_log
 from guard.states import AuditEvent, Outcome
 
 log = structlog.get_logger("guard.audit")
@@ -46,9 +54,12 @@ class AuditRecord:
     series_uid: str | None = None
     sop_instance_uid: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
-    def row(self) -> dict[str, Any]:
-        """The record as a row of ``audit_log``."""
+    def content(self) -> dict[str, Any]:
+        """The record's own fields as stored (without its place in the chain)."""
         return {
             "at": self.at,
             "event": self.event.value,
@@ -62,10 +73,35 @@ class AuditRecord:
             "detail": json.dumps(self.detail, sort_keys=True, default=str),
         }
 
+    def chained(self, seq: int, prev_hash: str) -> AuditRecord:
+        """The record placed at ``seq``, after a record whose hash is ``prev_hash``."""
+        fields = {**self.content(), "seq": seq, "prev_hash": prev_hash}
+        return replace(self, seq=seq, prev_hash=prev_hash, hash=record_hash(fields))
+
+    def row(self) -> dict[str, Any]:
+        """The record as a row of ``audit_log`` (once chained)."""
+        return {**self.content(), "seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash}
+
     def emit(self) -> None:
-        """Write the record as a JSON line on the log."""
-        fields = {k: v for k, v in self.row().items() if v is not None and k not in {"event", "detail", "at"}}
+        """Write the record as a JSON line on the log (with its sequence number and hash)."""
+        skip = {"event", "detail", "at", "prev_hash"}
+        fields = {k: v for k, v in self.row().items() if v is not None and k not in skip}
         log.info(self.event.value, action=self.event.value, audit=True, **fields, **self.detail)
+
+
+# Any constant shared by every guard process on the database; "GUAR" in ASCII.
+_PG_CHAIN_LOCK = 0x47554152
+
+
+def chain_head(conn: Connection) -> tuple[int, str]:
+    """The sequence number and hash of the newest record (or of the retention anchor, or genesis)."""
+    row = conn.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+    if row is not None:
+        return int(row.seq), str(row.hash)
+    anchor = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
+    if anchor is not None:
+        return int(anchor.seq), str(anchor.hash)
+    return 0, GENESIS
 
 
 class Transaction:
@@ -75,15 +111,30 @@ class Transaction:
         """Wrap an open connection inside ``engine.begin()``."""
         self.conn = conn
         self.clock = clock
+        self.pending: list[AuditRecord] = []
         self.records: list[AuditRecord] = []
 
     def audit(self, event: AuditEvent, outcome: Outcome = Outcome.SUCCESS, **fields: Any) -> AuditRecord:
-        """Insert an audit record as part of this transaction."""
+        """Add an audit record to this transaction; it is inserted when the transaction ends."""
         detail = fields.pop("detail", None) or {}
-        record = AuditRecord(event=event, outcome=outcome, at=self.clock(), detail=detail, **fields)
-        self.conn.execute(insert(audit_log).values(record.row()))
-        self.records.append(record)
+        record = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, **fields)
+        self.pending.append(record)
         return record
+
+    def flush_audit(self) -> None:
+        """Insert the pending records at the head of the chain (the last step before commit)."""
+        if not self.pending:
+            return
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CHAIN_LOCK})
+        seq, prev = chain_head(self.conn)
+        for record in self.pending:
+            seq += 1
+            chained = record.chained(seq, prev)
+            self.conn.execute(insert(audit_log).values(chained.row()))
+            self.records.append(chained)
+            prev = chained.hash or prev
+        self.pending.clear()
 
 
 class Ledger:
@@ -101,6 +152,7 @@ class Ledger:
             with self.engine.begin() as conn:
                 tx = Transaction(conn, self.clock)
                 yield tx
+                tx.flush_audit()
         except SQLAlchemyError as exc:
             msg = f"ledger write failed: {exc.__class__.__name__}: {exc}"
             raise LedgerError(msg) from exc

@@ -127,9 +127,35 @@ audit_log = Table(
     Column("outcome", String(16), nullable=False),
     Column("actor", String(80), nullable=True),
     Column("peer_address", String(64), nullable=True),
-    Column("patient_id", String(64), nullable=True),
+    Column("patient_id", String(64), nullable=True, index=True),
     Column("study_uid", UID, nullable=True, index=True),
     Column("series_uid", UID, nullable=True),
     Column("sop_instance_uid", UID, nullable=True),
     Column("detail", Text, nullable=False),
+    # The hash chain (see guard/ledger/chain.py): the previous record's hash and this one's.
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "actor"),
+)
+
+# Where the chain starts after older records were exported and removed (retention): the
+# last removed record. One row at most.
+audit_anchor = Table(
+    "audit_anchor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("cut_at", DateTime(timezone=True), nullable=False),
+    Column("export_file", Text, nullable=False),
+)
+
+# How far each exporter (the ATNA syslog sender) has delivered the audit log: a durable
+# outbox cursor over ``audit_log.seq``.
+audit_exports = Table(
+    "audit_exports",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
