@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, func, select, text, update
 
 from guard.errors import LedgerError
@@ -50,7 +52,7 @@ def test_records_form_an_unbroken_chain(ledger: Ledger) -> None:
     with ledger.engine.connect() as conn:
         rows = conn.execute(select(audit_log.c.seq, audit_log.c.prev_hash, audit_log.c.hash).order_by(audit_log.c.seq)).all()
     assert rows[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     assert report.last_hash == rows[-1].hash
 
 
@@ -107,13 +109,16 @@ def test_a_tail_walk_checks_only_the_newest_records(ledger: Ledger) -> None:
     with ledger.engine.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 2).values(actor="MALLORY"))
     tail = verify_chain(ledger, tail=5)
-    assert tail.ok and (tail.first_seq, tail.checked) == (6, 5)
+    assert tail.ok
+    assert (tail.first_seq, tail.checked) == (6, 5)
     with ledger.engine.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 8).values(actor="MALLORY"))
     tail = verify_chain(ledger, tail=5)
-    assert tail.broken is not None and tail.broken.seq == 8
+    assert tail.broken is not None
+    assert tail.broken.seq == 8
     full = verify_chain(ledger)
-    assert full.broken is not None and full.broken.seq == 2
+    assert full.broken is not None
+    assert full.broken.seq == 2
 
 
 def test_concurrent_writers_do_not_fork_the_chain(ledger: Ledger) -> None:
@@ -146,18 +151,16 @@ def _break_audit_inserts(engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
             conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'audit store refused'); END"))
         else:
-            conn.execute(
-                text("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit store refused'; END $$ LANGUAGE plpgsql")
-            )
+            body = "BEGIN RAISE EXCEPTION 'audit store refused'; END"
+            conn.execute(text(f"CREATE FUNCTION no_audit() RETURNS trigger AS $$ {body} $$ LANGUAGE plpgsql"))
             conn.execute(text("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION no_audit()"))
 
 
 def test_a_state_change_without_its_audit_record_does_not_happen(ledger: Ledger) -> None:
     """When the audit record cannot be written, the instance row is rolled back with it."""
     _break_audit_inserts(ledger.engine)
-    with pytest.raises(LedgerError), ledger.transaction() as tx:
-        record_received(tx, _item(1))
-        tx.audit(AuditEvent.INSTANCE_RECEIVED, actor="PACS", sop_instance_uid="1.2.3.4.1")
+    with pytest.raises(LedgerError):
+        _receive_and_audit(ledger)
     with ledger.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(instances)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(audit_log)).scalar() == 0
@@ -169,12 +172,23 @@ def test_an_audit_record_without_its_state_change_does_not_exist(ledger: Ledger)
         record_received(tx, _item(1))
         tx.audit(AuditEvent.INSTANCE_RECEIVED, sop_instance_uid="1.2.3.4.1")
     row = {k: v for k, v in _item(1).__dict__.items() if k in instances.c and k != "modality"}
-    with pytest.raises(LedgerError), ledger.transaction() as tx:
-        tx.audit(AuditEvent.INSTANCE_RECEIVED, sop_instance_uid="1.2.3.4.1", detail={"attempt": "second"})
-        tx.conn.execute(instances.insert().values(id=1, version=1, state="received", **_dates(ledger), **row))
+    with pytest.raises(LedgerError):
+        _audit_then_insert_twice(ledger, row)
     with ledger.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(audit_log)).scalar() == 1
     assert verify_chain(ledger).ok
+
+
+def _receive_and_audit(ledger: Ledger) -> None:
+    with ledger.transaction() as tx:
+        record_received(tx, _item(1))
+        tx.audit(AuditEvent.INSTANCE_RECEIVED, actor="PACS", sop_instance_uid="1.2.3.4.1")
+
+
+def _audit_then_insert_twice(ledger: Ledger, row: dict[str, object]) -> None:
+    with ledger.transaction() as tx:
+        tx.audit(AuditEvent.INSTANCE_RECEIVED, sop_instance_uid="1.2.3.4.1", detail={"attempt": "second"})
+        tx.conn.execute(instances.insert().values(id=1, version=1, state="received", **_dates(ledger), **row))
 
 
 def _dates(ledger: Ledger) -> dict[str, object]:
@@ -184,14 +198,12 @@ def _dates(ledger: Ledger) -> dict[str, object]:
 
 def test_upgrading_an_older_ledger_chains_its_records(ledger_engine: Engine) -> None:
     """Records written before the chain existed are chained by the migration and verify."""
-    from alembic import command
-
     command.downgrade(alembic_config(ledger_engine), "0003")
     with ledger_engine.begin() as conn:
         for i in range(4):
             conn.execute(
                 text("INSERT INTO audit_log (at, event, outcome, detail) VALUES (:at, 'service.started', 'success', :d)"),
-                {"at": "2026-01-01 00:00:0%d" % i, "d": '{"i": %d}' % i},
+                {"at": f"2026-01-01 00:00:0{i}", "d": f'{{"i": {i}}}'},
             )
     migrate(ledger_engine)
     ledger = Ledger(ledger_engine)
