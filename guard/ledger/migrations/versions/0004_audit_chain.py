@@ -23,8 +23,8 @@ depends_on = None
 def _chain_existing_records() -> None:
     """Give every existing record its ``prev_hash`` and ``hash``, oldest first."""
     conn = op.get_bind()
-    types = {"seq": sa.Integer(), "at": sa.DateTime(timezone=True)}
-    table = sa.table("audit_log", *(sa.column(name, types.get(name)) for name in (*HASHED_FIELDS, "hash")))
+    typed = {"seq": sa.column("seq", sa.Integer()), "at": sa.column("at", sa.DateTime(timezone=True))}
+    table = sa.table("audit_log", *(typed.get(name, sa.column(name)) for name in (*HASHED_FIELDS, "hash")))
     prev = GENESIS
     last = 0
     while True:
