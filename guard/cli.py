@@ -55,10 +55,12 @@ ConfigOption = Annotated[
 def _settings(config: Path | None) -> Settings:
     """Load the configuration or exit 2 with the problem."""
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(EXIT_CONFIG) from exc
+    runtime.configure_logging(stream=sys.stderr, redact_patient_data=settings.log.redact_patient_data)
+    return settings
 
 
 def _study_uid(value: str) -> str:
@@ -72,7 +74,7 @@ def _study_uid(value: str) -> str:
 def serve(config: ConfigOption = None) -> None:
     """Run the guard until SIGTERM or SIGINT, then stop cleanly."""
     settings = _settings(config)
-    runtime.configure_logging()
+    runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
     service = GuardService(settings, config_path=str(config) if config else None)
     stop = threading.Event()
 

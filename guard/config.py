@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from guard.errors import ConfigError
+from guard.redaction import MASK, is_secret_key, scrub, scrub_text
 
 CONFIG_ENV = "GUARD_CONFIG"
 _AE_CHARS = set(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~")
@@ -36,6 +37,25 @@ def _check_ae_title(value: str) -> str:
         msg = "must be 1 to 16 printable ASCII characters without backslash"
         raise ValueError(msg)
     return stripped
+
+
+def _check_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint: 64 hex digits, colons allowed (``openssl x509 -fingerprint -sha256``); empty = no pin."""
+    digits = value.replace(":", "").strip().lower()
+    if digits and (len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits)):
+        msg = "must be the certificate's SHA-256 fingerprint: 64 hexadecimal digits (colons allowed)"
+        raise ValueError(msg)
+    return digits
+
+
+_TLS_DESCRIPTION = (
+    "Use DICOM TLS with this peer (PS3.15 Annex B): outbound associations are encrypted and check its certificate"
+    " against tls.ca_file; inbound associations from it are refused unless they arrive on the TLS listener (tls.port)."
+)
+_PIN_DESCRIPTION = (
+    "SHA-256 fingerprint of this peer's certificate (hex, colons allowed). When set, a TLS association with this AE title"
+    " is refused unless the peer presents exactly this certificate (pinning). Empty: any certificate signed by tls.ca_file."
+)
 
 
 class _Section(BaseModel):
@@ -78,8 +98,11 @@ class SourceSettings(_Section):
     ae_title: str = Field(description="Calling AE title of the source.")
     host: str = Field("", description="If set, associations from this AE title must come from this address.")
     port: int = Field(104, ge=1, le=65535, description="Port where the guard reaches the source (reports, queries, pulls).")
+    tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
 
 
 class ConfirmMode(StrEnum):
@@ -97,8 +120,16 @@ class ArchiveSettings(_Section):
     host: str = Field("", description="Archive address. Empty: run the built-in reference archive (sandbox only).")
     port: int = Field(11113, ge=1, le=65535, description="Archive DICOM port (also the built-in archive's port).")
     confirm: ConfirmMode = Field(ConfirmMode.COMMITMENT, description="commitment | find | both.")
+    probe_interval: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between C-ECHO probes of the archive (status page, metric guard_archive_reachable); 0 turns them off.",
+    )
+    tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
 
     @property
     def builtin(self) -> bool:
@@ -170,13 +201,104 @@ class DeleteSettings(_Section):
     source_check: bool = Field(default=True, description="Query the source for the study's instances at decision time.")
 
 
+class TokenScope(StrEnum):
+    """What a token of the admin API may do."""
+
+    READ = "read"
+    DELETE = "delete"
+
+
+class HttpToken(_Section):
+    """One token of the admin API: who holds it, what it may do, and its SHA-256 (never the token itself)."""
+
+    identity: str = Field(min_length=1, max_length=64, description="Who holds the token; recorded as actor in the audit log.")
+    scopes: tuple[TokenScope, ...] = Field(min_length=1, description="read, delete or both.")
+    sha256: str = Field(description="SHA-256 of the token, hex (guard token hash).")
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        digits = value.strip().lower()
+        if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+            msg = "must be 64 hexadecimal digits (guard token hash prints it)"
+            raise ValueError(msg)
+        return digits
+
+
+class TlsVersion(StrEnum):
+    """Lowest TLS version accepted (PS3.15 B.9 and later profiles: TLS 1.2 or newer)."""
+
+    TLS_1_2 = "1.2"
+    TLS_1_3 = "1.3"
+
+
+class TlsSettings(_Section):
+    """DICOM TLS: the guard's certificate and the CA its peers' certificates must chain to."""
+
+    port: int = Field(
+        0, ge=0, le=65535, description="Port of the DICOM TLS listener (2762 is the registered dicom-tls port); 0: no TLS listener."
+    )
+    plain_listener: bool = Field(
+        default=True, description="Keep the unencrypted listener on node.port open too; turn off once every peer uses TLS."
+    )
+    certificate: Path | None = Field(None, description="PEM certificate (chain) the guard presents, as server and as client.")
+    private_key: Path | None = Field(None, description="PEM private key of certificate (unencrypted; readable by the guard only).")
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA certificate(s) peers' certificates must chain to (client certificates are required)."
+    )
+    min_version: TlsVersion = Field(TlsVersion.TLS_1_2, description="Lowest TLS version: 1.2 or 1.3.")
+    verify_hostname: bool = Field(
+        default=False,
+        description="Outbound: also require the peer's certificate to name the host connected to (off: DICOM peers are often"
+        " addressed by IP; pin fingerprints instead).",
+    )
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds a connecting peer has to complete the TLS handshake.")
+
+    @property
+    def configured(self) -> bool:
+        """Whether certificate, key and CA are all set."""
+        return None not in (self.certificate, self.private_key, self.ca_file)
+
+
+class LogSettings(_Section):
+    """The JSON log on stdout."""
+
+    redact_patient_data: bool = Field(
+        default=False,
+        description="Leave patient identifiers (Patient ID and name, birth date, accession number) out of the log;"
+        " the audit table keeps them. Secrets are never logged either way.",
+    )
+
+
 class HttpSettings(_Section):
     """The admin HTTP API."""
 
     bind: str = Field("127.0.0.1", description="Address of the admin API.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the admin API (0 disables it).")
-    token: SecretStr = Field(SecretStr(""), description="Bearer token for state-changing requests.")
-    token_file: Path | None = Field(None, description="File holding the token (preferred over token).")
+    token: SecretStr = Field(
+        SecretStr(""), description="Bearer token of the identity 'admin' (scopes read and delete). Prefer token_file or tokens."
+    )
+    token_file: Path | None = Field(None, description="File holding the 'admin' token (preferred over token); read at each request.")
+    tokens: tuple[HttpToken, ...] = Field(
+        (), description="Named tokens with scopes, stored as SHA-256 hashes ([[http.tokens]]; hash with: guard token hash)."
+    )
+    read_requires_token: bool = Field(
+        default=False,
+        description="Require a token with scope 'read' for /studies and /audit (health, readiness and metrics stay open).",
+    )
+    auth_failures_max: int = Field(5, ge=1, description="Failed authentications from one client address before it gets 429.")
+    auth_failures_window: float = Field(
+        60.0, gt=0, description="Seconds over which failed authentications are counted; also the longest Retry-After."
+    )
+    certificate: Path | None = Field(None, description="PEM certificate (chain) for HTTPS; with private_key, the API speaks only HTTPS.")
+    private_key: Path | None = Field(None, description="PEM private key of certificate (HTTPS).")
+
+    @model_validator(mode="after")
+    def _https_pair(self) -> HttpSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            msg = "http.certificate and http.private_key go together (HTTPS needs both)"
+            raise ValueError(msg)
+        return self
 
 
 class Settings(BaseSettings):
@@ -199,6 +321,21 @@ class Settings(BaseSettings):
     confirm: ConfirmSettings = ConfirmSettings()
     delete: DeleteSettings = DeleteSettings()
     http: HttpSettings = HttpSettings()
+    tls: TlsSettings = TlsSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        users = [f"sources[{s.ae_title}].tls" for s in self.sources if s.tls]
+        users += ["archive.tls"] if self.archive.tls else []
+        users += ["tls.port"] if self.tls.port else []
+        if users and not self.tls.configured:
+            msg = f"{', '.join(users)} need tls.certificate, tls.private_key and tls.ca_file"
+            raise ValueError(msg)
+        if not self.tls.plain_listener and not self.tls.port:
+            msg = "tls.plain_listener = false needs a TLS listener (tls.port)"
+            raise ValueError(msg)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -245,7 +382,8 @@ def _format_errors(exc: ValidationError) -> str:
         problem = err["msg"]
         if err["type"] == "extra_forbidden":
             problem = "unknown key"
-        lines.append(f"{key}: {problem} (got {err.get('input')!r})" if err["type"] != "missing" else f"{key}: {problem}")
+        shown = MASK if any(is_secret_key(str(part)) for part in err["loc"]) else scrub_text(repr(err.get("input")))
+        lines.append(f"{key}: {problem} (got {shown})" if err["type"] != "missing" else f"{key}: {problem}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -274,13 +412,10 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, secrets replaced by ``***``."""
     data: dict[str, Any] = settings.model_dump(mode="json")
     if settings.http.token.get_secret_value():
-        data["http"]["token"] = "***"  # noqa: S105 - the redaction marker, not a secret
-    url = settings.ledger.url
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-        scheme, rest = url.split("//", 1)
-        user = rest.split(":", 1)[0]
-        data["ledger"]["url"] = f"{scheme}//{user}:***@{rest.split('@', 1)[1]}"
-    return data
+        data["http"]["token"] = MASK
+    # Passwords in URLs (ledger.url, delete.url) and anything under a secret's name.
+    cleaned: dict[str, Any] = scrub(data)
+    return cleaned
 
 
 def digest(settings: Settings) -> str:

@@ -29,6 +29,8 @@ import structlog
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages
 
+from guard.redaction import LogScrubber
+
 _receive_errors: dict[str, str] = {}
 _receive_errors_lock = threading.Lock()
 
@@ -99,11 +101,13 @@ class IncomingFile:
             Path(self.name).unlink()
 
 
-def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None, *, redact_patient_data: bool = False) -> None:
     """JSON lines, one object per event.
 
     On stdout for ``guard serve`` (container convention); on ``stream`` (stderr) for the other
-    commands, whose stdout is their answer.
+    commands, whose stdout is their answer. Secrets are always masked; with
+    ``redact_patient_data`` patient identifiers are left out of the lines (``guard.redaction``);
+    the audit table keeps them.
     """
     structlog.configure(
         processors=[
@@ -111,6 +115,7 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            LogScrubber(patient_data=redact_patient_data),
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
