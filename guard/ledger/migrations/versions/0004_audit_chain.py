@@ -9,6 +9,8 @@ Revises: 0003
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -23,7 +25,7 @@ depends_on = None
 def _chain_existing_records() -> None:
     """Give every existing record its ``prev_hash`` and ``hash``, oldest first."""
     conn = op.get_bind()
-    typed = {"seq": sa.column("seq", sa.Integer()), "at": sa.column("at", sa.DateTime(timezone=True))}
+    typed: dict[str, sa.ColumnClause[Any]] = {"seq": sa.column("seq", sa.Integer()), "at": sa.column("at", sa.DateTime(timezone=True))}
     table = sa.table("audit_log", *(typed.get(name, sa.column(name)) for name in (*HASHED_FIELDS, "hash")))
     prev = GENESIS
     last = 0
