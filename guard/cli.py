@@ -22,6 +22,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from guard import runtime
+from guard.audit.cli import audit_app
 from guard.config import Settings, load_settings, redacted
 from guard.configdoc import render_reference
 from guard.confirm.reconcile import reconcile
@@ -39,6 +40,7 @@ from guard.uids import is_valid_uid
 app = typer.Typer(help="guard: no image is deleted before the archive has proven it holds it.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Configuration commands.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
 
 out = Console()
 err = Console(stderr=True)

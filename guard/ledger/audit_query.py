@@ -1,6 +1,6 @@
 """Reading the audit log back: filters by study, event and time, and seq-based pagination.
 
-This is the basic query behind ``GET /audit`` (and later ``guard audit``). Records come back
+This is the query behind ``GET /audit`` and ``guard audit``. Records come back
 in ``seq`` order, oldest first, as plain JSON-ready dictionaries: ``at`` is an ISO 8601 UTC
 string and ``detail`` is the parsed JSON object. Pagination is by cursor: pass the ``seq`` of
 the last record seen as ``after_seq`` to get the next page; a cursor stays valid while new
@@ -10,6 +10,7 @@ records are appended, unlike an offset.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,8 @@ def _record(row: Row[Any]) -> dict[str, Any]:
         "series_uid": row.series_uid,
         "sop_instance_uid": row.sop_instance_uid,
         "detail": _detail(row.detail),
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
     }
 
 
@@ -60,7 +63,10 @@ def query_audit(
     ledger: Ledger,
     *,
     study_uid: str | None = None,
+    patient_id: str | None = None,
     event: str | None = None,
+    outcome: str | None = None,
+    actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
@@ -68,18 +74,24 @@ def query_audit(
 ) -> list[dict[str, Any]]:
     """Audit records matching every given filter, ordered by ``seq`` ascending.
 
-    ``since`` and ``until`` are inclusive bounds on the record time (naive values are UTC);
-    ``after_seq`` keeps only records with a greater ``seq``; at most ``limit`` records
-    (1 to ``MAX_LIMIT``) are returned. Raises ``ValueError`` for a ``limit`` out of range.
+    ``actor`` is the AE title or token identity that acted; ``since`` and ``until`` are
+    inclusive bounds on the record time (naive values are UTC); ``after_seq`` keeps only
+    records with a greater ``seq``; at most ``limit`` records (1 to ``MAX_LIMIT``) are
+    returned. Raises ``ValueError`` for a ``limit`` out of range.
     """
     if not 1 <= limit <= MAX_LIMIT:
         msg = f"limit must be between 1 and {MAX_LIMIT}, got {limit}"
         raise ValueError(msg)
     query = select(audit_log)
-    if study_uid is not None:
-        query = query.where(audit_log.c.study_uid == study_uid)
-    if event is not None:
-        query = query.where(audit_log.c.event == event)
+    for column, value in (
+        (audit_log.c.study_uid, study_uid),
+        (audit_log.c.patient_id, patient_id),
+        (audit_log.c.event, event),
+        (audit_log.c.outcome, outcome),
+        (audit_log.c.actor, actor),
+    ):
+        if value is not None:
+            query = query.where(column == value)
     if since is not None:
         query = query.where(audit_log.c.at >= _utc(since))
     if until is not None:
@@ -89,3 +101,18 @@ def query_audit(
     with ledger.engine.connect() as conn:
         rows = conn.execute(query.order_by(audit_log.c.seq).limit(limit)).all()
     return [_record(row) for row in rows]
+
+
+def iter_audit(ledger: Ledger, *, limit: int | None = None, page: int = 1000, **filters: Any) -> Iterator[dict[str, Any]]:
+    """Every record matching ``filters`` (those of ``query_audit``), page by page; at most ``limit`` (None: all)."""
+    after: int | None = filters.pop("after_seq", None)
+    left = limit
+    while left is None or left > 0:
+        size = page if left is None else min(page, left)
+        rows = query_audit(ledger, limit=size, after_seq=after, **filters)
+        yield from rows
+        if len(rows) < size:
+            return
+        after = rows[-1]["seq"]
+        if left is not None:
+            left -= len(rows)

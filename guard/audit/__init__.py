@@ -1,0 +1,1 @@
+"""The audit log as administrators use it: query, chain verification, ATNA export, retention."""
