@@ -9,6 +9,7 @@ from guard.config import Settings, digest
 from guard.confirm.service import Confirmer
 from guard.delete.backends import make_backend
 from guard.delete.gate import DeleteGate
+from guard.dicom.probe import ArchiveProbe
 from guard.dicom.server import IngestServer
 from guard.forward.worker import Forwarder
 from guard.http.app import create_app
@@ -46,6 +47,7 @@ class GuardService:
         self.gate: DeleteGate | None = None
         self.admin: AdminServer | None = None
         self.server: IngestServer | None = None
+        self.probe: ArchiveProbe | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -71,8 +73,9 @@ class GuardService:
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
             self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", self.server.port)
+        self.probe = ArchiveProbe(self.settings).start()
         if self.settings.http.port:  # 0 disables the admin API
-            app = create_app(self.settings, ledger, self.gate, self._readiness)
+            app = create_app(self.settings, ledger, self.gate, self._readiness, self.probe)
             self.admin = AdminServer(app, host=self.settings.http.bind, port=self.settings.http.port).start()
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
@@ -107,6 +110,8 @@ class GuardService:
         """Stop accepting, drain associations, stop the workers, then close the ledger."""
         if self.admin is not None:
             self.admin.stop()
+        if self.probe is not None:
+            self.probe.stop()
         if self.server is not None:
             self.server.stop()
         if self.forwarder is not None:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the real third-party DICOM peers the test suite runs against:
-# DCMTK (storescu, storescp, findscu, movescu, echoscu) and Orthanc, from Debian packages.
+# DCMTK (storescu, storescp, findscu, movescu, echoscu) and Orthanc, from Debian packages;
+# and headless Chromium with its WebDriver, for the test of the admin status page.
 # Idempotent: when every tool is already present it does nothing and returns at once.
 set -euo pipefail
 
-tools=(storescu storescp findscu movescu echoscu Orthanc)
+tools=(storescu storescp findscu movescu echoscu Orthanc chromium chromedriver)
 
 have_tool() {
     # Orthanc lives in /usr/sbin, which is not on PATH for every user.
@@ -19,7 +20,7 @@ for tool in "${tools[@]}"; do
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-peers: dcmtk and orthanc already present, nothing to do"
+    echo "install-peers: dcmtk, orthanc and chromium already present, nothing to do"
     exit 0
 fi
 
@@ -33,8 +34,9 @@ else
     exit 1
 fi
 
-"${as_root[@]}" apt-get update -q >/dev/null
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dcmtk orthanc >/dev/null
+# DPkg::Lock::Timeout: wait (bounded) for another apt run instead of failing at once.
+"${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dcmtk orthanc chromium chromium-driver >/dev/null
 
 for tool in "${missing[@]}"; do
     if ! have_tool "$tool"; then
@@ -42,4 +44,4 @@ for tool in "${missing[@]}"; do
         exit 1
     fi
 done
-echo "install-peers: installed dcmtk and orthanc (was missing: ${missing[*]})"
+echo "install-peers: installed dcmtk, orthanc and chromium (was missing: ${missing[*]})"

@@ -38,8 +38,10 @@ from guard import __version__
 from guard.config import Settings
 from guard.delete.decision import Decision
 from guard.delete.gate import DeleteGate, DeleteOutcome
+from guard.dicom.probe import ArchiveProbe
 from guard.http.metrics import LedgerCollector, count_decision
 from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
+from guard.http.status import add_status
 from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import study_status
@@ -267,8 +269,11 @@ class _TokenCheck:
 # -- the application -------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: Readiness) -> FastAPI:
-    """The admin API over ``ledger`` and ``gate``; ``readiness`` returns named checks, all True when ready."""
+def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: Readiness, probe: ArchiveProbe | None = None) -> FastAPI:
+    """The admin API over ``ledger`` and ``gate``; ``readiness`` returns named checks, all True when ready.
+
+    ``probe`` is the archive's C-ECHO probe the status page reports (a probe not started, when none is given).
+    """
     app = FastAPI(
         title="guard admin API",
         version=__version__,
@@ -280,6 +285,7 @@ def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: 
     _add_probes(app, ledger, readiness)
     _add_studies(app, gate, ledger, _TokenCheck(settings, ledger))
     _add_audit(app, ledger)
+    add_status(app, ledger, probe or ArchiveProbe(settings))
     return app
 
 

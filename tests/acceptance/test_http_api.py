@@ -556,7 +556,7 @@ def test_get_endpoints_conform_to_their_openapi_document(start_api: ApiFactory, 
     base = f"http://{LOOPBACK}:{api.server.port}"
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=10)
     operations = [result.ok() for result in schema.include(method="GET").get_all_operations()]
-    assert {op.path for op in operations} == {"/healthz", "/readyz", "/metrics", "/studies/{uid}", "/audit"}
+    assert {op.path for op in operations} == {"/healthz", "/readyz", "/metrics", "/studies/{uid}", "/audit", "/status"}
     for operation in operations:
 
         @given(case=operation.as_strategy())

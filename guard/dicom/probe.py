@@ -1,0 +1,130 @@
+"""Is the archive reachable? A C-ECHO now and then, its last answer cached.
+
+The status page and ``/metrics`` show the archive's reachability without opening an
+association per page view: ``ArchiveProbe`` sends one C-ECHO (Verification SOP Class, PS3.7
+9.1.5) every ``archive.probe_interval`` seconds from a daemon thread and keeps the last
+outcome. A probe that fails says only that the archive could not be reached *then*; it is
+information for a person, never evidence for or against a delete (the delete gate asks the
+archive itself, live).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from guard.config import Settings
+from guard.dicom.net import Peer, archive_peer, open_association
+from guard.errors import ArchiveUnreachableError
+
+log = structlog.get_logger("guard.probe")
+
+ARCHIVE_REACHABLE = Gauge(
+    "guard_archive_reachable",
+    "Whether the last C-ECHO probe of the archive succeeded (1) or not (0); absent until the first probe.",
+)
+ARCHIVE_ECHO_SECONDS = Gauge("guard_archive_echo_seconds", "Round-trip time of the last successful C-ECHO probe of the archive.")
+
+
+@dataclass(frozen=True)
+class Reachability:
+    """The outcome of one probe."""
+
+    reachable: bool
+    checked_at: str
+    peer: str
+    latency_ms: float | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return asdict(self)
+
+
+def echo(own_ae: str, peer: Peer, timeout: float) -> Reachability:
+    """One C-ECHO to ``peer``: reachable only when the association opens and the answer is Success (0x0000)."""
+    ae = AE(ae_title=own_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
+    ae.add_requested_context(Verification)
+    started = time.monotonic()
+    now = datetime.now(UTC).isoformat()
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    try:
+        assoc = open_association(ae, peer, [])
+    except ArchiveUnreachableError as exc:
+        return Reachability(reachable=False, checked_at=now, peer=where, error=str(exc))
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    code = getattr(status, "Status", None)
+    if code != 0x0000:
+        error = "no response to C-ECHO" if code is None else f"C-ECHO answered 0x{int(code):04X}"
+        return Reachability(reachable=False, checked_at=now, peer=where, error=error)
+    return Reachability(reachable=True, checked_at=now, peer=where, latency_ms=round((time.monotonic() - started) * 1000, 1))
+
+
+class ArchiveProbe:
+    """C-ECHO the archive every ``interval`` seconds from a daemon thread; ``last`` is the latest outcome."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Probe the archive of ``settings`` (or the built-in one) as ``node.ae_title``."""
+        self.own_ae = settings.node.ae_title
+        self.peer = archive_peer(settings.archive)
+        self.interval = settings.archive.probe_interval
+        self.timeout = min(settings.forward.timeout, 10.0)
+        self._last: Reachability | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def last(self) -> Reachability | None:
+        """The latest outcome; None before the first probe (or when probing is off)."""
+        with self._lock:
+            return self._last
+
+    def probe_now(self) -> Reachability:
+        """Probe once, remember and publish the outcome; logs a change of reachability."""
+        try:
+            outcome = echo(self.own_ae, self.peer, self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the probe's boundary: whatever pynetdicom raised means "not reachable"
+            outcome = Reachability(reachable=False, checked_at=datetime.now(UTC).isoformat(), peer=str(self.peer), error=repr(exc)[:300])
+        with self._lock:
+            before, self._last = self._last, outcome
+        ARCHIVE_REACHABLE.set(1 if outcome.reachable else 0)
+        if outcome.latency_ms is not None:
+            ARCHIVE_ECHO_SECONDS.set(outcome.latency_ms / 1000)
+        if before is None or before.reachable != outcome.reachable:
+            level = log.info if outcome.reachable else log.warning
+            level(
+                "archive.reachability", action="archive.reachability", reachable=outcome.reachable, peer=outcome.peer, error=outcome.error
+            )
+        return outcome
+
+    def start(self) -> ArchiveProbe:
+        """Start probing (no thread when ``archive.probe_interval`` is 0)."""
+        if self.interval > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="archive-probe", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.probe_now()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        """Stop probing; waits for a probe in flight (bounded by its timeout)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout * 3 + 1)
+            self._thread = None
