@@ -270,6 +270,45 @@ class LogSettings(_Section):
     )
 
 
+class SyslogProtocol(StrEnum):
+    """How ATNA audit messages travel to the collector."""
+
+    TLS = "tls"
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class AuditSettings(_Section):
+    """The audit log: start-up check of its hash chain, ATNA export over syslog, retention."""
+
+    verify_tail: int = Field(
+        10000, ge=0, description="At start-up, check the hash chain of this many newest records (0: skip; 'guard audit verify' checks all)."
+    )
+    syslog_host: str = Field("", description="Audit record repository (syslog collector) for DICOM audit messages; empty: no export.")
+    syslog_port: int = Field(6514, ge=1, le=65535, description="Port of the collector (6514 is the registered syslog-over-TLS port).")
+    syslog_protocol: SyslogProtocol = Field(
+        SyslogProtocol.TLS, description="tls (RFC 5425), tcp (RFC 6587 octet counting) or udp (RFC 5426; no delivery guarantee)."
+    )
+    syslog_ca_file: Path | None = Field(None, description="CA bundle that signed the collector's certificate (tls); system CAs when unset.")
+    syslog_certificate: Path | None = Field(None, description="Client certificate for collectors that require one (tls).")
+    syslog_private_key: Path | None = Field(None, description="Private key of syslog_certificate.")
+    syslog_batch: int = Field(200, ge=1, le=10000, description="Messages sent per round before the delivery cursor is saved.")
+    syslog_retry_max: float = Field(60.0, gt=0, description="Longest wait between attempts to reach the collector, seconds.")
+    site_id: str = Field("", description="Enterprise site of the guard in audit messages (AuditEnterpriseSiteID); empty: left out.")
+    retention_days: float = Field(
+        0.0, ge=0, description="Records older than this are exported to a compressed file and removed; 0 keeps them forever."
+    )
+    retention_dir: Path | None = Field(None, description="Folder of retention export files (default: data_dir/audit-export).")
+    retention_interval_hours: float = Field(24.0, gt=0, description="How often retention runs, hours.")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> AuditSettings:
+        if (self.syslog_certificate is None) != (self.syslog_private_key is None):
+            msg = "audit.syslog_certificate and audit.syslog_private_key go together"
+            raise ValueError(msg)
+        return self
+
+
 class HttpSettings(_Section):
     """The admin HTTP API."""
 
@@ -323,6 +362,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:
@@ -356,6 +396,11 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Folder of the spool."""
         return self.node.data_dir / "spool"
+
+    @property
+    def retention_dir(self) -> Path:
+        """Folder of audit retention export files."""
+        return self.audit.retention_dir or self.node.data_dir / "audit-export"
 
     @property
     def ledger_url(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 MISSING_IN_ARCHIVE = Counter(
     "guard_missing_in_archive_total",
@@ -19,3 +19,13 @@ COMMITMENT_LATENCY = Histogram(
     "Time from a Storage Commitment request to the archive's report.",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+AUDIT_CHAIN_INTACT = Gauge(
+    "guard_audit_chain_intact",
+    "1 when the start-up check of the audit log's hash chain passed, 0 when it found a broken record.",
+)
+AUDIT_EXPORT_SENT = Counter("guard_audit_export_messages_total", "DICOM audit messages delivered to the syslog collector.")
+AUDIT_EXPORT_BACKLOG = Gauge(
+    "guard_audit_export_backlog",
+    "Audit records not yet delivered to the syslog collector (the durable outbox).",
+)
+AUDIT_EXPORT_UP = Gauge("guard_audit_export_up", "1 when the syslog collector took the last batch, 0 while it is unreachable.")

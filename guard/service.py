@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 
 from guard import __version__, runtime
+from guard.audit.tasks import AuditTasks
 from guard.config import Settings, digest
 from guard.confirm.service import Confirmer
 from guard.delete.backends import make_backend
@@ -48,12 +49,14 @@ class GuardService:
         self.admin: AdminServer | None = None
         self.server: IngestServer | None = None
         self.probe: ArchiveProbe | None = None
+        self.audit_tasks: AuditTasks | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
         self.spool.prepare()
         runtime.configure_dicom(self.spool.incoming)
         ledger = self.ledger = open_ledger(self.settings)
+        self.audit_tasks = AuditTasks(self.settings, ledger).start()
         ledger.audit(
             AuditEvent.CONFIG_LOADED,
             detail={"digest": digest(self.settings), "path": self.config_path, "builtin_archive": self.settings.archive.builtin},
@@ -122,4 +125,8 @@ class GuardService:
             self.reference_archive.stop()
         if self.ledger is not None:
             self.ledger.audit(AuditEvent.SERVICE_STOPPED, actor=self.settings.node.ae_title)
+        if self.audit_tasks is not None:
+            # After service.stopped, so that the exporter gets the chance to deliver it.
+            self.audit_tasks.stop()
+        if self.ledger is not None:
             self.ledger.dispose()

@@ -51,6 +51,7 @@ class AuditEvent(StrEnum):
     MOVE_RELAYED = "move.relayed"
     PULL_COMPLETED = "pull.completed"
     RECONCILE_COMPLETED = "reconcile.completed"
+    AUDIT_EXPORTED = "audit.exported"
     SECURITY_ALERT = "security.alert"
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"

@@ -59,7 +59,7 @@ def _record(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def query_audit(
+def query_audit(  # noqa: PLR0913 - one keyword per filter
     ledger: Ledger,
     *,
     study_uid: str | None = None,
