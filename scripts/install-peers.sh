@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install the real third-party DICOM peers the test suite runs against:
 # DCMTK (storescu, storescp, findscu, movescu, echoscu) and Orthanc, from Debian packages;
-# and headless Chromium with its WebDriver, for the test of the admin status page.
+# headless Chromium with its WebDriver, for the test of the admin status page; and rsyslog
+# (with its TLS driver), the syslog collector the audit export tests deliver to.
 # Idempotent: when every tool is already present it does nothing and returns at once.
 set -euo pipefail
 
-tools=(storescu storescp findscu movescu echoscu Orthanc chromium chromedriver)
+tools=(storescu storescp findscu movescu echoscu Orthanc chromium chromedriver rsyslogd)
+# rsyslog's TLS driver is a library, not a program: checked by its file.
+gtls_driver() { ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; }
 
 have_tool() {
     # Orthanc lives in /usr/sbin, which is not on PATH for every user.
@@ -19,8 +22,12 @@ for tool in "${tools[@]}"; do
     fi
 done
 
+if ! gtls_driver; then
+    missing+=("rsyslog-gnutls")
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-peers: dcmtk, orthanc and chromium already present, nothing to do"
+    echo "install-peers: dcmtk, orthanc, chromium and rsyslog already present, nothing to do"
     exit 0
 fi
 
@@ -36,12 +43,14 @@ fi
 
 # DPkg::Lock::Timeout: wait (bounded) for another apt run instead of failing at once.
 "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dcmtk orthanc chromium chromium-driver >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dcmtk orthanc chromium chromium-driver rsyslog rsyslog-gnutls >/dev/null
 
 for tool in "${missing[@]}"; do
-    if ! have_tool "$tool"; then
+    if [ "$tool" = rsyslog-gnutls ]; then
+        gtls_driver || { echo "install-peers: rsyslog's TLS driver still missing after apt-get install" >&2; exit 1; }
+    elif ! have_tool "$tool"; then
         echo "install-peers: $tool still missing after apt-get install" >&2
         exit 1
     fi
 done
-echo "install-peers: installed dcmtk, orthanc and chromium (was missing: ${missing[*]})"
+echo "install-peers: installed dcmtk, orthanc, chromium and rsyslog (was missing: ${missing[*]})"

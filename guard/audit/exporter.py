@@ -71,7 +71,7 @@ class AtnaExporter:
         for record in records:
             xml = to_message(record, self.node)
             if xml is not None:
-                messages.append(rfc5424(xml, at=record["at"], hostname=self.hostname))
+                messages.append(rfc5424(xml, at=record["at"], hostname=self.hostname, seq=int(record["seq"])))
         self.sender.send(messages)
         last = int(records[-1]["seq"])
         _save_cursor(self.ledger, last)

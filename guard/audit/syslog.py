@@ -43,8 +43,14 @@ def _timestamp(at: str | None) -> str:
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def rfc5424(xml: str, *, at: str | None, hostname: str, app_name: str = "guard", procid: str | None = None) -> bytes:
-    """One RFC 5424 message carrying ``xml`` (UTF-8 with a BOM, as the RFC asks for UTF-8 MSG)."""
+def rfc5424(
+    xml: str, *, at: str | None, hostname: str, seq: int | None = None, app_name: str = "guard", procid: str | None = None
+) -> bytes:
+    """One RFC 5424 message carrying ``xml`` (UTF-8 with a BOM, as the RFC asks for UTF-8 MSG).
+
+    ``seq``, the audit record's sequence number, goes into the registered ``meta`` structured
+    data element as ``sequenceId`` (RFC 5424 7.3.1), so a collector can spot gaps and repeats.
+    """
     header = " ".join(
         (
             f"<{PRI}>1",
@@ -53,7 +59,7 @@ def rfc5424(xml: str, *, at: str | None, hostname: str, app_name: str = "guard",
             _header_field(app_name, 48),
             _header_field(procid or str(os.getpid()), 128),
             MSGID,
-            "-",
+            f'[meta sequenceId="{seq}"]' if seq is not None and 0 < seq < 2**31 else "-",
         )
     )
     return header.encode("ascii") + b" " + _BOM + xml.encode("utf-8")

@@ -151,4 +151,6 @@ def test_syslog_message_is_rfc5424_with_octet_counting() -> None:
     message = rfc5424("<AuditMessage/>", at="2026-11-23T10:00:00.5+00:00", hostname="guard host", procid="7")
     assert PRI == 85
     assert message == b"<85>1 2026-11-23T10:00:00.500000Z guardhost guard 7 IHE+RFC-3881 - \xef\xbb\xbf<AuditMessage/>"
+    numbered = rfc5424("<AuditMessage/>", at="2026-11-23T10:00:00Z", hostname="h", procid="7", seq=12)
+    assert b' IHE+RFC-3881 [meta sequenceId="12"] \xef\xbb\xbf<AuditMessage/>' in numbered
     assert octet_counted(message) == str(len(message)).encode() + b" " + message
