@@ -173,6 +173,8 @@ class AuditRecordView(BaseModel):
     series_uid: str | None
     sop_instance_uid: str | None
     detail: dict[str, Any]
+    prev_hash: str = Field(description="Hash of the record before this one in the chain.")
+    hash: str = Field(description="SHA-256 of this record's canonical encoding and prev_hash.")
 
 
 class AuditPage(BaseModel):
@@ -417,6 +419,9 @@ def _add_audit(app: FastAPI, ledger: Ledger) -> None:
     def audit(
         study: Annotated[str | None, Query(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)] = None,
         event: Annotated[str | None, Query(description="Event name, e.g. delete.refused.", json_schema_extra=EVENT_SCHEMA)] = None,
+        patient: Annotated[str | None, Query(description="Patient ID.", max_length=64)] = None,
+        outcome: Annotated[Outcome | None, Query(description="Outcome of the audited action.")] = None,
+        ae: Annotated[str | None, Query(description="Actor: AE title or token identity.", max_length=80)] = None,
         since: Annotated[
             str | None, Query(description="ISO 8601 time (UTC when no zone), inclusive.", json_schema_extra=TIME_SCHEMA)
         ] = None,
@@ -436,7 +441,10 @@ def _add_audit(app: FastAPI, ledger: Ledger) -> None:
         rows = query_audit(
             ledger,
             study_uid=study,
+            patient_id=patient,
             event=event,
+            outcome=outcome.value if outcome is not None else None,
+            actor=ae,
             since=_parse_time(since, "since"),
             until=_parse_time(until, "until"),
             limit=limit + 1,
