@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from guard.admission import ALL_SERVICES, Service, parse_address_entry
 from guard.errors import ConfigError
 from guard.redaction import MASK, is_secret_key, scrub, scrub_text
 
@@ -76,9 +77,43 @@ class NodeSettings(_Section):
             " Turn off only for a sandbox or for senders that cannot be configured."
         ),
     )
-    max_pdu: int = Field(262144, ge=0, description="Largest PDU the guard accepts and proposes, in bytes (0 = no limit).")
-    max_associations: int = Field(20, ge=1, description="Most associations served at once.")
-    network_timeout: float = Field(60.0, gt=0, description="Seconds without network activity before an association is aborted.")
+    max_pdu: int = Field(
+        262144,
+        ge=0,
+        description=(
+            "Largest PDU the guard accepts and proposes, in bytes; a peer sending a larger one is aborted"
+            " (0: no limit is proposed, and PDUs are still capped at 64 MiB)."
+        ),
+    )
+    max_associations: int = Field(20, ge=1, description="Most associations served at once; more are rejected (transient).")
+    max_associations_per_address: int = Field(
+        8, ge=1, description="Most associations served at once for one peer address; more are rejected (transient)."
+    )
+    max_pending_per_address: int = Field(
+        4,
+        ge=1,
+        description="Most connections from one address that have not yet sent their A-ASSOCIATE-RQ; more are closed at once.",
+    )
+    max_pending: int = Field(
+        64, ge=1, description="Most connections from all addresses that have not yet sent their A-ASSOCIATE-RQ; more are closed at once."
+    )
+    network_timeout: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Idle association timeout: seconds without network activity before an association is aborted;"
+            " also the longest time one PDU may take to arrive, and a send to a peer that does not read."
+        ),
+    )
+    acse_timeout: float = Field(
+        30.0, gt=0, description="ARTIM/ACSE timeout: seconds to wait for the A-ASSOCIATE-RQ after a connection opens, and for release."
+    )
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE message the guard expects from a peer.")
+    max_dataset_size: int = Field(
+        4 * 1024**3,
+        ge=0,
+        description="Largest data set accepted by C-STORE, in bytes; a larger one is refused with 0xA700 and not kept (0 = no limit).",
+    )
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
@@ -96,13 +131,35 @@ class SourceSettings(_Section):
     """A peer allowed to send to the guard (normally the PACS)."""
 
     ae_title: str = Field(description="Calling AE title of the source.")
-    host: str = Field("", description="If set, associations from this AE title must come from this address.")
+    host: str = Field(
+        "", description="Where the guard reaches the source; if set and allowed_addresses is empty, associations must come from it."
+    )
     port: int = Field(104, ge=1, le=65535, description="Port where the guard reaches the source (reports, queries, pulls).")
+    allowed_addresses: tuple[str, ...] = Field(
+        (),
+        description=(
+            'Addresses, CIDR networks or host names this source may call from, e.g. ["10.1.0.0/16", "pacs.example"];'
+            " when set it replaces the host check."
+        ),
+    )
+    services: tuple[Service, ...] = Field(
+        ALL_SERVICES,
+        min_length=1,
+        description="What the source may do: store, kos (IOCM rejection notes), commit, find, move (C-MOVE and C-GET).",
+    )
     tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
     tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
     _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
+
+    @field_validator("allowed_addresses")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Every entry must be an address, a CIDR network (no host bits) or a host name."""
+        for entry in value:
+            parse_address_entry(entry)
+        return tuple(entry.strip() for entry in value)
 
 
 class ConfirmMode(StrEnum):

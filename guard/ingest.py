@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
-from guard.config import Settings
+from guard.admission import Service, address_allowed
+from guard.config import Settings, SourceSettings
 from guard.delete.gate import DeleteGate
 from guard.delete.iocm import referenced_studies, rejection_title
 from guard.dicom import status as st
@@ -28,7 +30,13 @@ from guard.spool import Spool
 from guard.states import AuditEvent, Outcome
 from guard.uids import is_valid_uid, require_uid
 
+if TYPE_CHECKING:
+    from guard.runtime import ReceiveError
+
 log = structlog.get_logger("guard.ingest")
+
+#: Refusals that are security events (``security.alert``) rather than failed receipts.
+_SECURITY_REASONS = frozenset({"invalid-uid", "service-not-allowed", "dataset-too-large"})
 
 
 class RejectReason(IntEnum):
@@ -41,11 +49,24 @@ class RejectReason(IntEnum):
 
 @dataclass(frozen=True)
 class Admission:
-    """Whether an association is admitted, and why not."""
+    """Whether an association is admitted, and why not.
+
+    ``services`` are what an admitted source may use; None for the archive, whose associations
+    carry Storage Commitment reports and retrieved instances and are checked by their handlers.
+    """
 
     accepted: bool
     diagnostic: RejectReason = RejectReason.NO_REASON
     reason: str = ""
+    services: frozenset[Service] | None = None
+
+
+def resolve_host(name: str) -> frozenset[str]:
+    """The addresses of host ``name`` from the system resolver; empty when it does not resolve."""
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+    except (OSError, UnicodeError):
+        return frozenset()
 
 
 @dataclass(frozen=True)
@@ -58,7 +79,7 @@ class StoreRequest:
     transfer_syntax: str
     calling_ae: str
     peer_address: str
-    receive_error: str | None = None
+    receive_error: ReceiveError | None = None
 
 
 @dataclass(frozen=True)
@@ -109,17 +130,40 @@ class IngestService:
             )
         elif source is None:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="calling-ae-not-recognized")
-        elif source.host and source.host != address:
-            result = Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="address-not-allowed")
         else:
-            result = Admission(accepted=True)
-        detail = {"calling_ae": calling, "called_ae": called}
+            result = self._admit_source(source, address)
+        detail: dict[str, object] = {"calling_ae": calling, "called_ae": called}
+        if result.services is not None:
+            detail["services"] = sorted(result.services)
         if result.accepted:
             self.ledger.audit(AuditEvent.ASSOCIATION_ACCEPTED, actor=calling, peer_address=address, detail=detail)
         else:
             detail["reason"] = result.reason
             self.ledger.audit(AuditEvent.ASSOCIATION_REJECTED, Outcome.REFUSED, actor=calling, peer_address=address, detail=detail)
         return result
+
+    def _admit_source(self, source: SourceSettings, address: str) -> Admission:
+        """A configured source: its address must be allowed (``allowed_addresses``, else ``host``)."""
+        if source.allowed_addresses:
+            allowed = address_allowed(address, source.allowed_addresses, resolve_host).allowed
+        else:
+            allowed = not source.host or source.host == address
+        if not allowed:
+            return Admission(accepted=False, diagnostic=RejectReason.CALLING_AE_NOT_RECOGNIZED, reason="address-not-allowed")
+        return Admission(accepted=True, services=frozenset(source.services))
+
+    def allows(self, calling_ae: str, service: Service) -> bool:
+        """Whether ``calling_ae`` is a source allowed to use ``service`` (handlers check before serving)."""
+        source = self.settings.source(calling_ae)
+        return source is not None and service in source.services
+
+    def refuse_service(self, calling_ae: str, peer_address: str, service: Service) -> None:
+        """Audit a request for a service the source may not use (the handler answers 0x0124)."""
+        detail = {"alert": "service-not-allowed", "reason": "service-not-allowed", "service": service.value}
+        try:
+            self.ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.REFUSED, actor=calling_ae, peer_address=peer_address, detail=detail)
+        except LedgerError:
+            log.exception("audit.unwritable", action="audit.unwritable", **detail)
 
     def is_archive(self, calling_ae: str) -> bool:
         """Whether ``calling_ae`` is the archive's AE title."""
@@ -193,8 +237,12 @@ class IngestService:
         return StoreAnswer(st.SUCCESS)
 
     def _rejection_note_refusal(self, req: StoreRequest, header: Dataset) -> StoreAnswer | None:
-        """An IOCM rejection note is a delete request: 0x0124 unless every referenced study is safe to delete."""
+        """The store or kos service check; an IOCM rejection note is a delete request: 0x0124 unless every referenced study is safe."""
         title = rejection_title(header)
+        service = Service.STORE if title is None else Service.KOS
+        if not self.allows(req.calling_ae, service):
+            message = f"{req.calling_ae} may not use the {service.value} service"
+            return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "service-not-allowed", message)
         if title is None or self.gate is None:
             return None
         studies = referenced_studies(header)
@@ -218,7 +266,9 @@ class IngestService:
         if not self.is_source(req.calling_ae):
             return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
         if req.receive_error is not None:
-            return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", f"receiving failed: {req.receive_error}")
+            # Both a failing disk and a data set over node.max_dataset_size are 0xA700 (Refused: Out
+            # of Resources, PS3.4 B.2.3): the guard will not hold it now; the reason tells which.
+            return self._refuse(req, st.OUT_OF_RESOURCES, req.receive_error.reason, req.receive_error.message)
         try:
             header = dcmread(req.temp_path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
@@ -251,7 +301,7 @@ class IngestService:
             "sop_instance_uid": req.sop_instance_uid[:200],
             "sop_class_uid": req.sop_class_uid[:200],
         }
-        event = AuditEvent.SECURITY_ALERT if reason == "invalid-uid" else AuditEvent.INSTANCE_RECEIVED
+        event = AuditEvent.SECURITY_ALERT if reason in _SECURITY_REASONS else AuditEvent.INSTANCE_RECEIVED
         try:
             self.ledger.audit(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)
         except LedgerError:

@@ -10,7 +10,8 @@ them once, at start-up, so that the rest of the code never touches globals:
 - instances are sent from the spool file without loading them (``STORE_SEND_CHUNKED_DATASET``);
 - the temporary file pynetdicom writes into is an ``IncomingFile``: when the disk is full
   or read-only, the write error is remembered instead of killing the association, so the
-  C-STORE handler can answer 0xA700 (Out of Resources) and audit it (invariant 1);
+  C-STORE handler can answer 0xA700 (Out of Resources) and audit it (invariant 1); a data set
+  over ``node.max_dataset_size`` is treated the same way (its partial file removed at once);
 - pynetdicom's own logging is quiet; the guard's audit and log lines are JSON on stdout.
 """
 
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -31,12 +33,22 @@ from pynetdicom import dimse_messages
 
 from guard.redaction import LogScrubber
 
-_receive_errors: dict[str, str] = {}
+_receive_errors: dict[str, ReceiveError] = {}
 _receive_errors_lock = threading.Lock()
+#: Largest data set written into an ``IncomingFile`` (``node.max_dataset_size``; 0: no limit).
+_max_dataset_size = 0
 
 
-def take_receive_error(path: str | Path) -> str | None:
-    """The write error met while receiving into ``path``, if any (forgotten once taken)."""
+@dataclass(frozen=True)
+class ReceiveError:
+    """Why a received data set was not kept: ``spool-unavailable`` (the disk) or ``dataset-too-large``."""
+
+    reason: str
+    message: str
+
+
+def take_receive_error(path: str | Path) -> ReceiveError | None:
+    """The error met while receiving into ``path``, if any (forgotten once taken)."""
     with _receive_errors_lock:
         return _receive_errors.pop(str(path), None)
 
@@ -53,6 +65,8 @@ class IncomingFile:
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         """Open a new temporary file in ``tempfile.tempdir`` (the spool's incoming folder)."""
         self._fh: IO[bytes] | None = None
+        self._written = 0
+        self._limit = _max_dataset_size
         try:
             self._fh = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115 - closed by pynetdicom
             self.name = self._fh.name
@@ -66,7 +80,10 @@ class IncomingFile:
         return self
 
     def write(self, data: bytes) -> int:
-        """Write a fragment, or swallow it once writing has failed."""
+        """Write a fragment, or swallow it once writing has failed or the data set is over the size limit."""
+        self._written += len(data)
+        if self._fh is not None and self._limit and self._written > self._limit:
+            self._fail_with(ReceiveError("dataset-too-large", f"data set larger than the limit of {self._limit} bytes"))
         if self._fh is not None:
             try:
                 return self._fh.write(data)
@@ -91,8 +108,12 @@ class IncomingFile:
                 self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
+        self._fail_with(ReceiveError("spool-unavailable", f"receiving failed: {exc.strerror or exc}"))
+
+    def _fail_with(self, error: ReceiveError) -> None:
+        """Remember ``error``, remove the partial file to give the space back, discard the rest."""
         with _receive_errors_lock:
-            _receive_errors[self.name] = exc.strerror or str(exc)
+            _receive_errors[self.name] = error
         fh, self._fh = self._fh, None
         if fh is not None:
             with contextlib.suppress(OSError):
@@ -125,8 +146,14 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None, *
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 
-def configure_dicom(incoming_dir: Path) -> None:
-    """Make pynetdicom stream data sets to and from disk, receiving into ``incoming_dir``."""
+def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
+    """Make pynetdicom stream data sets to and from disk, receiving into ``incoming_dir``.
+
+    A received data set over ``max_dataset_size`` bytes (0: no limit) is not kept: its partial
+    file is removed and the C-STORE handler answers 0xA700.
+    """
+    global _max_dataset_size  # noqa: PLW0603 - this module owns the process-wide state
+    _max_dataset_size = max_dataset_size
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     # Hostile or broken UIDs must reach our handler (which answers a failure status and

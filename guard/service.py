@@ -54,7 +54,7 @@ class GuardService:
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
         self.spool.prepare()
-        runtime.configure_dicom(self.spool.incoming)
+        runtime.configure_dicom(self.spool.incoming, self.settings.node.max_dataset_size)
         ledger = self.ledger = open_ledger(self.settings)
         self.audit_tasks = AuditTasks(self.settings, ledger).start()
         ledger.audit(

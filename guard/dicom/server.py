@@ -17,10 +17,12 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # typ
 from pynetdicom.transport import ThreadedAssociationServer
 
 from guard import runtime
+from guard.admission import Service, context_allowed
 from guard.config import Settings
 from guard.confirm.peers import ACTION_REQUEST_COMMIT, parse_report
 from guard.confirm.service import Confirmer
 from guard.dicom import status as st
+from guard.dicom.limits import Limits, limit_refusal, start_limited_server
 from guard.dicom.net import NODELAY_HANDLER
 from guard.errors import GuardError
 from guard.ingest import IngestService, StoreRequest
@@ -33,6 +35,10 @@ log = structlog.get_logger("guard.dicom")
 # A-ASSOCIATE-RJ: rejected-permanent, by the service user (PS3.8 9.3.4)
 _REJECTED_PERMANENT = 0x01
 _SERVICE_USER = 0x01
+# A-ASSOCIATE-RJ for a limit: rejected-transient, service-provider (presentation), local-limit-exceeded
+_REJECTED_TRANSIENT = 0x02
+_PROVIDER_PRESENTATION = 0x03
+_LOCAL_LIMIT_EXCEEDED = 0x02
 
 
 def _peer_address(event: Any) -> str:
@@ -59,10 +65,12 @@ class IngestServer:
         self.confirmer = confirmer
         self.ae = AE(ae_title=settings.node.ae_title)
         self.ae.maximum_pdu_size = settings.node.max_pdu
-        self.ae.maximum_associations = settings.node.max_associations
+        # The listener's own accounting (guard.dicom.limits) enforces max_associations and the
+        # per-address caps; pynetdicom's ceiling only backs it up.
+        self.ae.maximum_associations = settings.node.max_associations + settings.node.max_pending
         self.ae.network_timeout = settings.node.network_timeout
-        self.ae.acse_timeout = 30
-        self.ae.dimse_timeout = 60
+        self.ae.acse_timeout = settings.node.acse_timeout
+        self.ae.dimse_timeout = settings.node.dimse_timeout
         for cx in AllStoragePresentationContexts:
             self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
@@ -86,7 +94,14 @@ class IngestServer:
     def start(self) -> None:
         """Open the listening port; associations are served on their own threads."""
         address = (self.settings.node.bind, self.settings.node.port)
-        self.server = self.ae.start_server(address, block=False, evt_handlers=self.handlers())
+        self.server = start_limited_server(
+            self.ae,
+            address,
+            self.handlers(),
+            Limits.from_settings(self.settings.node),
+            report_refusal=self.on_limit_refusal,
+            report_violation=self.on_limit_violation,
+        )
 
     @property
     def port(self) -> int:
@@ -118,7 +133,9 @@ class IngestServer:
                 assoc.abort()
 
     def on_requested(self, event: Any) -> None:
-        """Admission: reject unknown calling AEs, wrong called AEs, and sources from the wrong host."""
+        """Admission: limits first, then unknown calling AEs, wrong called AEs, sources from the wrong address; services."""
+        if self._limit_refused(event):
+            return
         primitive = event.assoc.requestor.primitive
         admission = self.ingest.admit(
             calling_ae=str(primitive.calling_ae_title),
@@ -130,6 +147,53 @@ class IngestServer:
             # As pynetdicom does after its own rejections: wait (bounded by ARTIM) until the
             # A-ASSOCIATE-RJ is out and the peer has closed, so the PDU is not lost.
             event.assoc.kill()
+        elif admission.services is not None:
+            self._restrict_services(event, admission.services)
+
+    def _limit_refused(self, event: Any) -> bool:
+        """Over an association cap: A-ASSOCIATE-RJ rejected-transient, local-limit-exceeded (PS3.8 9.3.4), audited."""
+        reason = limit_refusal(event.assoc)
+        if reason is None:
+            return False
+        primitive = event.assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        detail = {"calling_ae": calling, "called_ae": str(primitive.called_ae_title).strip(), "reason": reason}
+        self._audit(AuditEvent.ASSOCIATION_REJECTED, calling, _peer_address(event), detail)
+        event.assoc.acse.send_reject(_REJECTED_TRANSIENT, _PROVIDER_PRESENTATION, _LOCAL_LIMIT_EXCEEDED)
+        event.assoc.kill()
+        return True
+
+    def _restrict_services(self, event: Any, services: frozenset[Service]) -> None:
+        """Offer this association only the presentation contexts of the source's services; audit what it asked beyond them.
+
+        A context for a service the source may not use is rejected as abstract-syntax-not-supported
+        (PS3.8 9.3.3.2), so C-FIND, C-MOVE and Storage Commitment are refused before any handler runs.
+        """
+        acceptor = event.assoc.acceptor
+        acceptor.supported_contexts = [cx for cx in acceptor.supported_contexts if context_allowed(str(cx.abstract_syntax), services)]
+        asked = event.assoc.requestor.primitive.presentation_context_definition_list or []
+        refused = sorted({str(cx.abstract_syntax) for cx in asked if not context_allowed(str(cx.abstract_syntax), services)})
+        if refused:
+            calling = str(event.assoc.requestor.primitive.calling_ae_title).strip()
+            detail = {"alert": "service-not-allowed", "reason": "service-not-allowed", "abstract_syntaxes": refused[:20]}
+            self._audit(AuditEvent.SECURITY_ALERT, calling, _peer_address(event), detail)
+
+    def on_limit_refusal(self, address: str, reason: str, detail: dict[str, Any]) -> None:
+        """A connection closed by a limit before its association (throttled per address and reason)."""
+        log.warning("association.limit", action="association.limit", peer_address=address, reason=reason, **detail)
+        self._audit(AuditEvent.ASSOCIATION_REJECTED, None, address, {"reason": reason, **detail})
+
+    def on_limit_violation(self, address: str, reason: str, detail: dict[str, Any]) -> None:
+        """A peer sent more than the guard accepts (oversized PDU, command or message): aborted, audited."""
+        log.warning("security.alert", action="limit.violation", peer_address=address, reason=reason, **detail)
+        self._audit(AuditEvent.SECURITY_ALERT, None, address, {"alert": reason, "reason": reason, **detail})
+
+    def _audit(self, event: AuditEvent, actor: str | None, address: str, detail: dict[str, Any]) -> None:
+        """Audit a refusal; a ledger that cannot write is logged (the refusal stands)."""
+        try:
+            self.ingest.ledger.audit(event, Outcome.REFUSED, actor=actor, peer_address=address, detail=detail)
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", audit_event=event.value, **detail)
 
     def on_rejected(self, event: Any) -> None:
         """Rejections decided inside pynetdicom (e.g. too many associations) are logged here."""
