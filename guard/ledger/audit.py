@@ -85,8 +85,11 @@ class AuditRecord:
     def emit(self) -> None:
         """Write the record as a JSON line on the log (with its sequence number and hash)."""
         skip = {"event", "detail", "at", "prev_hash"}
-        fields = {k: v for k, v in self.row().items() if v is not None and k not in skip}
-        log.info(self.event.value, action=self.event.value, audit=True, **fields, **self.detail)
+        fields: dict[str, Any] = {k: v for k, v in self.row().items() if v is not None and k not in skip}
+        reserved = {*fields, "event", "action", "audit", "level", "timestamp", "logger"}
+        # A detail key that would shadow a record field is logged as detail_<key>.
+        fields.update({f"detail_{k}" if k in reserved else k: v for k, v in self.detail.items()})
+        log.info(self.event.value, action=self.event.value, audit=True, **fields)
 
 
 # Any constant shared by every guard process on the database; "GUAR" in ASCII.

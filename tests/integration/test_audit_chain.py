@@ -211,3 +211,11 @@ def test_upgrading_an_older_ledger_chains_its_records(ledger_engine: Engine) -> 
     report = verify_chain(ledger)
     assert report.ok, report.broken
     assert report.checked == 6
+
+
+def test_detail_keys_named_like_record_fields_are_kept(ledger: Ledger) -> None:
+    """A detail holding ``seq`` or ``event`` is stored as given and logged without clashing with the record's own fields."""
+    ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"seq": 7, "event": "x", "level": "high"})
+    with ledger.engine.connect() as conn:
+        stored = conn.execute(select(audit_log.c.detail)).scalar_one()
+    assert stored == '{"event": "x", "level": "high", "seq": 7}'
