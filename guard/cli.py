@@ -32,6 +32,7 @@ from guard.errors import ConfigError, GuardError
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.ledger.reconcile import count_studies, select_studies
 from guard.ledger.verification import pending_transactions
+from guard.qr.pull_cli import PullRequestError, choose_targets, run_pull
 from guard.refarchive import ReferenceArchive
 from guard.service import GuardService, open_ledger
 from guard.spool import Spool
@@ -83,16 +84,21 @@ def serve(config: ConfigOption = None) -> None:
     def _on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
+    reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # SIGHUP: reload the TLS and HTTPS certificates from their files (the work is done here, not in the handler).
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     try:
         service.start()
     except (GuardError, OSError) as exc:
         err.print(f"[red]cannot start: {exc}[/red]", highlight=False)
         service.stop()
         raise typer.Exit(EXIT_FAILED) from exc
-    while not stop.wait(1.0):
-        pass
+    while not stop.wait(0.5):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            service.reload_certificates()
     service.stop()
 
 
@@ -283,6 +289,36 @@ def _iso(value: str | None, option: str) -> datetime | None:
         err.print(f"[red]{option}: not an ISO date or time: {value!r}[/red]", highlight=False)
         raise typer.Exit(EXIT_CONFIG) from exc
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def pull(
+    study_uids: Annotated[list[str] | None, typer.Argument(help="Study Instance UIDs to pull.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", help="File of Study Instance UIDs, one per line.")] = None,
+    date_from: Annotated[str | None, typer.Option("--date-from", help="Studies from this Study Date (YYYY-MM-DD).")] = None,
+    date_to: Annotated[str | None, typer.Option("--date-to", help="Studies up to this Study Date (YYYY-MM-DD).")] = None,
+    modality: Annotated[str | None, typer.Option(help="Studies with this modality (Modalities in Study).")] = None,
+    source: Annotated[str | None, typer.Option(help="AE title of the source (default: the only source with a host).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=16, help="Studies moved at once.")] = 2,
+    config: ConfigOption = None,
+) -> None:
+    """Bring studies from a source into the guard by C-MOVE; they are then forwarded and confirmed. Exit 1 if any failed."""
+    settings = _settings(config)
+    try:
+        plan = choose_targets(
+            settings, source_ae=source, study_uids=study_uids or [], from_file=from_file, date_from=date_from, date_to=date_to,
+            modality=modality,
+        )
+    except (PullRequestError, ConfigError) as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from exc
+    ledger = open_ledger(settings)
+    try:
+        summary = run_pull(settings, ledger, out, err, plan, concurrency=concurrency)
+    finally:
+        ledger.dispose()
+    if summary.failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @config_app.command("check")

@@ -6,10 +6,12 @@ import structlog
 
 from guard import __version__, runtime
 from guard.audit.tasks import AuditTasks
+from guard.certificates import reload_certificates
 from guard.config import Settings, digest
 from guard.confirm.service import Confirmer
 from guard.delete.backends import make_backend
 from guard.delete.gate import DeleteGate
+from guard.dicom import tls
 from guard.dicom.probe import ArchiveProbe
 from guard.dicom.server import IngestServer
 from guard.forward.worker import Forwarder
@@ -19,6 +21,7 @@ from guard.http.server import AdminServer
 from guard.ingest import IngestService
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.qr.service import QueryRetrieveRelay
 from guard.refarchive import ReferenceArchive
 from guard.spool import Spool
 from guard.states import AuditEvent, Outcome
@@ -55,6 +58,9 @@ class GuardService:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
         self.spool.prepare()
         runtime.configure_dicom(self.spool.incoming, self.settings.node.max_dataset_size)
+        tls.configure(self.settings.tls)
+        if tls.in_use(self.settings):
+            tls.load()  # unusable certificate files stop the start, naming the file
         ledger = self.ledger = open_ledger(self.settings)
         self.audit_tasks = AuditTasks(self.settings, ledger).start()
         ledger.audit(
@@ -71,7 +77,7 @@ class GuardService:
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
         ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake, gate=self.gate)
-        self.server = IngestServer(self.settings, ingest, self.confirmer)
+        self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
         self.server.start()
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
@@ -79,17 +85,28 @@ class GuardService:
         self.probe = ArchiveProbe(self.settings).start()
         if self.settings.http.port:  # 0 disables the admin API
             app = create_app(self.settings, ledger, self.gate, self._readiness, self.probe)
-            self.admin = AdminServer(app, host=self.settings.http.bind, port=self.settings.http.port).start()
+            http = self.settings.http
+            self.admin = AdminServer(
+                app, host=http.bind, port=http.port, certificate=http.certificate, private_key=http.private_key
+            ).start()
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
             actor=self.settings.node.ae_title,
             detail={
                 "version": __version__,
                 "dicom_port": self.server.port,
+                "dicom_tls_port": self.settings.tls.port or None,
                 "http_port": self.admin.port if self.admin is not None else None,
                 "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
             },
         )
+
+    def reload_certificates(self) -> bool:
+        """Reload the DICOM TLS and HTTPS certificates from their files (SIGHUP); False if one failed (old one kept)."""
+        if self.ledger is None:
+            return False
+        https = self.admin.reload_certificate if self.admin is not None and self.admin.certificate is not None else None
+        return reload_certificates(self.settings, self.ledger, https)
 
     def _start_reference_archive(self, ledger: Ledger) -> None:
         """Run the sandbox archive and make sure nobody mistakes it for a real one."""

@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from guard.boundary import FailureReporter
 from guard.config import ConfirmMode, Settings
 from guard.confirm.peers import Report, deliver_report, find_study_instances, request_commitment
-from guard.dicom.net import Peer, archive_peer
+from guard.dicom.net import archive_peer, source_peer
 from guard.errors import GuardError, PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import (
@@ -226,7 +226,7 @@ class Confirmer:
             try:
                 deliver_report(
                     self.settings.node.ae_title,
-                    Peer(source.ae_title, host, source.port),
+                    source_peer(source, host),
                     transaction_uid=transaction_uid,
                     successes=verdict.successes,
                     failures=verdict.failures,

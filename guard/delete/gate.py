@@ -15,7 +15,7 @@ from guard.config import Settings
 from guard.confirm.peers import find_study_instances
 from guard.delete.backends import Backend, BackendError
 from guard.delete.decision import Decision, LiveEvidence, StudyFacts, decide_delete
-from guard.dicom.net import Peer, archive_peer
+from guard.dicom.net import archive_peer, source_peer
 from guard.errors import PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
@@ -80,7 +80,7 @@ class DeleteGate:
                 continue
             try:
                 listed |= find_study_instances(
-                    self.settings.node.ae_title, Peer(source.ae_title, source.host, source.port), study_uid, timeout=timeout
+                    self.settings.node.ae_title, source_peer(source), study_uid, timeout=timeout
                 )
             except PeerError as exc:
                 return None, f"{source.ae_title}: {exc}"

@@ -1,4 +1,9 @@
-"""Socket tuning shared by every association, inbound and outbound."""
+"""Socket tuning and DICOM TLS shared by every association, inbound and outbound.
+
+Every outbound association goes through ``open_association``: a ``Peer`` with ``tls`` set is
+reached over DICOM TLS (PS3.15 Annex B) with the guard's certificate, its certificate checked
+against ``tls.ca_file`` and, when ``tls_fingerprint`` is set, against that pin.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from guard.config import ArchiveSettings
+from guard.config import ArchiveSettings, SourceSettings
+from guard.dicom import tls
 from guard.errors import ArchiveUnreachableError
 
 
@@ -38,22 +44,51 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+    tls_fingerprint: str = ""
 
 
 def archive_peer(archive: ArchiveSettings) -> Peer:
     """The archive as a peer; without a host, the built-in reference archive on this machine."""
-    return Peer(archive.ae_title, archive.host or "127.0.0.1", archive.port)
+    return Peer(archive.ae_title, archive.host or "127.0.0.1", archive.port, archive.tls, archive.tls_fingerprint)
+
+
+def source_peer(source: SourceSettings, host: str | None = None) -> Peer:
+    """A configured source as a peer, at ``host`` when given (e.g. the address it called from), else its own."""
+    return Peer(source.ae_title, host or source.host, source.port, source.tls, source.tls_fingerprint)
+
+
+def association_options(peer: Peer, handlers: list[Any]) -> dict[str, Any]:
+    """Keyword arguments of ``AE.associate`` for ``peer``: its AE title and the socket tuning.
+
+    The one place that says how an outbound association is made, used by ``open_association``
+    and for the associations pynetdicom opens itself (C-MOVE sub-operations to a destination).
+    A TLS peer gets the current client context (PS3.15 Annex B); its pin is checked by
+    ``open_association``, or by the caller with ``tls.check_pin`` for associations it does not open.
+    """
+    options: dict[str, Any] = {"ae_title": peer.ae_title, "evt_handlers": [NODELAY_HANDLER, *handlers]}
+    if peer.tls:
+        options["tls_args"] = (tls.load().client, peer.host)
+    return options
 
 
 def open_association(ae: AE, peer: Peer, handlers: list[Any], **kwargs: Any) -> Association:
     """Associate with ``peer`` (TCP_NODELAY on); a peer that cannot be reached raises ``ArchiveUnreachableError``.
 
     The error type says "unreachable": retrying later may help, and the failure says nothing
-    about any instance.
+    about any instance. Over TLS, a peer whose certificate is not the pinned one raises
+    ``CertificatePinError`` after the association is aborted, before anything is sent on it.
     """
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[NODELAY_HANDLER, *handlers], **kwargs)
+    assoc = ae.associate(peer.host, peer.port, **association_options(peer, handlers), **kwargs)
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not be opened"
-        msg = f"association to {peer.ae_title}@{peer.host}:{peer.port} {why}"
+        over = " over TLS (check the certificates on both sides)" if peer.tls else ""
+        msg = f"association to {peer.ae_title}@{peer.host}:{peer.port} {why}{over}"
         raise ArchiveUnreachableError(msg)
+    if peer.tls and peer.tls_fingerprint:
+        try:
+            tls.check_pin(assoc, peer.ae_title, peer.tls_fingerprint)
+        except tls.CertificatePinError:
+            assoc.abort()
+            raise
     return assoc

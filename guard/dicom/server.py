@@ -22,11 +22,13 @@ from guard.config import Settings
 from guard.confirm.peers import ACTION_REQUEST_COMMIT, parse_report
 from guard.confirm.service import Confirmer
 from guard.dicom import status as st
+from guard.dicom import tls
 from guard.dicom.limits import Limits, limit_refusal, start_limited_server
 from guard.dicom.net import NODELAY_HANDLER
 from guard.errors import GuardError
-from guard.ingest import IngestService, StoreRequest
+from guard.ingest import IngestService, RejectReason, StoreRequest
 from guard.ledger.audit import Ledger
+from guard.qr.service import SUPPORTED_MODELS, QueryRetrieveRelay
 from guard.states import AuditEvent, Outcome
 from guard.uids import is_valid_uid
 
@@ -58,11 +60,14 @@ def _answer(status: int, comment: str) -> Dataset:
 class IngestServer:
     """The C-STORE and C-ECHO SCP the PACS sends to."""
 
-    def __init__(self, settings: Settings, ingest: IngestService, confirmer: Confirmer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, ingest: IngestService, confirmer: Confirmer | None = None, qr: QueryRetrieveRelay | None = None
+    ) -> None:
         """Build the AE from ``settings``; ``start`` opens the port."""
         self.settings = settings
         self.ingest = ingest
         self.confirmer = confirmer
+        self.qr = qr
         self.ae = AE(ae_title=settings.node.ae_title)
         self.ae.maximum_pdu_size = settings.node.max_pdu
         # The listener's own accounting (guard.dicom.limits) enforces max_associations and the
@@ -77,7 +82,11 @@ class IngestServer:
         # Sources send N-ACTION (they are SCU); the archive opens associations as SCP to send
         # N-EVENT-REPORT (role selection, PS3.4 J.3.3): accept whichever role is proposed.
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+        if qr is not None:  # Query/Retrieve FIND and MOVE SCP, relayed to the archive (guard.qr)
+            for model in SUPPORTED_MODELS:
+                self.ae.add_supported_context(model)
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
 
     def handlers(self) -> list[Any]:
         """The event handlers bound to the listener."""
@@ -89,19 +98,35 @@ class IngestServer:
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_N_ACTION, self.on_n_action),
             (evt.EVT_N_EVENT_REPORT, self.on_n_event_report),
+            *self.qr_handlers(),
         ]
 
+    def qr_handlers(self) -> list[Any]:
+        """C-FIND and C-MOVE handlers of the query/retrieve relay, when it is on."""
+        if self.qr is None:
+            return []
+        return [(evt.EVT_C_FIND, self.qr.on_find), (evt.EVT_C_MOVE, self.qr.on_move)]
+
     def start(self) -> None:
-        """Open the listening port; associations are served on their own threads."""
-        address = (self.settings.node.bind, self.settings.node.port)
-        self.server = start_limited_server(
-            self.ae,
-            address,
-            self.handlers(),
-            Limits.from_settings(self.settings.node),
-            report_refusal=self.on_limit_refusal,
-            report_violation=self.on_limit_violation,
-        )
+        """Open the listening ports (plain and/or DICOM TLS); associations are served on their own threads."""
+        if self.settings.tls.plain_listener:
+            address = (self.settings.node.bind, self.settings.node.port)
+            self.server = start_limited_server(
+                self.ae,
+                address,
+                self.handlers(),
+                Limits.from_settings(self.settings.node),
+                report_refusal=self.on_limit_refusal,
+                report_violation=self.on_limit_violation,
+            )
+        if self.settings.tls.port:
+            self.tls_server = tls.start_tls_server(
+                self.ae,
+                (self.settings.node.bind, self.settings.tls.port),
+                self.handlers(),
+                handshake_timeout=self.settings.tls.handshake_timeout,
+                on_refused=self.on_tls_refused,
+            )
 
     @property
     def port(self) -> int:
@@ -111,10 +136,15 @@ class IngestServer:
         return int(self.server.server_address[1])
 
     def stop(self, drain_timeout: float = 30.0) -> None:
-        """Stop accepting, let associations in flight finish (bounded), then abort the rest."""
-        if self.server is None:
-            return
-        server, self.server = self.server, None
+        """Stop accepting on every listener, let associations in flight finish (bounded), then abort the rest."""
+        if self.tls_server is not None:
+            tls_server, self.tls_server = self.tls_server, None
+            self._stop_server(tls_server, drain_timeout)
+        if self.server is not None:
+            server, self.server = self.server, None
+            self._stop_server(server, drain_timeout)
+
+    def _stop_server(self, server: ThreadedAssociationServer, drain_timeout: float) -> None:
         # shutdown() stops the accept loop and closes the listening socket; it leaves the
         # associations in flight alone, which are then given time to finish.
         server.shutdown()
@@ -132,9 +162,41 @@ class IngestServer:
             if assoc.is_alive():
                 assoc.abort()
 
+    def on_tls_refused(self, address: str, reason: str, error: str) -> None:
+        """A TLS handshake on the TLS listener failed: no association, a security alert (PS3.15 B.1)."""
+        log.warning("tls.refused", action="tls.refused", peer_address=address, reason=reason, error=error)
+        try:
+            self.ingest.ledger.audit(
+                AuditEvent.SECURITY_ALERT,
+                Outcome.REFUSED,
+                peer_address=address,
+                detail={"alert": "tls-handshake-refused", "reason": reason, "error": error},
+            )
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", alert="tls-handshake-refused")
+
+    def _tls_policy_refused(self, event: Any) -> bool:
+        """Refuse (and audit) a peer configured for TLS that came in plain, or with a certificate other than its pin."""
+        primitive = event.assoc.requestor.primitive
+        calling, called = str(primitive.calling_ae_title).strip(), str(primitive.called_ae_title).strip()
+        refusal = tls.inbound_refusal(self.settings, calling, event.assoc)
+        if refusal is None:
+            return False
+        reason, extra = refusal
+        self.ingest.ledger.audit(
+            AuditEvent.ASSOCIATION_REJECTED,
+            Outcome.REFUSED,
+            actor=calling,
+            peer_address=_peer_address(event),
+            detail={"calling_ae": calling, "called_ae": called, "reason": reason, **extra},
+        )
+        event.assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, int(RejectReason.NO_REASON))
+        event.assoc.kill()
+        return True
+
     def on_requested(self, event: Any) -> None:
         """Admission: limits first, then unknown calling AEs, wrong called AEs, sources from the wrong address; services."""
-        if self._limit_refused(event):
+        if self._limit_refused(event) or self._tls_policy_refused(event):
             return
         primitive = event.assoc.requestor.primitive
         admission = self.ingest.admit(
@@ -204,7 +266,11 @@ class IngestServer:
         return st.SUCCESS
 
     def on_store(self, event: Any) -> Dataset:
-        """C-STORE: durable first, Success after (invariant 1)."""
+        """C-STORE: durable first, Success after (invariant 1); a relayed move's instance goes to its relay."""
+        if self.qr is not None:
+            relayed = self.qr.take_store(event)
+            if relayed is not None:
+                return relayed
         req = event.request
         path = Path(event.dataset_path)
         try:

@@ -3,13 +3,13 @@
 ``create_app`` builds the FastAPI application from objects the service already holds; it
 starts nothing and reads no configuration of its own. Choices made here:
 
-- Only ``DELETE /studies/{uid}`` needs the bearer token (``http.token`` or ``http.token_file``,
-  read at each request so a rotated file takes effect at once). With no token configured every
-  DELETE is refused with 401 (fail closed). Every refused authentication is audited as
-  ``security.alert`` (``alert: bad-token``) with the peer address, never the token presented.
-  Read endpoints are not protected: the API binds to 127.0.0.1 by default; exposing it on
-  another address means putting an authenticating proxy in front of it, since ``/audit`` and
-  ``/studies`` show patient IDs and study UIDs.
+- Authentication is ``guard.http.auth``: ``DELETE /studies/{uid}`` needs a bearer token with
+  the ``delete`` scope (``[[http.tokens]]``, or ``http.token`` / ``http.token_file`` as the
+  identity ``admin``), and the token's identity is the actor of the delete's audit records.
+  With no token configured every DELETE is refused with 401 (fail closed). Read endpoints
+  (``/studies``, ``/audit``, ``/status``) need a ``read`` token only with
+  ``http.read_requires_token``; the API binds to 127.0.0.1 by default. Refusals are audited
+  (``security.alert``), repeated failures from one address get 429.
 - ``GET /studies/{uid}`` of a study the guard never received answers 200 with ``known: false``
   and ``deletable`` refused with ``unknown-study`` (the same answer a delete would get), not 404.
 - A refused delete is 409 and a permitted delete the backend failed to carry out is 502; both
@@ -22,23 +22,22 @@ starts nothing and reads no configuration of its own. Choices made here:
 # those of the endpoints defined inside ``create_app`` name local dependencies that a string
 # annotation could not resolve.
 
-import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 import guard.metrics  # noqa: F401 - imported for its side effect: the guard's counters are in the default registry
 from guard import __version__
-from guard.config import Settings
+from guard.config import Settings, TokenScope
 from guard.delete.decision import Decision
 from guard.delete.gate import DeleteGate, DeleteOutcome
 from guard.dicom.probe import ArchiveProbe
+from guard.http.auth import Authenticator, Principal
 from guard.http.metrics import LedgerCollector, count_decision
 from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
 from guard.http.status import add_status
@@ -49,8 +48,6 @@ from guard.ledger.verification import pending_transactions
 from guard.states import AuditEvent, Outcome
 from guard.uids import is_valid_uid
 
-#: Requester recorded in the audit log for deletes made with the admin token.
-HTTP_REQUESTER = "http-token"
 #: Most audit records one page of ``GET /audit`` returns.
 MAX_AUDIT_PAGE = 1000
 #: Longest ``reason`` a delete request may give (it is stored in the audit log).
@@ -189,6 +186,8 @@ class AuditPage(BaseModel):
 INVALID_UID = problem_openapi("The study UID does not follow the DICOM UID grammar (PS3.5 9.1).")
 INVALID_REQUEST = problem_openapi("A parameter is not valid.")
 UNAUTHORIZED = problem_openapi("No valid bearer token (or no token configured: every DELETE is refused).")
+FORBIDDEN = problem_openapi("The token is valid but lacks the scope this request needs (read or delete).")
+RATE_LIMITED = problem_openapi("Too many failed authentications from this address; see Retry-After.")
 
 
 def _invalid_uid(value: str, what: str = "study UID") -> ProblemError:
@@ -223,51 +222,6 @@ def _deletable(decision: Decision) -> Deletable:
     )
 
 
-class _TokenCheck:
-    """The bearer-token dependency of state-changing endpoints; audits every refusal."""
-
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
-        self.settings = settings
-        self.ledger = ledger
-
-    def _expected(self) -> tuple[str, str | None]:
-        """The configured token, or an empty one and why there is none."""
-        try:
-            token = self.settings.http_token()
-        except OSError:
-            return "", "token-unreadable"
-        return token, None if token else "not-configured"
-
-    def __call__(
-        self,
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
-    ) -> str:
-        expected, unavailable = self._expected()
-        if unavailable is not None:
-            problem = unavailable
-            detail = (
-                "no admin token is configured (http.token or http.token_file): every DELETE is refused"
-                if unavailable == "not-configured"
-                else "the admin token file cannot be read: every DELETE is refused"
-            )
-        elif credentials is None or not credentials.credentials:
-            problem, detail = "missing", "an Authorization: Bearer <token> header is required"
-        elif not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-            problem, detail = "wrong", "the bearer token is not valid"
-        else:
-            return HTTP_REQUESTER
-        uid = str(request.path_params.get("uid", ""))
-        self.ledger.audit(
-            AuditEvent.SECURITY_ALERT,
-            Outcome.REFUSED,
-            peer_address=_peer(request),
-            study_uid=uid if is_valid_uid(uid) else None,
-            detail={"alert": "bad-token", "problem": problem, "method": request.method, "path": request.url.path[:200]},
-        )
-        raise ProblemError(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 # -- the application -------------------------------------------------------------------------
 
 
@@ -285,9 +239,11 @@ def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: 
     )
     install_problem_handlers(app)
     _add_probes(app, ledger, readiness)
-    _add_studies(app, gate, ledger, _TokenCheck(settings, ledger))
-    _add_audit(app, ledger)
-    add_status(app, ledger, probe or ArchiveProbe(settings))
+    auth = Authenticator(settings, ledger)
+    reader = Depends(auth.reader())
+    _add_studies(app, gate, ledger, auth, reader)
+    _add_audit(app, ledger, reader)
+    add_status(app, ledger, probe or ArchiveProbe(settings), read_dependencies=[reader])
     return app
 
 
@@ -326,13 +282,15 @@ def _add_probes(app: FastAPI, ledger: Ledger, readiness: Readiness) -> None:
         return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, require_token: _TokenCheck) -> None:
-    """``GET /studies/{uid}`` and ``DELETE /studies/{uid}``."""
+def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, auth: Authenticator, reader: Any) -> None:
+    """``GET /studies/{uid}`` (``reader`` protects it when reads need a token) and ``DELETE /studies/{uid}`` (scope delete)."""
+    require_delete = auth.require(TokenScope.DELETE)
 
     @app.get(
         "/studies/{uid}",
         summary="State of a study, counts per instance state, and whether it may be deleted now.",
-        responses={400: INVALID_UID, 422: INVALID_REQUEST},
+        responses={400: INVALID_UID, 401: UNAUTHORIZED, 403: FORBIDDEN, 422: INVALID_REQUEST, 429: RATE_LIMITED},
+        dependencies=[reader],
     )
     def get_study(uid: StudyUID) -> StudyView:
         if not is_valid_uid(uid):
@@ -355,6 +313,8 @@ def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, require_token: 
         responses={
             400: INVALID_UID,
             401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            429: RATE_LIMITED,
             409: problem_openapi("Refused: the study lacks a confirmed, complete copy; see reasons.", DeleteRefusedProblem),
             422: INVALID_REQUEST,
             502: problem_openapi("Permitted, but the backend failed to delete; nothing was marked deleted.", BackendFailedProblem),
@@ -363,12 +323,14 @@ def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, require_token: 
     def delete_study(
         uid: StudyUID,
         request: Request,
-        requester: Annotated[str, Depends(require_token)],
+        principal: Annotated[Principal, Depends(require_delete)],
         reason: Annotated[str | None, Query(max_length=MAX_REASON_LENGTH, description="Why (audited).")] = None,
     ) -> DeletePermitted:
         if not is_valid_uid(uid):
             raise _invalid_uid(uid)
-        return _delete_answer(gate, uid, gate.request(uid, channel="http", requester=requester, peer_address=_peer(request), reason=reason))
+        return _delete_answer(
+            gate, uid, gate.request(uid, channel="http", requester=principal.identity, peer_address=_peer(request), reason=reason)
+        )
 
 
 def _delete_answer(gate: DeleteGate, uid: str, outcome: DeleteOutcome) -> DeletePermitted:
@@ -408,13 +370,20 @@ def _delete_answer(gate: DeleteGate, uid: str, outcome: DeleteOutcome) -> Delete
     return DeletePermitted(study_uid=uid, sentence=decision.sentence, evidence=decision.evidence, backend=gate.backend.name)
 
 
-def _add_audit(app: FastAPI, ledger: Ledger) -> None:
-    """``GET /audit``."""
+def _add_audit(app: FastAPI, ledger: Ledger, reader: Any) -> None:
+    """``GET /audit`` (``reader`` protects it when reads need a token)."""
 
     @app.get(
         "/audit",
         summary="Audit records, oldest first, filtered; page with ``after`` = the previous page's ``next``.",
-        responses={400: problem_openapi("A filter is not valid (UID, event name or time)."), 422: INVALID_REQUEST},
+        responses={
+            400: problem_openapi("A filter is not valid (UID, event name or time)."),
+            401: UNAUTHORIZED,
+            403: FORBIDDEN,
+            422: INVALID_REQUEST,
+            429: RATE_LIMITED,
+        },
+        dependencies=[reader],
     )
     def audit(
         study: Annotated[str | None, Query(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)] = None,

@@ -7,13 +7,16 @@ leaves the process's logging (structlog) as the service configured it.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
-from guard.errors import GuardError
+from guard.dicom.tls import fingerprint
+from guard.errors import ConfigError, GuardError
 
 
 class AdminServerError(GuardError):
@@ -31,9 +34,13 @@ class AdminServer:
         port: int,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        certificate: Path | None = None,
+        private_key: Path | None = None,
     ) -> None:
-        """Serve ``app`` on ``host:port`` (port 0: any free port, see ``port``); nothing runs until ``start``."""
+        """Serve ``app`` on ``host:port`` (port 0: any free port, see ``port``), HTTPS with a certificate; nothing runs until ``start``."""
         self.host = host
+        self.certificate = certificate
+        self.private_key = private_key
         self._requested_port = port
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -46,6 +53,8 @@ class AdminServer:
             log_config=None,
             server_header=False,
             timeout_graceful_shutdown=max(1, int(stop_timeout / 2)),
+            ssl_certfile=certificate,
+            ssl_keyfile=private_key,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -81,7 +90,21 @@ class AdminServer:
     def url(self) -> str:
         """Base URL of the running API."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.certificate else 'http'}://{host}:{self.port}"
+
+    def reload_certificate(self) -> str:
+        """Load the HTTPS certificate and key again into the live context (new connections use them); its SHA-256."""
+        context = self._server.config.ssl
+        if self.certificate is None or self.private_key is None or not isinstance(context, ssl.SSLContext):
+            msg = "the admin API does not serve HTTPS"
+            raise ConfigError(msg)
+        try:
+            der = ssl.PEM_cert_to_DER_cert(self.certificate.read_text(encoding="ascii"))
+            context.load_cert_chain(str(self.certificate), str(self.private_key))
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            msg = f"cannot load http.certificate {self.certificate} with http.private_key {self.private_key}: {exc}"
+            raise ConfigError(msg) from exc
+        return fingerprint(der)
 
     @property
     def running(self) -> bool:

@@ -364,7 +364,7 @@ def test_delete_unconfirmed_study_is_409_refused_and_audited(start_api: ApiFacto
     refused = audited(api_ledger, AuditEvent.DELETE_REFUSED, study)
     assert len(requested) == 1
     assert len(refused) == 1
-    assert requested[0].actor == "http-token"
+    assert requested[0].actor == "admin"
     assert requested[0].peer_address == LOOPBACK
     assert '"channel": "http"' in requested[0].detail
     assert '"reason": "moved to VNA"' in requested[0].detail
@@ -399,7 +399,7 @@ def test_delete_confirmed_study_is_200_permitted_and_audited(start_api: ApiFacto
     permitted = audited(api_ledger, AuditEvent.DELETE_PERMITTED, study)
     assert len(permitted) == 1
     assert permitted[0].outcome == "success"
-    assert permitted[0].actor == "http-token"
+    assert permitted[0].actor == "admin"
     assert audited(api_ledger, AuditEvent.DELETE_REFUSED, study) == []
 
 
