@@ -22,12 +22,14 @@ Three layers, cheapest first:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
@@ -314,6 +316,24 @@ class LimitedRequestHandler(RequestHandler):
         assoc = self.server.slot_assoc(self.request)
         if assoc is not None:
             assoc.join()
+            discard_partial_dataset(assoc)
+
+
+def discard_partial_dataset(assoc: Any) -> None:
+    """Remove the temporary file of a C-STORE cut off by an abort or a lost connection (invariant 6).
+
+    pynetdicom streams a data set into a file as it arrives; when the association ends before
+    the last fragment, nobody answers for that file, so it is closed and removed here.
+    """
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    handle = getattr(message, "_data_set_file", None)
+    path = getattr(message, "_data_set_path", None)
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            handle.close()
+    if path is not None:
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
 
 
 @dataclass
