@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import secrets
 import signal
 import sys
 import threading
@@ -23,12 +24,13 @@ from rich.table import Table
 
 from guard import runtime
 from guard.audit.cli import audit_app
-from guard.config import Settings, load_settings, redacted
+from guard.config import Settings, TokenScope, load_settings, redacted
 from guard.configdoc import render_reference
 from guard.confirm.reconcile import reconcile
 from guard.delete.backends import make_backend
 from guard.delete.gate import DeleteGate
 from guard.errors import ConfigError, GuardError
+from guard.http.auth import token_hash
 from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
 from guard.ledger.reconcile import count_studies, select_studies
 from guard.ledger.verification import pending_transactions
@@ -41,6 +43,8 @@ from guard.uids import is_valid_uid
 app = typer.Typer(help="guard: no image is deleted before the archive has proven it holds it.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Configuration commands.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+token_app = typer.Typer(help="Admin API tokens: make one, or hash one for [[http.tokens]].", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 
 out = Console()
@@ -229,9 +233,11 @@ def health(
         err.print("[red]the admin API is disabled (http.port = 0): nothing to ask[/red]")
         raise typer.Exit(EXIT_FAILED)
     host = "127.0.0.1" if settings.http.bind in {"0.0.0.0", ""} else settings.http.bind  # noqa: S104 - comparing, not binding
-    url = f"http://{host}:{settings.http.port}/{'readyz' if ready else 'healthz'}"
+    scheme = "https" if settings.http.certificate else "http"
+    url = f"{scheme}://{host}:{settings.http.port}/{'readyz' if ready else 'healthz'}"
     try:
-        answer = httpx.get(url, timeout=5)
+        # Its own process on this machine: liveness is the question, not the certificate's name.
+        answer = httpx.get(url, timeout=5, verify=False)  # noqa: S501 - see above
     except httpx.HTTPError as exc:
         err.print(f"[red]{url}: {exc}[/red]", highlight=False)
         raise typer.Exit(EXIT_FAILED) from exc
@@ -306,7 +312,12 @@ def pull(
     settings = _settings(config)
     try:
         plan = choose_targets(
-            settings, source_ae=source, study_uids=study_uids or [], from_file=from_file, date_from=date_from, date_to=date_to,
+            settings,
+            source_ae=source,
+            study_uids=study_uids or [],
+            from_file=from_file,
+            date_from=date_from,
+            date_to=date_to,
             modality=modality,
         )
     except (PullRequestError, ConfigError) as exc:
@@ -319,6 +330,32 @@ def pull(
         ledger.dispose()
     if summary.failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+@token_app.command("hash")
+def token_hash_command() -> None:
+    """Read a token on standard input (not the command line, which shell history keeps) and print its SHA-256."""
+    token = sys.stdin.readline().strip() if not sys.stdin.isatty() else typer.prompt("token", hide_input=True).strip()
+    if not token:
+        err.print("[red]empty token[/red]")
+        raise typer.Exit(EXIT_CONFIG)
+    out.print(token_hash(token), highlight=False)
+
+
+@token_app.command("new")
+def token_new(
+    identity: Annotated[str, typer.Option(help="Who will hold the token (the actor in the audit log).")],
+    scope: Annotated[list[TokenScope], typer.Option(help="read and/or delete; repeat for both.")],
+) -> None:
+    """Make a random token; print it once (give it to its holder) and the [[http.tokens]] entry holding only its hash."""
+    token = secrets.token_urlsafe(32)
+    scopes = ", ".join(f'"{s.value}"' for s in dict.fromkeys(scope))
+    err.print("token (shown once; store it where its holder keeps secrets):", highlight=False)
+    out.print(token, highlight=False)
+    err.print("configuration entry:", highlight=False)
+    out.print(
+        f'[[http.tokens]]\nidentity = "{identity}"\nscopes = [{scopes}]\nsha256 = "{token_hash(token)}"', highlight=False, markup=False
+    )
 
 
 @config_app.command("check")
