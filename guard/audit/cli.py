@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
+from guard.audit.retention import verify_export
 from guard.config import Settings, load_settings
 from guard.errors import ConfigError
 from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import iter_audit
-from guard.ledger.audit_verify import count_records, verify_chain
+from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
 from guard.service import open_ledger
 from guard.states import AuditEvent, Outcome
 from guard.uids import is_valid_uid
@@ -172,14 +173,35 @@ def audit(  # noqa: PLR0913, PLR0917 - one option per filter
         err.print(f"{count} record(s){more}", highlight=False)
 
 
+def _verify_exports(files: list[Path], ledger: Ledger) -> None:
+    """Check retention export files, oldest first: each chain, their links, and the ledger's anchor."""
+    previous: str | None = None
+    for path in files:
+        report, header = verify_export(path, expected_prev=previous)
+        if report.broken is not None:
+            out.print(f"[red]{path.name}: chain BROKEN at record {report.broken.seq}: {report.broken.message}[/red]", highlight=False)
+            raise typer.Exit(EXIT_FAILED)
+        out.print(f"{path.name}: {report.checked} record(s) verified ({header['first_seq']} to {header['last_seq']})", highlight=False)
+        previous = report.last_hash
+    anchor = chain_anchor(ledger)
+    if previous is not None and anchor is not None and anchor[1] != previous:
+        out.print(f"[red]the newest export file does not end where the ledger's chain starts (record {anchor[0]})[/red]")
+        raise typer.Exit(EXIT_FAILED)
+
+
 @audit_app.command("verify")
 def verify(
     tail: Annotated[int | None, typer.Option(min=1, help="Check only the newest N records.")] = None,
+    export: Annotated[
+        list[Path] | None, typer.Option("--export", help="Retention export files (oldest first) to check with the ledger.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Walk the hash chain; exit 1 and name the first broken, missing or reordered record."""
     ledger = _open(_settings(config))
     try:
+        if export:
+            _verify_exports(export, ledger)
         total = min(tail, count_records(ledger)) if tail else count_records(ledger)
         with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=err, transient=True) as progress:
             task = progress.add_task("verifying the audit chain", total=total)

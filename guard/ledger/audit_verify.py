@@ -25,6 +25,13 @@ def _rows(ledger: Ledger, after: int) -> Iterator[Row[Any]]:
         after = int(rows[-1].seq)
 
 
+def chain_anchor(ledger: Ledger) -> tuple[int, str] | None:
+    """The retention anchor (sequence number and hash of the last removed record), if records were removed."""
+    with ledger.engine.connect() as conn:
+        row = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
+    return None if row is None else (int(row.seq), str(row.hash))
+
+
 def count_records(ledger: Ledger) -> int:
     """How many records the ledger holds."""
     with ledger.engine.connect() as conn:
