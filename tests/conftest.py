@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,9 +19,12 @@ from sqlalchemy import Engine, text
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.schema import metadata
+from tests.support import catalogue
 from tests.support.availability import unavailable
 
 pytest_plugins = ["tests.support.fixtures"]
+
+TESTS_DIR = Path(__file__).parent.resolve()
 
 PG_ADMIN_DSN = os.environ.get("GUARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test")
 
@@ -68,3 +72,21 @@ def ledger_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def ledger(ledger_engine: Engine) -> Ledger:
     """A ``Ledger`` on the migrated database."""
     return Ledger(ledger_engine)
+
+
+LAST = "test_audit_catalogue_matches_the_events_the_suite_produced"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch the audit records written in this process (for the catalogue check)."""
+    del config
+    catalogue.watch_in_process_ledgers()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the catalogue check last, and tell it whether the whole suite is running."""
+    last = [item for item in items if item.name == LAST]
+    items[:] = [item for item in items if item.name != LAST] + last
+    option = config.option
+    narrowed = bool(option.keyword or option.markexpr or option.deselect or getattr(option, "lf", False))
+    config.stash[catalogue.WHOLE_SUITE] = not narrowed and [Path(a).resolve() for a in config.args] in ([], [TESTS_DIR])

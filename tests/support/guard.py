@@ -20,6 +20,7 @@ from typing import Any, Self
 from sqlalchemy import Engine, create_engine, select
 
 from guard.ledger.schema import audit_log, instances
+from tests.support import catalogue
 from tests.support.ports import free_port
 from tests.support.waiting import port_is_open, wait_until
 
@@ -121,13 +122,14 @@ class GuardProcess:
             self.proc = None
 
     def stop(self) -> None:
-        """Stop however possible (fixture teardown)."""
+        """Stop however possible (fixture teardown), then note which audit events the run produced."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.terminate(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+        catalogue.collect_from_ledger(self.config["ledger"]["url"])
 
     def log_records(self) -> list[dict[str, Any]]:
         """Every JSON line the guard has logged."""
