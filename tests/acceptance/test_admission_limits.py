@@ -1,0 +1,130 @@
+"""Admission per source and limits per peer, through a real ``guard serve`` with DCMTK and the reference archive."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guard.dicom import status as st
+from guard.refarchive import ReferenceArchive
+from tests.acceptance.conftest import GuardFactory
+from tests.hostile.peer import RawPeer
+from tests.support.datasets import make_rejection_note
+from tests.support.dcmtk import findscu, store_responses, storescu
+from tests.support.fixtures import StudyFactory
+from tests.support.guard import GUARD_AE, SOURCE_AE
+from tests.support.processes import PeerError
+from tests.support.scu import send_files
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
+    """The project's reference archive, in this process."""
+    archive = ReferenceArchive(tmp_path / "ref-archive").start()
+    yield archive
+    archive.stop()
+
+
+def test_source_outside_its_address_range_is_refused(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
+) -> None:
+    """A source allowed only from 10.1.0.0/16 calling from 127.0.0.1 gets A-ASSOCIATE-RJ, audited address-not-allowed."""
+    guard = guard_factory(
+        archive_port=ref_archive.port, sources=[{"ae_title": SOURCE_AE, "allowed_addresses": ["10.1.0.0/16"], "port": 104}]
+    ).start()
+    result = storescu("127.0.0.1", guard.port, synthetic_study(1).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+    assert result.returncode != 0
+    assert "Calling AE Title Not Recognized" in result.stdout + result.stderr
+    assert [r["detail"]["reason"] for r in guard.audit_records("association.rejected")] == ["address-not-allowed"]
+    assert guard.instance_states() == {}
+
+
+def test_source_without_kos_gets_its_rejection_note_refused(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, tmp_path: Path
+) -> None:
+    """A source allowed store but not kos stores images, but its IOCM rejection note is refused with 0x0124 and audited."""
+    guard = guard_factory(
+        archive_port=ref_archive.port,
+        sources=[{"ae_title": SOURCE_AE, "allowed_addresses": ["127.0.0.0/8"], "services": ["store"], "port": 104}],
+    ).start()
+    study = synthetic_study(2)
+    assert [s for _, s in send_files(guard.port, study.paths)] == [st.SUCCESS] * 2
+    note = make_rejection_note(tmp_path / "note.dcm", study)
+    assert [s for _, s in send_files(guard.port, [note])] == [st.REFUSED_NOT_AUTHORIZED]
+    alerts = [r["detail"] for r in guard.audit_records("security.alert") if r["detail"].get("reason") == "service-not-allowed"]
+    assert len(alerts) == 1
+    assert "kos" in alerts[0]["message"]
+    assert set(guard.instance_states()) == set(study.sop_instance_uids)
+    assert guard.audit_records("delete.requested") == []
+
+
+def test_source_without_find_cannot_query(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
+    """C-FIND from a source without the find service fails at negotiation (context rejected), audited."""
+    guard = guard_factory(archive_port=ref_archive.port, sources=[{"ae_title": SOURCE_AE, "services": ["store"], "port": 104}]).start()
+    with pytest.raises(PeerError):
+        findscu("127.0.0.1", guard.port, calling_ae=SOURCE_AE, called_ae=GUARD_AE, level="STUDY", keys={"StudyInstanceUID": ""})
+    alerts = [r["detail"] for r in guard.audit_records("security.alert") if r["detail"].get("reason") == "service-not-allowed"]
+    assert alerts
+    assert alerts[0]["abstract_syntaxes"] == ["1.2.840.10008.5.1.4.1.2.2.1"]
+
+
+def test_connection_flood_from_one_peer_does_not_stop_another_peers_study(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
+) -> None:
+    """200 connection attempts from 127.0.0.2 while storescu sends a study from 127.0.0.1: every instance confirmed."""
+    guard = guard_factory(archive_port=ref_archive.port, node={"acse_timeout": 3}).start()
+    ref_archive.add_requester(GUARD_AE, "127.0.0.1", guard.port)
+    study = synthetic_study(20)
+    stop = threading.Event()
+    halfway = threading.Event()
+    attempts = [0]
+
+    def flood() -> None:
+        # Connections are held open until the study is through, so the flood overlaps it.
+        peers = []
+        while attempts[0] < 200:
+            with contextlib.suppress(OSError):
+                peers.append(RawPeer(guard.port, source="127.0.0.2", timeout=2))
+            attempts[0] += 1
+            if attempts[0] == 100:
+                halfway.set()
+        stop.wait(120)
+        for peer in peers:
+            peer.close()
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        assert halfway.wait(30)
+        result = storescu("127.0.0.1", guard.port, study.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+    finally:
+        stop.set()
+        flooder.join(60)
+    assert attempts[0] == 200
+    assert store_responses(result) == ["Success"] * 20
+    wait_until(
+        lambda: set(guard.instance_states().values()) == {"confirmed"} and len(guard.instance_states()) == 20,
+        60,
+        message="study not confirmed",
+    )
+    refused = [r["detail"] for r in guard.audit_records("association.rejected") if r["peer_address"] == "127.0.0.2"]
+    assert any(d["reason"] == "too-many-pending-connections-from-address" for d in refused)
+
+
+def test_peer_that_sends_nothing_is_dropped(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
+    """A connection that sends no A-ASSOCIATE-RQ is closed after acse_timeout; audited."""
+    guard = guard_factory(archive_port=ref_archive.port, node={"acse_timeout": 2}).start()
+    peer = RawPeer(guard.port)
+    assert 1.5 <= peer.closed_within(15) <= 10
+    wait_until(
+        lambda: any(r["detail"]["reason"] == "no-association-request" for r in guard.audit_records("association.rejected")),
+        10,
+        message="not audited",
+    )
