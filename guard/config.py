@@ -258,6 +258,34 @@ class DeleteSettings(_Section):
     source_check: bool = Field(default=True, description="Query the source for the study's instances at decision time.")
 
 
+class DestinationSettings(_Section):
+    """A C-MOVE destination that is not a source (a workstation, a viewer, another PACS)."""
+
+    ae_title: str = Field(description="AE title the requester names as Move Destination.")
+    host: str = Field(description="Address the guard sends the moved instances to.")
+    port: int = Field(104, ge=1, le=65535, description="DICOM port of the destination.")
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class QuerySettings(_Section):
+    """The query/retrieve relay (C-FIND and C-MOVE from sources, relayed to the archive) and guard pull."""
+
+    timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout of relayed queries and retrieves, seconds.")
+    move_idle_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="A relayed C-MOVE fails when the archive sends neither an instance nor a response for this many seconds.",
+    )
+    ledger_fallback: bool = Field(
+        default=False,
+        description=(
+            "When the archive cannot be reached, answer a C-FIND from the ledger (what the guard has received);"
+            " every such answer is audited with answered_by = ledger."
+        ),
+    )
+
+
 class TokenScope(StrEnum):
     """What a token of the admin API may do."""
 
@@ -416,6 +444,8 @@ class Settings(BaseSettings):
     forward: ForwardSettings = ForwardSettings()
     confirm: ConfirmSettings = ConfirmSettings()
     delete: DeleteSettings = DeleteSettings()
+    destinations: tuple[DestinationSettings, ...] = ()
+    query: QuerySettings = QuerySettings()
     http: HttpSettings = HttpSettings()
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()

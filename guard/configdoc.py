@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from guard.config import Settings, SourceSettings
+from guard.config import Settings
 
 HEADER = """# Configuration reference
 
@@ -56,11 +56,14 @@ def render_reference() -> str:
     lines = [HEADER]
     for name, field in Settings.model_fields.items():
         annotation: Any = field.annotation
-        model = SourceSettings if name == "sources" else annotation
+        entries = get_args(annotation)  # tuple[SourceSettings, ...]: a list of tables
+        model = entries[0] if entries else annotation
         doc = (model.__doc__ or "").strip()
-        heading = f"## `[[{name}]]`" if name == "sources" else f"## `[{name}]`"
+        heading = f"## `[[{name}]]`" if entries else f"## `[{name}]`"
         lines += [heading, "", doc, ""]
         if name == "sources":
             lines += ["Repeat the table once per source. With no source configured, every association is rejected.", ""]
+        elif entries:
+            lines += ["Repeat the table once per entry; none by default.", ""]
         lines += [*_table(model), ""]
     return "\n".join(lines).rstrip() + "\n"

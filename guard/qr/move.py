@@ -1,0 +1,483 @@
+"""C-MOVE relay: the archive moves to the guard, and the guard relays each instance to the destination.
+
+Why this way and not by forwarding the request: the destination names an AE the archive does
+not know and need not reach; the guard is the only node both sides trust (ADR 0006).
+
+For one request from a source (pynetdicom's generator protocol for EVT_C_MOVE):
+
+1. The Move Destination must be a configured peer with an address (``[[destinations]]``, or a
+   source with ``host``); otherwise 0xA801, audited as refused.
+2. The guard counts the matches with a C-FIND to the archive at IMAGE level (the number of
+   sub-operations, and the SOP classes to propose to the destination). At IMAGE level, SOP
+   Instance UIDs the requester names explicitly all count, so one the archive lacks is a
+   failed sub-operation rather than silently nothing.
+3. pynetdicom opens one association to the destination; the guard asks the archive to C-MOVE
+   the same identifier to the guard itself, under a Message ID no other relay uses.
+4. The archive's C-STOREs arrive on the guard's listener. ``take_store`` recognises them by
+   Move Originator AE Title and Message ID (PS3.7 9.3.1.1), or, when the archive leaves those
+   out, by SOP Instance UID among the instances the relay expects; they are not ingested and
+   never enter the forwarding queue. Each is handed to the relay, sent on to the destination,
+   its temporary file removed, and only then answered to the archive: at most one instance
+   per relay is on disk at a time.
+5. Pending responses carry the remaining/completed/failed/warning counts; the final response
+   is Success, 0xB000 with the Failed SOP Instance UID List when some failed, 0xA702 when all
+   failed, or Cancel (0xFE00) after a C-CANCEL, which is passed on to the archive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from guard import runtime
+from guard.config import Settings
+from guard.dicom import status as st
+from guard.dicom.net import Peer, archive_peer, association_options, open_association
+from guard.errors import GuardError, PeerError
+from guard.ledger.audit import Ledger
+from guard.ledger.query_answers import values_of
+from guard.qr.common import (
+    MOVE_MODELS,
+    PENDING_STATUSES,
+    UNIQUE_KEYS,
+    RelayRequest,
+    failed_list,
+    find_all,
+    read_request,
+    relay_ae,
+    status_dataset,
+)
+from guard.states import AuditEvent, Outcome
+
+log = structlog.get_logger("guard.qr.move")
+
+#: Transfer syntaxes proposed per SOP class to the destination: uncompressed in one context
+#: (pynetdicom converts between them), and the usual compressed ones each in its own, since
+#: pynetdicom never transcodes. At most 128 contexts (PS3.8 9.3.2.2): 14 SOP classes.
+_COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless)
+_MAX_CONTEXTS = 128
+_POLL = 0.1
+
+
+class MoveNotPossibleError(GuardError):
+    """The relayed C-MOVE cannot start (pynetdicom answers 0xC513, Unable to Process)."""
+
+
+@dataclass
+class Arrival:
+    """One instance the archive sent for a relayed move, waiting to be relayed."""
+
+    path: Path
+    sop_instance_uid: str
+    answered: threading.Event = field(default_factory=threading.Event)
+    status: int = st.PROCESSING_FAILURE
+
+    def finish(self, status: int) -> None:
+        """Give the archive its answer."""
+        self.status = status
+        self.answered.set()
+
+
+@dataclass(frozen=True)
+class ArchiveDone:
+    """The archive's final C-MOVE response (``status`` None: no response at all)."""
+
+    status: int | None
+    error: str = ""
+
+
+class ActiveRelay:
+    """The in-flight state of one relayed move shared with the listener's C-STORE threads."""
+
+    def __init__(self, message_id: int, archive_ae: str, expected: set[str]) -> None:
+        """Relay instances from ``archive_ae`` sent under ``message_id``."""
+        self.message_id = message_id
+        self.archive_ae = archive_ae
+        self.expected = expected
+        self.inbox: queue.Queue[Arrival | ArchiveDone] = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def deliver(self, arrival: Arrival, timeout: float) -> int:
+        """Hand an instance to the relay and wait (bounded) until it has been sent on."""
+        with self._lock:
+            if self._closed:
+                return st.PROCESSING_FAILURE
+            self.inbox.put(arrival)
+        if not arrival.answered.wait(timeout):
+            return st.PROCESSING_FAILURE
+        return arrival.status
+
+    def close(self) -> None:
+        """No more instances: whatever still waits is answered a failure."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Arrival):
+                item.finish(st.PROCESSING_FAILURE)
+
+
+class RelayRegistry:
+    """The relays in flight, keyed by the Message ID of the guard's C-MOVE to the archive."""
+
+    def __init__(self) -> None:
+        """Start with none."""
+        self._lock = threading.Lock()
+        self._relays: dict[int, ActiveRelay] = {}
+        self._ids = itertools.cycle(range(1, 65536))  # Message ID is US (PS3.7 E.1)
+
+    def open(self, archive_ae: str, expected: set[str]) -> ActiveRelay:
+        """Register a relay under a Message ID no other relay in flight uses."""
+        with self._lock:
+            message_id = next(i for i in self._ids if i not in self._relays)
+            relay = self._relays[message_id] = ActiveRelay(message_id, archive_ae, expected)
+        return relay
+
+    def close(self, relay: ActiveRelay) -> None:
+        """Forget a relay and fail what still waits for it."""
+        with self._lock:
+            self._relays.pop(relay.message_id, None)
+        relay.close()
+
+    def match(self, calling_ae: str, originator_ae: str, originator_id: int | None, sop_instance_uid: str) -> ActiveRelay | None:
+        """The relay an incoming C-STORE belongs to, if any (only ever from the archive)."""
+        with self._lock:
+            if originator_ae and originator_id is not None:
+                relay = self._relays.get(originator_id)
+                return relay if relay is not None and relay.archive_ae == calling_ae else None
+            return next((r for r in self._relays.values() if r.archive_ae == calling_ae and sop_instance_uid in r.expected), None)
+
+
+@dataclass(frozen=True)
+class MovePlan:
+    """What the archive holds for the request: the instances (SOP Instance UID -> SOP Class UID)."""
+
+    expected: dict[str, str]
+
+    def contexts(self) -> list[PresentationContext]:
+        """Presentation contexts to propose to the destination, most common first."""
+        contexts: list[PresentationContext] = []
+        for sop_class in dict.fromkeys(c for c in self.expected.values() if c):
+            if len(contexts) + 1 + len(_COMPRESSED) > _MAX_CONTEXTS:
+                break
+            contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]))
+            contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED)
+        # The archive listed none of the instances: the association is still needed for the
+        # protocol (every sub-operation will be reported failed), so propose Verification.
+        return contexts or [build_context(Verification)]
+
+
+def move_destination(settings: Settings, ae_title: str) -> Peer | None:
+    """The configured peer a Move Destination names: a destination, else a source with an address."""
+    wanted = ae_title.strip()
+    for destination in settings.destinations:
+        if destination.ae_title == wanted:
+            return Peer(destination.ae_title, destination.host, destination.port)
+    source = settings.source(wanted)
+    if source is not None and source.host:
+        return Peer(source.ae_title, source.host, source.port)
+    return None
+
+
+@dataclass
+class _Tally:
+    """The destination's answers, per SOP Instance UID, seen on the sub-operation association."""
+
+    statuses: dict[str, int | None] = field(default_factory=dict)
+
+    def on_response(self, event: Any) -> None:
+        """EVT_DIMSE_RECV on the destination association: note each C-STORE response's status."""
+        command = getattr(event.message, "command_set", None)
+        if command is None or "Status" not in command or "AffectedSOPInstanceUID" not in command:
+            return
+        self.statuses[str(command.AffectedSOPInstanceUID)] = int(command.Status)
+
+    def counts(self) -> tuple[int, int, list[str]]:
+        """(completed, warning, failed SOP Instance UIDs) among the relayed instances."""
+        completed = sum(1 for s in self.statuses.values() if s == st.SUCCESS)
+        warning = sum(1 for s in self.statuses.values() if s is not None and s != st.SUCCESS and st.is_success(s))
+        failed = [uid for uid, s in self.statuses.items() if s is None or not st.is_success(s)]
+        return completed, warning, failed
+
+
+class _ArchiveMove(threading.Thread):
+    """The guard's own C-MOVE to the archive (destination: the guard), on its own thread."""
+
+    def __init__(self, settings: Settings, request: RelayRequest, relay: ActiveRelay) -> None:
+        super().__init__(name=f"move-relay-{relay.message_id}", daemon=True)
+        self.settings = settings
+        self.request = request
+        self.relay = relay
+        self.assoc: Any = None
+
+    def run(self) -> None:
+        done = ArchiveDone(None, "no final response from the archive")
+        try:
+            ae = relay_ae(self.settings.node.ae_title, self.settings.query.timeout, self.request.model)
+            ae.dimse_timeout = self.settings.query.move_idle_timeout
+            self.assoc = open_association(ae, archive_peer(self.settings.archive), [])
+            responses = self.assoc.send_c_move(
+                self.request.identifier, self.settings.node.ae_title, self.request.model, msg_id=self.relay.message_id
+            )
+            for status, _ in responses:
+                if status is None or "Status" not in status:
+                    break
+                if int(status.Status) not in PENDING_STATUSES:
+                    done = ArchiveDone(int(status.Status), str(status.get("ErrorComment", "")))
+                    break
+        except (PeerError, RuntimeError, ValueError, OSError) as exc:
+            done = ArchiveDone(None, str(exc))
+        finally:
+            if self.assoc is not None and self.assoc.is_established:
+                self.assoc.release()
+            self.relay.inbox.put(done)
+
+    def cancel(self) -> None:
+        """Pass the requester's C-CANCEL on to the archive (PS3.4 C.4.2.2.3)."""
+        assoc = self.assoc
+        if assoc is None or not assoc.is_established:
+            return
+        for context in assoc.accepted_contexts:
+            if str(context.abstract_syntax) == self.request.model:
+                try:
+                    assoc.send_c_cancel(self.relay.message_id, context.context_id)
+                except (RuntimeError, ValueError, OSError):
+                    assoc.abort()
+                return
+
+    def abort(self) -> None:
+        """Give up on the archive's move."""
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.abort()
+
+
+class MoveRelay:
+    """The C-MOVE SCP side of the relay, and the recogniser of the archive's sub-operations."""
+
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        """Relay through the archive named by ``settings``; audit into ``ledger``."""
+        self.settings = settings
+        self.ledger = ledger
+        self.registry = RelayRegistry()
+
+    # -- the archive's C-STOREs -----------------------------------------------------
+
+    def take_store(self, event: Any) -> Dataset | None:
+        """The answer to a C-STORE that belongs to a relayed move; None when it is an ordinary store.
+
+        A boundary: whatever goes wrong answers the archive a failure, never Success.
+        """
+        req = event.request
+        originator_id = req.MoveOriginatorMessageID
+        relay = self.registry.match(
+            calling_ae=str(event.assoc.requestor.ae_title).strip(),
+            originator_ae=str(req.MoveOriginatorApplicationEntityTitle or "").strip(),
+            originator_id=int(originator_id) if isinstance(originator_id, int) else None,
+            sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+        )
+        if relay is None:
+            return None
+        path = Path(event.dataset_path)
+        try:
+            if runtime.take_receive_error(path) is not None:
+                return status_dataset(st.OUT_OF_RESOURCES, "relay: cannot receive")
+            arrival = Arrival(path, str(req.AffectedSOPInstanceUID or ""))
+            return status_dataset(relay.deliver(arrival, self.settings.query.move_idle_timeout))
+        except Exception as exc:  # boundary: the archive gets a failure status, the listener goes on
+            log.exception("move.relay_store_failed", action="move.relay_store_failed")
+            return status_dataset(st.PROCESSING_FAILURE, f"relay: {exc.__class__.__name__}")
+        finally:
+            path.unlink(missing_ok=True)
+
+    # -- the requester's C-MOVE -----------------------------------------------------
+
+    def on_move(self, event: Any) -> Iterator[Any]:
+        """EVT_C_MOVE handler (generator): destination, number of sub-operations, then one yield per instance."""
+        request = read_request(event)
+        started = time.monotonic()
+        name = str(event.request.MoveDestination or "").strip()
+        destination = move_destination(self.settings, name)
+        if destination is None:
+            self._audit(
+                request, Outcome.REFUSED, started, destination=name, status=st.MOVE_DESTINATION_UNKNOWN, reason="unknown-destination"
+            )
+            yield None, None
+            return
+        plan, problem = self._plan(request)
+        tally = _Tally()
+        options = association_options(destination, [(evt.EVT_DIMSE_RECV, tally.on_response)])
+        yield destination.host, destination.port, {**options, "contexts": plan.contexts() if plan else []}
+        if plan is None:
+            self._audit(request, Outcome.FAILURE, started, destination=name, status=0xC513, error=problem)
+            raise MoveNotPossibleError(problem)
+        if not plan.expected:
+            self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
+        yield len(plan.expected)
+        yield from self._relay(event, request, started, name, plan, tally)
+
+    def _plan(self, request: RelayRequest) -> tuple[MovePlan | None, str]:
+        """Count the matches: C-FIND the archive at IMAGE level with the request's keys."""
+        identifier = request.identifier
+        if identifier is None or request.model not in MOVE_MODELS or not any(values_of(identifier, k) for k in UNIQUE_KEYS):
+            return None, "identifier cannot be decoded or names nothing to move"
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        for keyword in UNIQUE_KEYS:
+            values = values_of(identifier, keyword)
+            setattr(query, keyword, values if len(values) > 1 else (values[0] if values else ""))
+        query.SOPClassUID = ""
+        try:
+            found = {
+                str(ds.SOPInstanceUID): str(ds.get("SOPClassUID", ""))
+                for ds in find_all(
+                    self.settings.node.ae_title,
+                    archive_peer(self.settings.archive),
+                    query,
+                    MOVE_MODELS[request.model],
+                    timeout=self.settings.query.timeout,
+                )
+                if "SOPInstanceUID" in ds
+            }
+        except GuardError as exc:
+            return None, f"cannot count the matches in the archive: {exc}"
+        named = values_of(identifier, "SOPInstanceUID") if request.level == "IMAGE" else []
+        expected = {uid: found.get(uid, "") for uid in named} if named else found
+        return MovePlan(expected), ""
+
+    def _relay(self, event: Any, request: RelayRequest, started: float, name: str, plan: MovePlan, tally: _Tally) -> Iterator[Any]:
+        """The sub-operations: the archive's instances relayed one by one, then the final answer."""
+        pending = set(plan.expected)
+        relay = self.registry.open(self.settings.archive.ae_title, set(plan.expected))
+        mover = _ArchiveMove(self.settings, request, relay)
+        mover.start()
+        done: ArchiveDone | None = None
+        cancelled = finished = False
+        try:
+            idle_until = time.monotonic() + self.settings.query.move_idle_timeout
+            while done is None:
+                if event.is_cancelled:
+                    cancelled = True
+                    mover.cancel()
+                    break
+                try:
+                    item = relay.inbox.get(timeout=_POLL)
+                except queue.Empty:
+                    if time.monotonic() > idle_until:
+                        done = ArchiveDone(None, f"nothing from the archive for {self.settings.query.move_idle_timeout:g} s")
+                        mover.abort()
+                    continue
+                idle_until = time.monotonic() + self.settings.query.move_idle_timeout
+                if isinstance(item, ArchiveDone):
+                    done = item
+                    continue
+                if item.sop_instance_uid not in pending:
+                    item.finish(st.PROCESSING_FAILURE)
+                    log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
+                    continue
+                try:
+                    dataset = dcmread(item.path)
+                except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+                    item.finish(st.CANNOT_UNDERSTAND)
+                    continue
+                pending.discard(item.sop_instance_uid)
+                tally.statuses[item.sop_instance_uid] = None  # stays None if no response comes back
+                yield st.PENDING, dataset
+                del dataset
+                item.finish(st.SUCCESS)
+            relay_done = self._finish(request, started, name, plan, tally, pending, done, cancelled=cancelled)
+            finished = True
+            self.registry.close(relay)
+            if relay_done is not None:
+                yield relay_done
+        finally:
+            self.registry.close(relay)
+            if not finished:
+                mover.abort()
+                self._audit(
+                    request, Outcome.FAILURE, started, destination=name, status=st.UNABLE_TO_PROCESS, error="requester association ended"
+                )
+
+    def _finish(
+        self,
+        request: RelayRequest,
+        started: float,
+        name: str,
+        plan: MovePlan,
+        tally: _Tally,
+        missing: set[str],
+        done: ArchiveDone | None,
+        *,
+        cancelled: bool,
+    ) -> tuple[Dataset, Dataset] | None:
+        """Audit the move and choose the final answer; None lets pynetdicom answer from its own counts."""
+        completed, warning, failed = tally.counts()
+        not_delivered = sorted(missing)
+        archive_status = None if done is None or done.status is None else f"0x{done.status:04X}"
+        error = "" if done is None or done.status == st.SUCCESS else done.error or f"archive answered {archive_status}"
+        if cancelled:
+            status = st.CANCEL
+        elif not (failed or not_delivered):
+            status = st.SUCCESS
+        elif completed + warning == 0:
+            status = st.UNABLE_TO_PERFORM_SUBOPERATIONS
+        else:
+            status = st.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        all_failed = failed + ([] if cancelled else not_delivered)
+        self._audit(
+            request,
+            Outcome.SUCCESS if status in {st.SUCCESS, st.CANCEL} else Outcome.FAILURE,
+            started,
+            destination=name,
+            status=status,
+            expected=len(plan.expected),
+            completed=completed,
+            warning=warning,
+            failed=len(all_failed),
+            remaining=len(not_delivered) if cancelled else 0,
+            failed_sop_instance_uids=all_failed[:50],
+            archive_status=archive_status,
+            error=error,
+            cancelled=cancelled,
+        )
+        if status == st.SUCCESS or (status != st.CANCEL and not not_delivered):
+            return None
+        comment = error or (f"{len(not_delivered)} instance(s) not delivered by the archive" if not_delivered else "")
+        return status_dataset(status, comment), failed_list(all_failed)
+
+    def _audit(self, request: RelayRequest, outcome: Outcome, started: float, **detail: Any) -> None:
+        """One ``move.relayed`` record per request; a ledger that cannot write is logged, not raised."""
+        detail["status"] = f"0x{int(detail['status']):04X}"
+        detail.update(model=request.model_name, level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
+        detail = {k: v for k, v in detail.items() if v not in (None, "")}
+        try:
+            self.ledger.audit(AuditEvent.MOVE_RELAYED, outcome, **request.subject(), detail=detail)
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", event=AuditEvent.MOVE_RELAYED.value)
