@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from guard.errors import ConfigError, TransientPeerError
+from guard.errors import ArchiveUnreachableError, ConfigError
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -47,8 +47,8 @@ class TlsConfigError(ConfigError):
     """The TLS certificate, key or CA file cannot be used."""
 
 
-class CertificatePinError(TransientPeerError):
-    """The peer presented a certificate other than the one pinned to its AE title."""
+class CertificatePinError(ArchiveUnreachableError):
+    """The peer presented a certificate other than the one pinned to its AE title (no association: nothing is known of any instance)."""
 
 
 def fingerprint(der: bytes) -> str:

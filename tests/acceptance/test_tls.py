@@ -214,23 +214,29 @@ def test_broken_certificate_on_sighup_keeps_the_old_one(
     assert store_responses(_tls_send(guard, synthetic_study(1).paths, pki.ca.ca_file, pki.client)) == ["Success"]
 
 
-def test_forwarding_to_a_tls_orthanc_archive_is_confirmed(
-    guard_factory: GuardFactory, synthetic_study: StudyFactory, pki: Pki, tmp_path: Path
-) -> None:
-    """Orthanc with DICOM TLS as the archive: C-STORE and N-ACTION go out over TLS, the report comes back over TLS."""
+def _tls_orthanc(tmp_path: Path, pki: Pki, guard_tls_port: int) -> tuple[Orthanc, CertFiles]:
+    """An Orthanc archive that speaks only DICOM TLS and reports Storage Commitment to the guard's TLS port."""
     require_tools("Orthanc")
-    orthanc_files = pki.ca.issue("orthanc")
-    tls = _tls_config(pki)
-    guard_entry = {"AET": GUARD_AE, "Host": "127.0.0.1", "Port": tls["port"], "AllowStorageCommitment": True, "UseDicomTls": True}
+    files = pki.ca.issue("orthanc")
+    guard_entry = {"AET": GUARD_AE, "Host": "127.0.0.1", "Port": guard_tls_port, "AllowStorageCommitment": True, "UseDicomTls": True}
     extra = {
         "DicomTlsEnabled": True,
-        "DicomTlsCertificate": str(orthanc_files.certificate),
-        "DicomTlsPrivateKey": str(orthanc_files.private_key),
+        "DicomTlsCertificate": str(files.certificate),
+        "DicomTlsPrivateKey": str(files.private_key),
         "DicomTlsTrustedCertificates": str(pki.ca.ca_file),
         "DicomTlsRemoteCertificateRequired": True,
         "DicomModalities": {"guard": guard_entry},
     }
-    with Orthanc(tmp_path / "orthanc-tls", aet="ARCHIVE", extra_config=extra) as orthanc:
+    return Orthanc(tmp_path / "orthanc-tls", aet="ARCHIVE", extra_config=extra), files
+
+
+def test_forwarding_to_a_tls_orthanc_archive_is_confirmed(
+    guard_factory: GuardFactory, synthetic_study: StudyFactory, pki: Pki, tmp_path: Path
+) -> None:
+    """Orthanc with DICOM TLS as the archive: C-STORE and N-ACTION go out over TLS, the report comes back over TLS."""
+    tls = _tls_config(pki)
+    orthanc_process, orthanc_files = _tls_orthanc(tmp_path, pki, tls["port"])
+    with orthanc_process as orthanc:
         guard = guard_factory(
             archive_port=orthanc.dicom_port,
             tls=tls,
@@ -244,3 +250,20 @@ def test_forwarding_to_a_tls_orthanc_archive_is_confirmed(
         reports = guard.audit_records("commitment.reported")
         assert reports, "the archive's Storage Commitment report was not received"
         assert _alerts(guard) == []
+
+
+def test_archive_with_another_certificate_than_its_pin_gets_nothing(
+    guard_factory: GuardFactory, synthetic_study: StudyFactory, pki: Pki, tmp_path: Path
+) -> None:
+    """A TLS archive whose certificate (valid for the CA) is not the pinned one is never sent an instance; the log says why."""
+    tls = _tls_config(pki)
+    orthanc_process, _ = _tls_orthanc(tmp_path, pki, tls["port"])
+    with orthanc_process as orthanc:
+        guard = guard_factory(
+            archive_port=orthanc.dicom_port, tls=tls, archive={"tls": True, "tls_fingerprint": pki.other_client.sha256}
+        ).start()
+        sent = storescu("127.0.0.1", guard.port, synthetic_study(2).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=60)
+        assert store_responses(sent) == ["Success"] * 2
+        wait_until(lambda: "pinned " + pki.other_client.sha256 in guard.log_path.read_text(), 30, message=guard.log_tail())
+        assert set(guard.instance_states().values()) <= {"received", "failed"}
+        assert orthanc.rest().get("/instances").json() == []
