@@ -37,6 +37,7 @@ unit: install
 
 bench: install peers
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.audit_query
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
