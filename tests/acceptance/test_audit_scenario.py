@@ -131,3 +131,23 @@ def test_audit_verify_names_the_tampered_record(
     guard.start()  # the start-up check of the chain's tail raises the alarm
     alerts = [r for r in guard.audit_records("security.alert") if r["detail"].get("alert") == "audit-chain-broken"]
     assert [a["detail"]["seq"] for a in alerts] == [victim]
+
+
+def test_an_instance_whose_audit_record_cannot_be_written_is_not_acknowledged(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """With the audit store refusing instance.received (a real trigger), the C-STORE fails and the instance is not in the ledger."""
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port).start()
+    with guard.ledger_engine() as engine, engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_receipts BEFORE INSERT ON audit_log"
+            " WHEN NEW.event = 'instance.received' AND NEW.outcome = 'success'"
+            " BEGIN SELECT RAISE(ABORT, 'audit store refused'); END"
+        )
+    study = synthetic_study(1)
+    responses = store_responses(storescu("127.0.0.1", guard.port, study.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE))
+    assert len(responses) == 1
+    assert responses != ["Success"]
+    assert guard.instance_states() == {}
+    (refusal,) = guard.audit_records("instance.received")
+    assert (refusal["outcome"], refusal["detail"]["reason"]) == ("failure", "ledger-unavailable")
