@@ -264,8 +264,11 @@ class DestinationSettings(_Section):
     ae_title: str = Field(description="AE title the requester names as Move Destination.")
     host: str = Field(description="Address the guard sends the moved instances to.")
     port: int = Field(104, ge=1, le=65535, description="DICOM port of the destination.")
+    tls: bool = Field(default=False, description="Send the moved instances over DICOM TLS (the certificate checked against tls.ca_file).")
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
 
 
 class QuerySettings(_Section):
@@ -454,6 +457,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:
         users = [f"sources[{s.ae_title}].tls" for s in self.sources if s.tls]
+        users += [f"destinations[{d.ae_title}].tls" for d in self.destinations if d.tls]
         users += ["archive.tls"] if self.archive.tls else []
         users += ["tls.port"] if self.tls.port else []
         if users and not self.tls.configured:

@@ -157,7 +157,8 @@ def reload() -> Contexts:
 
 def in_use(settings: Settings) -> bool:
     """Whether anything in ``settings`` needs DICOM TLS (a TLS listener or a peer with ``tls = true``)."""
-    return bool(settings.tls.port) or settings.archive.tls or any(s.tls for s in settings.sources)
+    sources = any(s.tls for s in settings.sources) or any(d.tls for d in settings.destinations)
+    return bool(settings.tls.port) or settings.archive.tls or sources
 
 
 # -- per-peer policy ------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from guard import runtime
 from guard.config import Settings
 from guard.dicom import status as st
-from guard.dicom.net import Peer, archive_peer, association_options, open_association
+from guard.dicom.net import Peer, archive_peer, association_options, open_association, source_peer
 from guard.errors import GuardError, PeerError
 from guard.ledger.audit import Ledger
 from guard.ledger.query_answers import values_of
@@ -200,10 +200,10 @@ def move_destination(settings: Settings, ae_title: str) -> Peer | None:
     wanted = ae_title.strip()
     for destination in settings.destinations:
         if destination.ae_title == wanted:
-            return Peer(destination.ae_title, destination.host, destination.port)
+            return Peer(destination.ae_title, destination.host, destination.port, destination.tls, destination.tls_fingerprint)
     source = settings.source(wanted)
     if source is not None and source.host:
-        return Peer(source.ae_title, source.host, source.port)
+        return source_peer(source)
     return None
 
 

@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from guard.config import Settings
 from guard.dicom import status as st
-from guard.dicom.net import Peer, open_association
+from guard.dicom.net import Peer, open_association, source_peer
 from guard.errors import ConfigError, GuardError
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import study_facts
@@ -119,7 +119,7 @@ def pull_source(settings: Settings, ae_title: str | None) -> Peer:
     else:
         msg = f"{len(candidates)} sources have a host: name the one to pull from with --source"
         raise ConfigError(msg)
-    return Peer(chosen.ae_title, chosen.host, chosen.port)
+    return source_peer(chosen)
 
 
 def targets_from_uids(uids: Iterable[str]) -> Iterator[PullTarget]:
