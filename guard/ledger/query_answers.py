@@ -9,7 +9,7 @@ grouped on the fly, so a large answer is never held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydicom import Dataset
@@ -34,7 +34,8 @@ def values_of(ds: Dataset, keyword: str) -> list[str]:
     value = ds.get(keyword)
     if value is None:
         return []
-    items = value if isinstance(value, (list, tuple)) else str(value).split("\\")
+    # A multi-valued element is a pydicom MultiValue (a sequence, not a list); a single one a str.
+    items = str(value).split("\\") if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) else list(value)
     return [str(v).strip() for v in items if str(v).strip()]
 
 

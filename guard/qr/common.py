@@ -93,9 +93,9 @@ def read_request(event: Any) -> RelayRequest:
 def single_value(ds: Dataset, keyword: str) -> str:
     """The value of ``keyword`` when it holds exactly one non-empty value, else empty."""
     value = ds.get(keyword)
-    if value is None or isinstance(value, (list, tuple)) or "\\" in str(value):
-        return ""
-    return str(value).strip()
+    if value is None or not isinstance(value, str) or "\\" in value:
+        return ""  # absent, or several values (a pydicom MultiValue)
+    return value.strip()
 
 
 def status_dataset(code: int, comment: str = "") -> Dataset:

@@ -399,7 +399,9 @@ class MoveRelay:
                     done = item
                     continue
                 if item.sop_instance_uid not in pending:
-                    item.finish(st.PROCESSING_FAILURE)
+                    # Not asked for (or sent twice): not relayed. Answered Success all the same,
+                    # because Orthanc, for one, abandons the whole move at the first failure.
+                    item.finish(st.SUCCESS)
                     log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
                     continue
                 try:

@@ -30,8 +30,10 @@ __all__ = [
     "DcmtkError",
     "Storescp",
     "echoscu",
+    "failed_sop_instance_uids",
     "final_response",
     "findscu",
+    "move_responses",
     "movescu",
     "run_tool",
     "store_responses",
@@ -190,15 +192,17 @@ def movescu(
     keys: Mapping[str, str],
     timeout: float = 120,
     model: str = "-S",
+    debug: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Ask ``called_ae`` to C-MOVE the matching instances to ``move_destination``.
 
     The destination must be a separate SCP known to the mover (movescu opens no port of its
     own here). Returns the finished process: check ``final_response(result) == "Success"``,
-    as movescu exits 0 even when the association is aborted.
+    as movescu exits 0 even when the association is aborted. With ``debug`` every response
+    is dumped with its sub-operation counts: read them with ``move_responses``.
     """
     args = [
-        "-v",
+        "-d" if debug else "-v",
         model,
         *_network_args(calling_ae, called_ae, timeout, None),
         "-aem",
@@ -208,3 +212,31 @@ def movescu(
         str(port),
     ]
     return run_tool("movescu", args, timeout=timeout)
+
+
+_DIMSE_BLOCK = re.compile(r"Message Type\s*: C-MOVE RSP(.*?)END DIMSE MESSAGE", re.DOTALL)
+_COUNT = re.compile(r"(Remaining|Completed|Failed|Warning) Suboperations\s*: (\d+)")
+_STATUS = re.compile(r"DIMSE Status\s*: 0x([0-9a-fA-F]{4})")
+_FAILED_UID = re.compile(r"\(0008,0058\) UI \[([^\]]*)\]")
+
+
+def move_responses(result: subprocess.CompletedProcess[str]) -> list[dict[str, int]]:
+    """Every C-MOVE response of a ``movescu(..., debug=True)`` run, in order.
+
+    Each is ``{"status": 0xFF00, "remaining": 2, "completed": 1, "failed": 0, "warning": 0}``;
+    a count the response did not carry is left out.
+    """
+    responses = []
+    for block in _DIMSE_BLOCK.findall(result.stdout + result.stderr):
+        status = _STATUS.search(block)
+        response = {name.lower(): int(value) for name, value in _COUNT.findall(block)}
+        if status is not None:
+            response["status"] = int(status.group(1), 16)
+        responses.append(response)
+    return responses
+
+
+def failed_sop_instance_uids(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The Failed SOP Instance UID List (0008,0058) of the final C-MOVE response, from a ``debug`` run."""
+    found = _FAILED_UID.findall(result.stdout + result.stderr)
+    return [uid for uid in found[-1].split("\\") if uid] if found else []

@@ -1,0 +1,155 @@
+"""C-MOVE through the guard: the archive moves to the guard, the guard relays each instance to the destination."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+from tests.support.dcmtk import failed_sop_instance_uids, move_responses, movescu
+from tests.support.fixtures import STORESCP_AET
+from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
+from tests.support.qr import archive_with_studies
+from tests.support.waiting import wait_until
+
+if TYPE_CHECKING:
+    from tests.acceptance.conftest import GuardFactory
+    from tests.support.datasets import Study
+    from tests.support.dcmtk import Storescp
+    from tests.support.fixtures import StudyFactory
+    from tests.support.orthanc import Orthanc
+
+pytestmark = pytest.mark.interop
+
+PENDING, SUCCESS, WARNING, CANCEL, UNKNOWN_DESTINATION = 0xFF00, 0x0000, 0xB000, 0xFE00, 0xA801
+
+
+def _relay(
+    guard_factory: GuardFactory, archive: Orthanc, storescp: Storescp, factory: StudyFactory, count: int, series: int = 1
+) -> tuple[GuardProcess, Study]:
+    """A guard whose archive holds one study of ``count`` instances, with the storescp as a configured destination."""
+    guard = guard_factory(
+        archive_port=archive.dicom_port, destinations=[{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": storescp.port}]
+    )
+    [study] = archive_with_studies(archive, guard, factory, [(count, series, "PAT-M")])
+    guard.start()
+    return guard, study
+
+
+def _move(guard: GuardProcess, level: str, keys: dict[str, str], destination: str = STORESCP_AET) -> Any:
+    return movescu(
+        "127.0.0.1", guard.port, calling_ae=SOURCE_AE, called_ae=GUARD_AE, move_destination=destination, level=level, keys=keys, debug=True
+    )
+
+
+def _final(responses: list[dict[str, int]]) -> dict[str, int]:
+    """The final response without Number of Remaining (pynetdicom includes it as 0; only pending responses must)."""
+    return {k: v for k, v in responses[-1].items() if k != "remaining"}
+
+
+def test_movescu_through_the_guard_delivers_every_instance_with_right_counts(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """A STUDY-level C-MOVE to a storescp: every instance arrives, each pending response counts one more, the final says Success."""
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, 8, series=2)
+    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
+    responses = move_responses(result)
+    assert _final(responses) == {"status": SUCCESS, "completed": 8, "failed": 0, "warning": 0}, result.stdout
+    pending = responses[:-1]
+    assert [r["status"] for r in pending] == [PENDING] * 8
+    assert [(r["remaining"], r["completed"], r["failed"], r["warning"]) for r in pending] == [(8 - i, i, 0, 0) for i in range(1, 9)]
+    assert storescp_peer.wait_for(study.sop_instance_uids) == set(study.sop_instance_uids)
+    assert len(storescp_peer.received_files()) == 8  # each exactly once
+    assert guard.instance_states() == {}, "relayed instances must not be ingested or queued for forwarding"
+    [record] = guard.audit_records("move.relayed")
+    assert record["outcome"] == "success"
+    assert record["study_uid"] == study.study_uid
+    detail = record["detail"]
+    assert (detail["destination"], detail["expected"], detail["completed"], detail["failed"], detail["status"]) == (
+        STORESCP_AET,
+        8,
+        8,
+        0,
+        "0x0000",
+    )
+
+
+def test_an_instance_missing_in_the_archive_is_a_failed_sub_operation(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """IMAGE level, three SOP Instance UIDs of which the archive lacks one: 0xB000, two completed, one failed and listed."""
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, 3)
+    present = study.sop_instance_uids[:2]
+    assert orthanc_archive.delete_instance(study.sop_instance_uids[2])
+    missing = str(generate_uid())
+    keys = {
+        "StudyInstanceUID": study.study_uid,
+        "SeriesInstanceUID": study.series_uids[0],
+        "SOPInstanceUID": "\\".join([*present, missing]),
+    }
+    result = _move(guard, "IMAGE", keys)
+    final = _final(move_responses(result))
+    assert final == {"status": WARNING, "completed": 2, "failed": 1, "warning": 0}, result.stdout
+    assert failed_sop_instance_uids(result) == [missing]
+    assert storescp_peer.wait_for(present) == set(present)
+    [record] = guard.audit_records("move.relayed")
+    assert record["outcome"] == "failure"
+    assert record["detail"]["failed_sop_instance_uids"] == [missing]
+    assert record["detail"]["status"] == "0xB000"
+
+
+def test_unknown_destination_is_refused_with_a801_and_audited(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """A Move Destination that is no configured peer gets 0xA801, nothing is moved, and the refusal is audited."""
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, 2)
+    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid}, destination="NOWHERE")
+    assert move_responses(result)[-1]["status"] == UNKNOWN_DESTINATION, result.stdout
+    [record] = guard.audit_records("move.relayed")
+    assert record["outcome"] == "refused"
+    assert record["detail"]["reason"] == "unknown-destination"
+    assert record["detail"]["destination"] == "NOWHERE"
+    assert record["actor"] == SOURCE_AE
+    assert storescp_peer.received_files() == []
+
+
+def test_c_cancel_stops_a_long_move_and_is_answered_cancel(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """A C-CANCEL after a few sub-operations ends the relay: final status Cancel, the rest left remaining and never sent."""
+    total = 300
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, total)
+    ae = AE(ae_title=SOURCE_AE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", guard.port, ae_title=GUARD_AE)
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study.study_uid
+    final: Dataset | None = None
+    try:
+        for status, _ in assoc.send_c_move(query, STORESCP_AET, StudyRootQueryRetrieveInformationModelMove, msg_id=7):
+            assert status is not None
+            if int(status.Status) != PENDING:
+                final = status
+                break
+            if int(status.NumberOfCompletedSuboperations) == 5:
+                assoc.send_c_cancel(7, assoc.accepted_contexts[0].context_id)
+    finally:
+        assoc.release()
+    assert final is not None
+    assert int(final.Status) == CANCEL
+    completed, remaining = int(final.NumberOfCompletedSuboperations), int(final.NumberOfRemainingSuboperations)
+    assert completed >= 5
+    assert remaining > 0
+    assert completed + remaining + int(final.NumberOfFailedSuboperations) == total
+    wait_until(lambda: len(storescp_peer.received_files()) >= completed, 10, message="storescp did not finish writing")
+    assert len(storescp_peer.received_files()) == completed
+    [record] = guard.audit_records("move.relayed")
+    assert record["detail"]["cancelled"] is True
+    assert record["detail"]["status"] == "0xFE00"
