@@ -29,7 +29,7 @@ log = structlog.get_logger("guard.probe")
 
 ARCHIVE_REACHABLE = Gauge(
     "guard_archive_reachable",
-    "Whether the last C-ECHO probe of the archive succeeded (1) or not (0); absent until the first probe.",
+    "Whether the last C-ECHO probe of the archive succeeded (1) or not (0, also before the first probe).",
 )
 ARCHIVE_ECHO_SECONDS = Gauge("guard_archive_echo_seconds", "Round-trip time of the last successful C-ECHO probe of the archive.")
 
