@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from guard.refarchive import ReferenceArchive
 from tests.support.guard import GuardProcess
 
 GuardFactory = Callable[..., GuardProcess]
@@ -26,3 +27,11 @@ def guard_factory(tmp_path: Path) -> Iterator[GuardFactory]:
     yield factory
     for guard in made:
         guard.stop()
+
+
+@pytest.fixture
+def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
+    """The project's reference archive, in this process (plain DICOM, switchable faults)."""
+    archive = ReferenceArchive(tmp_path / "ref-archive").start()
+    yield archive
+    archive.stop()

@@ -173,14 +173,6 @@ SECRET_PASSWORD = "Pw9-backend-password"
 PATIENT_ID = "PAT-REDACT-4711"
 
 
-@pytest.fixture
-def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
-    """The project's reference archive, in this process."""
-    archive = ReferenceArchive(tmp_path / "ref-archive").start()
-    yield archive
-    archive.stop()
-
-
 def test_https_api_no_secret_in_logs_and_patient_data_redacted(
     guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, tmp_path: Path
 ) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,6 @@ class Pki:
 def pki(tmp_path: Path) -> Pki:
     """Certificates for one test."""
     return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
-    """The project's reference archive, in this process (plain DICOM)."""
-    archive = ReferenceArchive(tmp_path / "ref-archive").start()
-    yield archive
-    archive.stop()
 
 
 def _tls_config(pki: Pki, files: CertFiles | None = None) -> dict[str, Any]:
