@@ -328,7 +328,7 @@ def pull(
         summary = run_pull(settings, ledger, out, err, plan, concurrency=concurrency)
     finally:
         ledger.dispose()
-    if summary.failed:
+    if not summary.ok:
         raise typer.Exit(EXIT_FAILED)
 
 

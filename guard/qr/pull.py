@@ -82,6 +82,12 @@ class PullSummary:
     failed: int = 0
     instances: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    selection_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed, and the list of studies was read to its end."""
+        return self.failed == 0 and not self.selection_error
 
     def add(self, outcome: StudyOutcome) -> None:
         """Count one study's outcome."""
@@ -191,10 +197,13 @@ class Puller:
             slots.release()
 
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="pull") as pool:
-            for target in targets:
-                slots.acquire()
-                pool.submit(self._pull_guarded, target).add_done_callback(finished)
-        outcome = Outcome.SUCCESS if summary.failed == 0 else Outcome.FAILURE
+            try:
+                for target in targets:
+                    slots.acquire()
+                    pool.submit(self._pull_guarded, target).add_done_callback(finished)
+            except (GuardError, OSError, UnicodeDecodeError) as exc:  # the C-FIND of the source or the UID file broke off
+                summary.selection_error = f"listing the studies to pull failed: {exc}"
+        outcome = Outcome.SUCCESS if summary.ok else Outcome.FAILURE
         self.ledger.audit(
             AuditEvent.PULL_COMPLETED,
             outcome,
@@ -210,6 +219,7 @@ class Puller:
                 "concurrency": self.concurrency,
                 "duration_s": round(time.monotonic() - started, 1),
                 "first_failures": dict(list(summary.failures.items())[:20]),
+                **({"error": summary.selection_error} if summary.selection_error else {}),
             },
         )
         return summary

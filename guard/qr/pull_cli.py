@@ -121,6 +121,8 @@ def run_pull(
         table.add_column(col, justify="right")
     table.add_row(str(summary.pulled), str(summary.present), str(summary.failed), str(summary.instances))
     console.print(table)
+    if summary.selection_error:
+        console.print(f"[red]{summary.selection_error}[/red]", highlight=False)
     for study_uid, reason in list(summary.failures.items())[:_SHOWN_FAILURES]:
         console.print(f"[red]failed {study_uid}: {reason}[/red]", highlight=False)
     if summary.failed > _SHOWN_FAILURES:
