@@ -124,7 +124,7 @@ class FindRelay:
         """One ``query.relayed`` record per query; a ledger that cannot write is logged, not raised."""
         detail.setdefault("answered_by", "archive")
         detail["status"] = f"0x{int(detail['status']):04X}"
-        detail.update(model=request.model_name, level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
+        detail.update(model=request.model_name, query_level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
         if not detail.get("error"):
             detail.pop("error", None)
         try:

@@ -56,6 +56,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from guard import runtime
 from guard.config import Settings
 from guard.dicom import status as st
+from guard.dicom import tls
 from guard.dicom.net import Peer, archive_peer, association_options, open_association, source_peer
 from guard.errors import GuardError, PeerError
 from guard.ledger.audit import Ledger
@@ -212,6 +213,11 @@ class _Tally:
     """The destination's answers, per SOP Instance UID, seen on the sub-operation association."""
 
     statuses: dict[str, int | None] = field(default_factory=dict)
+    assoc: Any = None
+
+    def on_established(self, event: Any) -> None:
+        """EVT_ESTABLISHED on the destination association: keep it, to check a pinned certificate."""
+        self.assoc = event.assoc
 
     def on_response(self, event: Any) -> None:
         """EVT_DIMSE_RECV on the destination association: note each C-STORE response's status."""
@@ -279,6 +285,22 @@ class _ArchiveMove(threading.Thread):
             self.assoc.abort()
 
 
+def _pin_problem(destination: Peer, assoc: Any) -> str:
+    """Why the destination's TLS certificate is not the pinned one (the association is then aborted), or empty.
+
+    pynetdicom opens the sub-operation association itself, so the pin is checked here, after it
+    is established and before anything is sent on it.
+    """
+    if not (destination.tls and destination.tls_fingerprint) or assoc is None:
+        return ""
+    try:
+        tls.check_pin(assoc, destination.ae_title, destination.tls_fingerprint)
+    except tls.CertificatePinError as exc:
+        assoc.abort()
+        return str(exc)
+    return ""
+
+
 class MoveRelay:
     """The C-MOVE SCP side of the relay, and the recogniser of the archive's sub-operations."""
 
@@ -333,7 +355,8 @@ class MoveRelay:
             return
         plan, problem = self._plan(request)
         tally = _Tally()
-        options = association_options(destination, [(evt.EVT_DIMSE_RECV, tally.on_response)])
+        handlers = [(evt.EVT_DIMSE_RECV, tally.on_response), (evt.EVT_ESTABLISHED, tally.on_established)]
+        options = association_options(destination, handlers)
         yield destination.host, destination.port, {**options, "contexts": plan.contexts() if plan else []}
         if plan is None:
             self._audit(request, Outcome.FAILURE, started, destination=name, status=0xC513, error=problem)
@@ -341,6 +364,12 @@ class MoveRelay:
         if not plan.expected:
             self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
         yield len(plan.expected)
+        pin_problem = _pin_problem(destination, tally.assoc)
+        if pin_problem:
+            failure = {"destination": name, "status": st.UNABLE_TO_PERFORM_SUBOPERATIONS, "error": pin_problem}
+            self._audit(request, Outcome.FAILURE, started, **failure)
+            yield status_dataset(st.UNABLE_TO_PERFORM_SUBOPERATIONS, pin_problem), failed_list(sorted(plan.expected))
+            return
         yield from self._relay(event, request, started, name, plan, tally)
 
     def _plan(self, request: RelayRequest) -> tuple[MovePlan | None, str]:
@@ -477,7 +506,7 @@ class MoveRelay:
     def _audit(self, request: RelayRequest, outcome: Outcome, started: float, **detail: Any) -> None:
         """One ``move.relayed`` record per request; a ledger that cannot write is logged, not raised."""
         detail["status"] = f"0x{int(detail['status']):04X}"
-        detail.update(model=request.model_name, level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
+        detail.update(model=request.model_name, query_level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
         detail = {k: v for k, v in detail.items() if v not in (None, "")}
         try:
             self.ledger.audit(AuditEvent.MOVE_RELAYED, outcome, **request.subject(), detail=detail)

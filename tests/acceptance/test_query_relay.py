@@ -66,7 +66,7 @@ def test_findscu_through_the_guard_matches_the_archive_at_every_level(
     assert via_guard == direct
 
     records = guard.audit_records("query.relayed")
-    assert [(r["detail"]["level"], r["detail"]["matches"], r["outcome"]) for r in records] == [
+    assert [(r["detail"]["query_level"], r["detail"]["matches"], r["outcome"]) for r in records] == [
         ("STUDY", 2, "success"),
         ("SERIES", 2, "success"),
         ("IMAGE", 2, "success"),
