@@ -317,4 +317,8 @@ def _move_problem(code: int, status: Dataset, identifier: Dataset | None, own_ae
         uids = values_of(identifier, "FailedSOPInstanceUIDList") if identifier is not None else []
         hint = f", e.g. {uids[0]}" if uids else ""
         return f"{failed} instance(s) failed to arrive (0x{code:04X}{hint}): is guard serve running and reachable from the source?"
-    return f"the source answered the C-MOVE with 0x{code:04X} {status.get('ErrorComment', '')}".strip()
+    answered = f"the source answered the C-MOVE with 0x{code:04X} {status.get('ErrorComment', '')}".strip()
+    if 0xC000 <= code <= 0xCFFF:
+        # Orthanc, for one, answers 0xC000 when it cannot reach the destination at all.
+        return f"{answered}: is guard serve running and reachable from the source at the address it lists for {own_ae}?"
+    return answered

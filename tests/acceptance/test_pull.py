@@ -151,3 +151,18 @@ def test_pull_killed_half_way_then_run_again_finishes_without_duplicates(
     [run] = guard.audit_records("pull.completed")  # the killed run never finished
     assert run["detail"]["failed"] == 0
     assert run["detail"]["pulled"] + run["detail"]["already_present"] == 6
+
+
+def test_pull_with_the_guard_not_serving_fails_with_a_reason(
+    guard_factory: GuardFactory, pacs: Orthanc, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """With guard serve stopped, the source cannot deliver: the study fails (exit 1) with a reason saying what to check."""
+    guard = _guard(guard_factory, pacs, orthanc_archive)
+    study = _in_pacs(pacs, synthetic_study, 2)
+    assert guard.terminate() == 0
+    result = guard.cli("pull", study.study_uid, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is guard serve running" in result.stdout
+    [run] = guard.audit_records("pull.completed")
+    assert (run["outcome"], run["detail"]["failed"], run["detail"]["pulled"]) == ("failure", 1, 0)
+    assert guard.instance_states() == {}
