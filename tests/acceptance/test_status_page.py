@@ -161,3 +161,33 @@ def test_status_page_rejects_an_invalid_uid_and_reports_an_unreachable_archive(
     print(f"status page screenshot: {tmp_path / 'status-page-unreachable.png'}")
     assert _console_problems(browser) == []
     guard.stop()
+
+
+def test_status_page_asks_for_a_token_when_reads_require_one_and_sends_it_as_bearer(
+    guard_factory: GuardFactory, browser: WebDriver
+) -> None:
+    """With http.read_requires_token the page shows no numbers until given a token, then reads /status with it."""
+    http_port = free_port()
+    guard = guard_factory(
+        archive_port=free_port(),
+        http={"bind": "127.0.0.1", "port": http_port, "token": TOKEN, "read_requires_token": True},
+        archive={"probe_interval": 0},
+    ).start()
+    base = f"http://127.0.0.1:{http_port}"
+    assert httpx.get(base + "/status", timeout=10).status_code == 401
+    assert httpx.get(base + "/", timeout=10).status_code == 200  # the page itself holds no data
+    browser.get(base + "/")
+    wait_until(lambda: browser.find_element(By.ID, "token-box").is_displayed(), 20, message="no token prompt")
+    assert _text(browser, "count-confirmed") == "\N{EN DASH}"  # the placeholder before any data
+    browser.find_element(By.ID, "token-input").send_keys("not-the-token")
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait_until(lambda: browser.find_element(By.ID, "token-box").is_displayed(), 20, message="a wrong token was accepted")
+    assert not _loaded_after(browser, 0)
+    browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait_until(lambda: _loaded_after(browser, 0), 20, message="the page never rendered /status with the token")
+    assert _text(browser, "count-confirmed") == "0"
+    assert not browser.find_element(By.ID, "token-box").is_displayed()
+    # The only console entries are the browser's own notes of the refused (401) requests.
+    assert all("401" in entry["message"] for entry in _console_problems(browser)), _console_problems(browser)
+    guard.stop()
