@@ -23,6 +23,7 @@ from guard.config import Settings, SourceSettings
 from guard.delete.gate import DeleteGate
 from guard.delete.iocm import referenced_studies, rejection_title
 from guard.dicom import status as st
+from guard.dicom.structure import find_problem
 from guard.errors import InvalidUIDError, LedgerError, SpoolError
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import Receipt, ReceivedInstance, record_received
@@ -261,17 +262,27 @@ class IngestService:
             return StoreAnswer(st.REFUSED_NOT_AUTHORIZED, ("delete refused: " + ",".join(dict.fromkeys(refused)))[:64])
         return None
 
-    def _check(self, req: StoreRequest) -> StoreAnswer | tuple[Dataset, str, str, str]:
-        """Parse the data set header and validate its UIDs; a failure answer when it does not hold up."""
+    def _precheck(self, req: StoreRequest) -> StoreAnswer | None:
+        """Refuse before parsing: not a source, a failed or oversized receive, a malformed data set."""
         if not self.is_source(req.calling_ae):
             return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
         if req.receive_error is not None:
             # Both a failing disk and a data set over node.max_dataset_size are 0xA700 (Refused: Out
             # of Resources, PS3.4 B.2.3): the guard will not hold it now; the reason tells which.
             return self._refuse(req, st.OUT_OF_RESOURCES, req.receive_error.reason, req.receive_error.message)
+        problem = find_problem(req.temp_path, req.transfer_syntax)
+        if problem is not None:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"malformed data set: {problem}")
+        return None
+
+    def _check(self, req: StoreRequest) -> StoreAnswer | tuple[Dataset, str, str, str]:
+        """Parse the data set header and validate its UIDs; a failure answer when it does not hold up."""
+        refused = self._precheck(req)
+        if refused is not None:
+            return refused
         try:
             header = dcmread(req.temp_path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, RecursionError) as exc:
             return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"data set cannot be parsed: {exc}")
         try:
             sop_uid = require_uid(req.sop_instance_uid, "Affected SOP Instance UID")

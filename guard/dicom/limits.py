@@ -5,7 +5,7 @@ Three layers, cheapest first:
 1. At accept (``LimitedAssociationServer.verify_request``, in the accept loop, before any
    thread): connections that have not yet sent their A-ASSOCIATE-RQ are capped per address and
    in total (``node.max_pending_per_address``, ``node.max_pending``); over the cap the connection
-   is closed at once. These refusals are audited at most once per ``AUDIT_WINDOW`` seconds per
+   is closed at once. These refusals are audited at most once per ``guard.throttle.AUDIT_WINDOW`` seconds per
    address and reason, with the count, so a flood cannot turn into a flood of ledger writes.
 2. At the A-ASSOCIATE-RQ (``admit_association``, called from the EVT_REQUESTED handler):
    associations are capped per address and in total; over the cap the peer gets
@@ -27,7 +27,6 @@ import struct
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +34,7 @@ from typing import Any, cast
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from guard.config import NodeSettings
+from guard.throttle import RefusalThrottle, Reporter
 
 #: Hard ceiling for a P-DATA-TF PDU when ``node.max_pdu`` is 0 (no limit proposed).
 MAX_PDU_CEILING = 64 * 1024 * 1024
@@ -44,8 +44,6 @@ MAX_CONTROL_PDU = 1024 * 1024
 MAX_COMMAND_SET = 64 * 1024
 #: Largest data set pynetdicom holds in memory (N-ACTION, N-EVENT-REPORT, C-FIND identifiers).
 MAX_BUFFERED_DATASET = 16 * 1024 * 1024
-#: Seconds between two audit records of the same connection-level refusal from one address.
-AUDIT_WINDOW = 10.0
 
 _C_STORE_RQ = 0x0001
 _PDU_TOO_LARGE = "pdu-too-large"
@@ -55,9 +53,6 @@ _P_DATA_TF = 0x04
 # A-ABORT, service-provider source (PS3.8 9.3.8): reason 0 not specified, 6 invalid PDU parameter value.
 _ABORT_NOT_SPECIFIED = 0x00
 _ABORT_INVALID_PARAMETER = 0x06
-
-#: Called with (peer address, reason, detail) when a peer breaks a limit.
-Reporter = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -149,30 +144,6 @@ class PeerAccounting:
             counts[address] = left
         else:
             counts.pop(address, None)
-
-
-class RefusalThrottle:
-    """At most one report per address and reason per ``window`` seconds, with how many were folded in."""
-
-    def __init__(self, report: Reporter, window: float = AUDIT_WINDOW) -> None:
-        """Pass reports on to ``report``."""
-        self._report = report
-        self._window = window
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, str], float] = {}
-        self._folded: defaultdict[tuple[str, str], int] = defaultdict(int)
-
-    def __call__(self, address: str, reason: str, detail: dict[str, Any]) -> None:
-        """Report now, or count it into the next report."""
-        key = (address, reason)
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -self._window) < self._window:
-                self._folded[key] += 1
-                return
-            self._last[key] = now
-            count = self._folded.pop(key, 0) + 1
-        self._report(address, reason, {**detail, "count": count})
 
 
 def command_field(command_set: bytes) -> int | None:

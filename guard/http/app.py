@@ -38,6 +38,7 @@ from guard.delete.decision import Decision
 from guard.delete.gate import DeleteGate, DeleteOutcome
 from guard.dicom.probe import ArchiveProbe
 from guard.http.auth import Authenticator, Principal
+from guard.http.limits import install_request_limits
 from guard.http.metrics import LedgerCollector, count_decision
 from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
 from guard.http.status import add_status
@@ -238,6 +239,7 @@ def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: 
         redoc_url=None,
     )
     install_problem_handlers(app)
+    install_request_limits(app, ledger)
     _add_probes(app, ledger, readiness)
     auth = Authenticator(settings, ledger)
     reader = Depends(auth.reader())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from tests.support.scu import send_files
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def ref_archive(tmp_path: Path) -> Iterator[ReferenceArchive]:
-    """The project's reference archive, in this process."""
-    archive = ReferenceArchive(tmp_path / "ref-archive").start()
-    yield archive
-    archive.stop()
 
 
 def test_source_outside_its_address_range_is_refused(

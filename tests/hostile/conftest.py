@@ -19,7 +19,8 @@ from guard.refarchive import ReferenceArchive
 from tests.support.dcmtk import echoscu
 from tests.support.fixtures import require_tools
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
-from tests.support.waiting import wait_until
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for_port, wait_until
 
 #: Short limits so the suite stays fast; production defaults are in docs/configuration.md.
 HOSTILE_NODE = {
@@ -46,10 +47,12 @@ def hostile_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
             {"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": 104},
             {"ae_title": "STOREONLY", "allowed_addresses": ["127.0.0.1/32"], "services": ["store"], "port": 104},
         ],
-        http={"port": 0},
+        http={"port": free_port(), "bind": "127.0.0.1"},
     )
     try:
-        yield guard.start()
+        guard.start()
+        wait_for_port("127.0.0.1", guard.config["http"]["port"], 30)
+        yield guard
     finally:
         guard.stop()
         archive.stop()

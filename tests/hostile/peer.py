@@ -135,3 +135,47 @@ class RawPeer:
     def close(self) -> None:
         """Close our end."""
         self.sock.close()
+
+
+def explicit(group: int, elem: int, vr: str, value: bytes, *, length: int | None = None) -> bytes:
+    """An Explicit VR Little Endian element; ``length`` may lie."""
+    size = len(value) if length is None else length
+    if vr in {"OB", "OW", "SQ", "UN", "UT", "UC", "UR"}:
+        return struct.pack("<HH", group, elem) + vr.encode() + b"\0\0" + struct.pack("<L", size) + value
+    return struct.pack("<HH", group, elem) + vr.encode() + struct.pack("<H", size) + value
+
+
+def status_of(body: bytes) -> int | None:
+    """The Status (0000,0900) of a DIMSE response carried by a P-DATA-TF body."""
+    data = bytearray()
+    pos = 0
+    while pos + 6 <= len(body):
+        (length,) = struct.unpack_from(">L", body, pos)
+        if body[pos + 5] & 0x01:
+            data.extend(body[pos + 6 : pos + 4 + length])
+        pos += 4 + length
+    pos = 0
+    while pos + 8 <= len(data):
+        group, elem, length = struct.unpack_from("<HHL", data, pos)
+        if (group, elem) == (0, 0x0900):
+            return int(struct.unpack_from("<H", data, pos + 8)[0])
+        pos += 8 + length
+    return None
+
+
+def store_raw(port: int, dataset: bytes, *, sop_instance: str, syntax: str = EXPLICIT_LE, calling: str = "STORESCU") -> int | None:
+    """C-STORE ``dataset`` bytes exactly as given (CT Image Storage); the response status, None if none came."""
+    peer = RawPeer(port)
+    try:
+        answer = peer.associate(calling, "GUARD", [(CT_STORAGE, [syntax])])
+        if answer.pdu_type != 0x02:
+            return None
+        peer.send(p_data(1, 0x03, command(0x0001, sop_class=CT_STORAGE, sop_instance=sop_instance, has_dataset=True)))
+        peer.send(p_data(1, 0x02, dataset))
+        response = peer.receive(timeout=30)
+        status = status_of(response.body) if response.pdu_type == 0x04 else None
+        peer.send(pdu(0x05, b"\0\0\0\0"))
+        peer.receive(timeout=5)
+        return status
+    finally:
+        peer.close()

@@ -1,0 +1,129 @@
+"""Bad requests to the admin API: a body size limit, and an audit record for every request refused as malformed.
+
+The admin API takes no request bodies of any size (a delete's reason is a query parameter),
+so a body over ``MAX_BODY`` bytes is answered 413 before the application sees it, whether it
+announces its length or streams it chunked. Requests answered 400, 404, 413, 414, 422 or 431
+(a hostile UID, a probed path, an oversized body, a malformed parameter) are audited as
+``security.alert`` with ``reason`` ``invalid-request``, ``unknown-path`` or
+``request-too-large``, at most once per 10 seconds per client address and reason
+(``guard.throttle``), so a scan cannot flood the ledger. Refused tokens (401) are audited by
+the token check itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from guard.errors import GuardError
+from guard.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_PREFIX
+from guard.ledger.audit import Ledger
+from guard.states import AuditEvent, Outcome
+from guard.throttle import RefusalThrottle
+
+log = structlog.get_logger("guard.http")
+
+#: Largest request body accepted, in bytes.
+MAX_BODY = 64 * 1024
+_AUDITED = {
+    400: "invalid-request",
+    404: "unknown-path",
+    413: "request-too-large",
+    414: "request-too-large",
+    422: "invalid-request",
+    431: "request-too-large",
+}
+
+
+class _TooLargeError(Exception):
+    """The body went past ``MAX_BODY`` while streaming."""
+
+
+class RequestLimits:
+    """ASGI middleware: refuse oversized bodies with 413; report refused requests."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, report: RefusalThrottle) -> None:
+        """Wrap ``app``."""
+        self.app = app
+        self.max_body = max_body
+        self.report = report
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request within the limits."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = str((scope.get("client") or ("unknown", 0))[0])
+        path = str(scope.get("path", ""))[:200]
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_body:
+            await self._too_large(send, client, path)
+            return
+        state = {"received": 0, "started": False}
+        try:
+            await self.app(scope, self._limited(receive, state), self._watching(send, state, client, path))
+        except _TooLargeError:
+            if not state["started"]:
+                await self._too_large(send, client, path)
+
+    def _limited(self, receive: Receive, state: dict[str, Any]) -> Receive:
+        """``receive`` that raises once the streamed body passes the limit."""
+
+        async def limited_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body:
+                    raise _TooLargeError
+            return message
+
+        return limited_receive
+
+    def _watching(self, send: Send, state: dict[str, Any], client: str, path: str) -> Send:
+        """``send`` that reports a refused request when its status goes out."""
+
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                reason = _AUDITED.get(int(message["status"]))
+                if reason is not None:
+                    await self._report(client, reason, {"status": int(message["status"]), "path": path})
+            await send(message)
+
+        return watching_send
+
+    async def _too_large(self, send: Send, client: str, path: str) -> None:
+        body = json.dumps(
+            {
+                "type": f"{PROBLEM_PREFIX}request-too-large",
+                "title": "Request too large",
+                "status": 413,
+                "detail": f"request bodies are limited to {self.max_body} bytes",
+            }
+        ).encode()
+        headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        await self._report(client, "request-too-large", {"status": 413, "path": path})
+
+    async def _report(self, client: str, reason: str, detail: dict[str, Any]) -> None:
+        await anyio.to_thread.run_sync(self.report, client, reason, detail)
+
+
+def install_request_limits(app: FastAPI, ledger: Ledger, max_body: int = MAX_BODY) -> None:
+    """Add the body limit and the audit of refused requests to ``app``."""
+
+    def audit(client: str, reason: str, detail: dict[str, Any]) -> None:
+        try:
+            ledger.audit(
+                AuditEvent.SECURITY_ALERT, Outcome.REFUSED, peer_address=client, detail={"alert": reason, "reason": reason, **detail}
+            )
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", reason=reason)
+
+    app.add_middleware(RequestLimits, max_body=max_body, report=RefusalThrottle(audit))
