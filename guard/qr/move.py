@@ -16,9 +16,10 @@ For one request from a source (pynetdicom's generator protocol for EVT_C_MOVE):
 4. The archive's C-STOREs arrive on the guard's listener. ``take_store`` recognises them by
    Move Originator AE Title and Message ID (PS3.7 9.3.1.1), or, when the archive leaves those
    out, by SOP Instance UID among the instances the relay expects; they are not ingested and
-   never enter the forwarding queue. Each is handed to the relay, sent on to the destination,
-   its temporary file removed, and only then answered to the archive: at most one instance
-   per relay is on disk at a time.
+   never enter the forwarding queue. Each is handed to the relay in its temporary file and
+   answered to the archive; the relay sends it on to the destination and removes the file.
+   At most ``BUFFERED_INSTANCES`` wait per relay (the archive is answered only when there is
+   room), so receiving the next overlaps sending the current one and the disk holds a handful.
 5. Pending responses carry the remaining/completed/failed/warning counts; the final response
    is Success, 0xB000 with the Failed SOP Instance UID List when some failed, 0xA702 when all
    failed, or Cancel (0xFE00) after a C-CANCEL, which is passed on to the archive.
@@ -82,25 +83,21 @@ log = structlog.get_logger("guard.qr.move")
 _COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless)
 _MAX_CONTEXTS = 128
 _POLL = 0.1
+#: Instances taken from the archive ahead of the one being sent to the destination: receiving
+#: the next overlaps sending the current one. Each waits in its own temporary file.
+BUFFERED_INSTANCES = 4
 
 
 class MoveNotPossibleError(GuardError):
     """The relayed C-MOVE cannot start (pynetdicom answers 0xC513, Unable to Process)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Arrival:
-    """One instance the archive sent for a relayed move, waiting to be relayed."""
+    """One instance the archive sent for a relayed move, waiting in its temporary file to be relayed."""
 
     path: Path
     sop_instance_uid: str
-    answered: threading.Event = field(default_factory=threading.Event)
-    status: int = st.PROCESSING_FAILURE
-
-    def finish(self, status: int) -> None:
-        """Give the archive its answer."""
-        self.status = status
-        self.answered.set()
 
 
 @dataclass(frozen=True)
@@ -120,21 +117,31 @@ class ActiveRelay:
         self.archive_ae = archive_ae
         self.expected = expected
         self.inbox: queue.Queue[Arrival | ArchiveDone] = queue.Queue()
+        self._room = threading.Semaphore(BUFFERED_INSTANCES)
         self._lock = threading.Lock()
         self._closed = False
 
-    def deliver(self, arrival: Arrival, timeout: float) -> int:
-        """Hand an instance to the relay and wait (bounded) until it has been sent on."""
+    def deliver(self, arrival: Arrival, timeout: float) -> bool:
+        """Take an instance once there is room (bounded wait); its file then belongs to the relay.
+
+        False when the relay has ended or had no room in time: the caller keeps the file.
+        """
+        if not self._room.acquire(timeout=timeout):
+            return False
         with self._lock:
             if self._closed:
-                return st.PROCESSING_FAILURE
+                self._room.release()
+                return False
             self.inbox.put(arrival)
-        if not arrival.answered.wait(timeout):
-            return st.PROCESSING_FAILURE
-        return arrival.status
+        return True
+
+    def done_with(self, arrival: Arrival) -> None:
+        """The instance was sent on (or dropped): remove its temporary file and make room for the next."""
+        arrival.path.unlink(missing_ok=True)
+        self._room.release()
 
     def close(self) -> None:
-        """No more instances: whatever still waits is answered a failure."""
+        """No more instances: the files of those still waiting are removed."""
         with self._lock:
             self._closed = True
         while True:
@@ -143,7 +150,7 @@ class ActiveRelay:
             except queue.Empty:
                 return
             if isinstance(item, Arrival):
-                item.finish(st.PROCESSING_FAILURE)
+                self.done_with(item)
 
 
 class RelayRegistry:
@@ -301,6 +308,27 @@ def _pin_problem(destination: Peer, assoc: Any) -> str:
     return ""
 
 
+def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: _Tally) -> Iterator[Any]:
+    """Yield one instance to pynetdicom, which sends it to the destination; its file is removed after."""
+    if item.sop_instance_uid not in pending:
+        # Not asked for (or sent twice): not relayed, and not a failure of the move.
+        relay.done_with(item)
+        log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
+        return
+    try:
+        dataset = dcmread(item.path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+        relay.done_with(item)  # stays pending: counted failed at the end
+        return
+    pending.discard(item.sop_instance_uid)
+    tally.statuses[item.sop_instance_uid] = None  # stays None if no response comes back
+    try:
+        yield st.PENDING, dataset
+    finally:
+        del dataset
+        relay.done_with(item)
+
+
 class MoveRelay:
     """The C-MOVE SCP side of the relay, and the recogniser of the archive's sub-operations."""
 
@@ -328,16 +356,22 @@ class MoveRelay:
         if relay is None:
             return None
         path = Path(event.dataset_path)
+        taken = False
         try:
             if runtime.take_receive_error(path) is not None:
                 return status_dataset(st.OUT_OF_RESOURCES, "relay: cannot receive")
-            arrival = Arrival(path, str(req.AffectedSOPInstanceUID or ""))
-            return status_dataset(relay.deliver(arrival, self.settings.query.move_idle_timeout))
+            # pynetdicom removes its temporary file once this handler returns: the relay gets its own name.
+            owned = path.with_name(f"relay-{path.name}")
+            path.rename(owned)
+            path = owned
+            taken = relay.deliver(Arrival(owned, str(req.AffectedSOPInstanceUID or "")), self.settings.query.move_idle_timeout)
+            return status_dataset(st.SUCCESS) if taken else status_dataset(st.PROCESSING_FAILURE, "relay: the move has ended")
         except Exception as exc:  # boundary: the archive gets a failure status, the listener goes on
             log.exception("move.relay_store_failed", action="move.relay_store_failed")
             return status_dataset(st.PROCESSING_FAILURE, f"relay: {exc.__class__.__name__}")
         finally:
-            path.unlink(missing_ok=True)
+            if not taken:
+                path.unlink(missing_ok=True)
 
     # -- the requester's C-MOVE -----------------------------------------------------
 
@@ -427,22 +461,7 @@ class MoveRelay:
                 if isinstance(item, ArchiveDone):
                     done = item
                     continue
-                if item.sop_instance_uid not in pending:
-                    # Not asked for (or sent twice): not relayed. Answered Success all the same,
-                    # because Orthanc, for one, abandons the whole move at the first failure.
-                    item.finish(st.SUCCESS)
-                    log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
-                    continue
-                try:
-                    dataset = dcmread(item.path)
-                except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
-                    item.finish(st.CANNOT_UNDERSTAND)
-                    continue
-                pending.discard(item.sop_instance_uid)
-                tally.statuses[item.sop_instance_uid] = None  # stays None if no response comes back
-                yield st.PENDING, dataset
-                del dataset
-                item.finish(st.SUCCESS)
+                yield from _send_on(relay, item, pending, tally)
             relay_done = self._finish(request, started, name, plan, tally, pending, done, cancelled=cancelled)
             finished = True
             self.registry.close(relay)

@@ -46,6 +46,11 @@ def _move(guard: GuardProcess, level: str, keys: dict[str, str], destination: st
     )
 
 
+def _temporary_files(guard: GuardProcess) -> list[str]:
+    """Files left in the spool's folder for data sets being received."""
+    return sorted(p.name for p in (guard.data_dir / "spool" / ".incoming").iterdir())
+
+
 def _final(responses: list[dict[str, int]]) -> dict[str, int]:
     """The final response without Number of Remaining (pynetdicom includes it as 0; only pending responses must)."""
     return {k: v for k, v in responses[-1].items() if k != "remaining"}
@@ -65,6 +70,7 @@ def test_movescu_through_the_guard_delivers_every_instance_with_right_counts(
     assert storescp_peer.wait_for(study.sop_instance_uids) == set(study.sop_instance_uids)
     assert len(storescp_peer.received_files()) == 8  # each exactly once
     assert guard.instance_states() == {}, "relayed instances must not be ingested or queued for forwarding"
+    assert _temporary_files(guard) == [], "every relayed instance's temporary file is removed once sent"
     [record] = guard.audit_records("move.relayed")
     assert record["outcome"] == "success"
     assert record["study_uid"] == study.study_uid
@@ -150,6 +156,7 @@ def test_c_cancel_stops_a_long_move_and_is_answered_cancel(
     assert completed + remaining + int(final.NumberOfFailedSuboperations) == total
     wait_until(lambda: len(storescp_peer.received_files()) >= completed, 10, message="storescp did not finish writing")
     assert len(storescp_peer.received_files()) == completed
+    wait_until(lambda: _temporary_files(guard) == [], 10, message="temporary files of the cancelled relay left behind")
     [record] = guard.audit_records("move.relayed")
     assert record["detail"]["cancelled"] is True
     assert record["detail"]["status"] == "0xFE00"

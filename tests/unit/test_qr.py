@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from guard.dicom.net import Peer
 from guard.errors import ConfigError
 from guard.ledger.query_answers import values_of
 from guard.qr.common import single_value
-from guard.qr.move import Arrival, MovePlan, RelayRegistry, move_destination
+from guard.qr.move import BUFFERED_INSTANCES, Arrival, MovePlan, RelayRegistry, move_destination
 from guard.qr.pull import _move_problem, pull_source, targets_from_file, targets_from_uids
 
 
@@ -64,20 +63,25 @@ def test_registry_gives_distinct_message_ids_and_matches_only_the_archive() -> N
     assert registry.match("ARCHIVE", "GUARD", first.message_id, "1.1") is None
 
 
-def test_a_closed_relay_answers_waiting_and_later_instances_with_a_failure(tmp_path: Path) -> None:
-    """Instances still queued when the relay ends, and any arriving after, get 0x0110, never Success."""
+def test_a_relay_takes_a_few_instances_ahead_and_removes_their_files(tmp_path: Path) -> None:
+    """At most BUFFERED_INSTANCES files wait; done_with makes room; closing removes what waits and refuses more."""
     registry = RelayRegistry()
     relay = registry.open("ARCHIVE", {"1.1", "1.2"})
-    waiting = Arrival(tmp_path / "a.dcm", "1.1")
-    answers: list[int] = []
-    sender = threading.Thread(target=lambda: answers.append(relay.deliver(waiting, timeout=10)))
-    sender.start()
-    while relay.inbox.empty():
-        threading.Event().wait(0.01)
+    files = [tmp_path / f"{n}.dcm" for n in range(BUFFERED_INSTANCES + 1)]
+    for path in files:
+        path.write_bytes(b"x")
+    arrivals = [Arrival(path, "1.1") for path in files]
+    assert all(relay.deliver(a, timeout=1) for a in arrivals[:BUFFERED_INSTANCES])
+    assert relay.deliver(arrivals[-1], timeout=0.05) is False  # no room: the archive will be told
+    first = relay.inbox.get_nowait()
+    assert isinstance(first, Arrival)
+    relay.done_with(first)
+    assert not first.path.exists()
+    assert relay.deliver(arrivals[-1], timeout=1) is True
     registry.close(relay)
-    sender.join(10)
-    assert answers == [st.PROCESSING_FAILURE]
-    assert relay.deliver(Arrival(tmp_path / "b.dcm", "1.2"), timeout=1) == st.PROCESSING_FAILURE
+    assert not any(path.exists() for path in files)
+    late = tmp_path / "late.dcm"
+    assert relay.deliver(Arrival(late, "1.2"), timeout=1) is False
 
 
 def test_contexts_per_sop_class_stay_within_128_and_never_empty() -> None:
