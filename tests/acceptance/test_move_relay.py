@@ -160,3 +160,30 @@ def test_c_cancel_stops_a_long_move_and_is_answered_cancel(
     [record] = guard.audit_records("move.relayed")
     assert record["detail"]["cancelled"] is True
     assert record["detail"]["status"] == "0xFE00"
+
+
+def test_requester_abort_mid_move_ends_the_relay_cleanly(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """A-ABORT from the requester mid-move: the relay stops, leaves no temporary file, audits a failure; the guard serves on."""
+    total = 300
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, total)
+    ae = AE(ae_title=SOURCE_AE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", guard.port, ae_title=GUARD_AE)
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study.study_uid
+    for status, _ in assoc.send_c_move(query, STORESCP_AET, StudyRootQueryRetrieveInformationModelMove):
+        if status is not None and int(status.get("NumberOfCompletedSuboperations", 0)) >= 5:
+            assoc.abort()
+            break
+    records = wait_until(lambda: guard.audit_records("move.relayed"), 30, message="the aborted relay was not audited")
+    assert records[0]["outcome"] == "failure"
+    assert records[0]["detail"]["error"] == "requester association ended"
+    wait_until(lambda: _temporary_files(guard) == [], 30, message="temporary files of the aborted relay left behind")
+    assert len(storescp_peer.received_files()) < total
+    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
+    assert _final(move_responses(result))["completed"] == total, "the guard must relay again after an aborted move"
