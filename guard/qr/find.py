@@ -57,7 +57,11 @@ class FindRelay:
         except (ArchiveUnreachableError, GuardError) as exc:
             yield from self._archive_unreachable(event, request, started, str(exc))
             return
-        matches, final, error, cancelled = yield from self._stream(event, request, assoc)
+        try:
+            matches, final, error, cancelled = yield from self._stream(event, request, assoc)
+        except GeneratorExit:  # the requester's association ended while answers were streaming
+            self._audit(request, Outcome.FAILURE, started, status=st.UNABLE_TO_PROCESS, error="requester association ended")
+            raise
         code = int(final.Status)
         outcome = Outcome.SUCCESS if code in {st.SUCCESS, st.CANCEL} else Outcome.FAILURE
         self._audit(request, outcome, started, matches=matches, status=code, error=error, cancelled=cancelled)

@@ -82,6 +82,18 @@ log = structlog.get_logger("guard.qr.move")
 #: pynetdicom never transcodes. At most 128 contexts (PS3.8 9.3.2.2): 14 SOP classes.
 _COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless)
 _MAX_CONTEXTS = 128
+#: Proposed when the archive's C-FIND does not return SOP Class UIDs (1.2.840.10008.5.1.4.1.1.x):
+#: CT, enhanced CT, MR, enhanced MR, CR, DX, mammography, US, US multi-frame, secondary capture,
+#: PET, NM, XA, RF, breast tomosynthesis, basic text / enhanced / comprehensive SR, key object
+#: selection, grayscale presentation state, segmentation, encapsulated PDF, RT structure set,
+#: RT dose, RT plan, RT image.
+COMMON_STORAGE_CLASSES = tuple(
+    f"1.2.840.10008.5.1.4.1.1.{leaf}"
+    for leaf in (
+        "2", "2.1", "4", "4.1", "1", "1.1", "1.2", "6.1", "3.1", "7", "128", "20", "12.1", "12.2", "13.1.3",
+        "88.11", "88.22", "88.33", "88.59", "11.1", "66.4", "104.1", "481.3", "481.2", "481.5", "481.1",
+    )
+)  # fmt: skip
 _POLL = 0.1
 #: Instances taken from the archive ahead of the one being sent to the destination: receiving
 #: the next overlaps sending the current one. Each waits in its own temporary file.
@@ -189,15 +201,24 @@ class MovePlan:
     """What the archive holds for the request: the instances (SOP Instance UID -> SOP Class UID)."""
 
     expected: dict[str, str]
+    #: The archive listed instances without their SOP Class UID: propose the common classes too.
+    classes_unknown: bool = False
 
     def contexts(self) -> list[PresentationContext]:
         """Presentation contexts to propose to the destination, most common first."""
         contexts: list[PresentationContext] = []
-        for sop_class in dict.fromkeys(c for c in self.expected.values() if c):
+        known = list(dict.fromkeys(c for c in self.expected.values() if c))
+        for sop_class in known:
             if len(contexts) + 1 + len(_COMPRESSED) > _MAX_CONTEXTS:
                 break
             contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]))
             contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED)
+        if self.classes_unknown:
+            for sop_class in (c for c in COMMON_STORAGE_CLASSES if c not in known):
+                if len(contexts) + 1 + len(_COMPRESSED[:3]) > _MAX_CONTEXTS:
+                    break
+                contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+                contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED[:3])
         # The archive listed none of the instances: the association is still needed for the
         # protocol (every sub-operation will be reported failed), so propose Verification.
         return contexts or [build_context(Verification)]
@@ -433,7 +454,7 @@ class MoveRelay:
             return None, f"cannot count the matches in the archive: {exc}"
         named = values_of(identifier, "SOPInstanceUID") if request.level == "IMAGE" else []
         expected = {uid: found.get(uid, "") for uid in named} if named else found
-        return MovePlan(expected), ""
+        return MovePlan(expected, classes_unknown=any(not c for c in found.values())), ""
 
     def _relay(self, event: Any, request: RelayRequest, started: float, name: str, plan: MovePlan, tally: _Tally) -> Iterator[Any]:
         """The sub-operations: the archive's instances relayed one by one, then the final answer."""

@@ -13,7 +13,7 @@ from guard.dicom.net import Peer
 from guard.errors import ConfigError
 from guard.ledger.query_answers import values_of
 from guard.qr.common import single_value
-from guard.qr.move import BUFFERED_INSTANCES, Arrival, MovePlan, RelayRegistry, move_destination
+from guard.qr.move import BUFFERED_INSTANCES, COMMON_STORAGE_CLASSES, Arrival, MovePlan, RelayRegistry, move_destination
 from guard.qr.pull import _move_problem, pull_source, targets_from_file, targets_from_uids
 
 
@@ -92,6 +92,11 @@ def test_contexts_per_sop_class_stay_within_128_and_never_empty() -> None:
     many = MovePlan({f"1.{n}": f"1.2.3.{n}" for n in range(40)}).contexts()
     assert len(many) <= 128
     assert [str(cx.abstract_syntax) for cx in MovePlan({"1.1": ""}).contexts()] == ["1.2.840.10008.1.1"]
+    guessed = MovePlan({"1.1": "1.2.840.10008.5.1.4.1.1.2", "1.2": ""}, classes_unknown=True).contexts()
+    assert len(guessed) <= 128
+    classes = {str(cx.abstract_syntax) for cx in guessed}
+    assert {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.1.2"} <= classes
+    assert len(COMMON_STORAGE_CLASSES) == len(set(COMMON_STORAGE_CLASSES))
 
 
 def test_pull_source_is_the_named_one_or_the_only_one_with_an_address() -> None:
