@@ -27,6 +27,7 @@ import struct
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -374,6 +375,11 @@ class LimitedAssociationServer(ThreadedAssociationServer):
         reason = self.accounting.admit(slot.address)
         slot.admitted = reason is None
         return reason
+
+    def connection_release(self, request: Any) -> Callable[[], None]:
+        """A function releasing what ``request`` counted, for a subclass that drops it before serving (a failed TLS handshake)."""
+        key, slot = self._slot_of(request)
+        return lambda: self._release(key, slot)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Serve the connection to its end, then release what it counted; one that never asked is reported."""

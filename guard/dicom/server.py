@@ -126,6 +126,9 @@ class IngestServer:
                 self.handlers(),
                 handshake_timeout=self.settings.tls.handshake_timeout,
                 on_refused=self.on_tls_refused,
+                limits=Limits.from_settings(self.settings.node),
+                report_refusal=self.on_limit_refusal,
+                report_violation=self.on_limit_violation,
             )
 
     @property

@@ -26,11 +26,13 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from guard.dicom.limits import LimitedAssociationServer, LimitedRequestHandler, Limits
 from guard.errors import ArchiveUnreachableError, ConfigError
+from guard.throttle import Reporter
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -234,10 +236,10 @@ def handshake_reason(exc: BaseException) -> str:
     return "handshake-failed" if isinstance(exc, ssl.SSLError) else "handshake-aborted"
 
 
-class TlsAssociationServer(ThreadedAssociationServer):
-    """A pynetdicom association server whose connections are TLS, handshaken on their own thread."""
+class TlsAssociationServer(LimitedAssociationServer):
+    """A pynetdicom association server whose connections are TLS, handshaken on their own thread, within the listener limits."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - pynetdicom's server signature, plus the handshake settings
         self,
         ae: AE,
         address: tuple[str, int],
@@ -245,13 +247,14 @@ class TlsAssociationServer(ThreadedAssociationServer):
         contexts: list[Any],
         ssl_context: ssl.SSLContext | None = None,  # noqa: ARG002 - pynetdicom passes it; the current context is used instead
         evt_handlers: list[Any] | None = None,
+        request_handler: Any = None,
         *,
         handshake_timeout: float,
         on_refused: RefusalCallback,
     ) -> None:
         """Listen on ``address``; each connection gets ``handshake_timeout`` seconds to finish its handshake."""
         # No ssl_context for the base class: its get_request would handshake in the accept loop.
-        super().__init__(ae, address, ae_title, contexts, None, evt_handlers)
+        super().__init__(ae, address, ae_title, contexts, None, evt_handlers, request_handler)
         self.handshake_timeout = handshake_timeout
         self.on_refused = on_refused
 
@@ -259,29 +262,44 @@ class TlsAssociationServer(ThreadedAssociationServer):
         """Handshake (bounded), then serve the association as pynetdicom would; refusals are reported."""
         raw: socket.socket = request
         address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        release = self.connection_release(raw)  # the wrapper takes the socket over; a failed handshake must not leave it counted
         try:
             raw.settimeout(self.handshake_timeout)
             wrapped = load().server.wrap_socket(raw, server_side=True)
             wrapped.settimeout(None)
         except (OSError, ssl.SSLError, TlsConfigError) as exc:
             self.shutdown_request(raw)
+            release()
             self.on_refused(address, handshake_reason(exc), str(exc)[:300])
             return
         super().process_request_thread(wrapped, client_address)
 
 
 def start_tls_server(
-    ae: AE, address: tuple[str, int], evt_handlers: list[Any], *, handshake_timeout: float, on_refused: RefusalCallback
+    ae: AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    *,
+    handshake_timeout: float,
+    on_refused: RefusalCallback,
+    limits: Limits,
+    report_refusal: Reporter,
+    report_violation: Reporter,
 ) -> ThreadedAssociationServer:
-    """Start a TLS listener for ``ae`` on ``address`` in a daemon thread (as ``AE.start_server`` does)."""
+    """Start a TLS listener for ``ae`` on ``address`` in a daemon thread (as ``AE.start_server`` does), with ``limits``."""
     load()  # fail now, with the file named, rather than at the first connection
-    server = ae.make_server(
-        address,
-        evt_handlers=evt_handlers,
-        server_class=TlsAssociationServer,
-        handshake_timeout=handshake_timeout,
-        on_refused=on_refused,
+    server = cast(
+        "TlsAssociationServer",
+        ae.make_server(
+            address,
+            evt_handlers=evt_handlers,
+            server_class=TlsAssociationServer,
+            request_handler=LimitedRequestHandler,
+            handshake_timeout=handshake_timeout,
+            on_refused=on_refused,
+        ),
     )
+    server.setup_limits(limits, report_refusal, report_violation)
     thread = threading.Thread(target=server.serve_forever, name="dicom-tls-acceptor", daemon=True)
     thread.start()
     # AE.start_server keeps its servers here, and the server's shutdown() removes itself again.

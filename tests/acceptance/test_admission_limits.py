@@ -12,10 +12,12 @@ from guard.dicom import status as st
 from guard.refarchive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
 from tests.hostile.peer import RawPeer
+from tests.support.certs import TestCA
 from tests.support.datasets import make_rejection_note
-from tests.support.dcmtk import findscu, store_responses, storescu
+from tests.support.dcmtk import final_response, findscu, movescu, store_responses, storescu
 from tests.support.fixtures import StudyFactory
 from tests.support.guard import GUARD_AE, SOURCE_AE
+from tests.support.ports import free_port
 from tests.support.processes import PeerError
 from tests.support.scu import send_files
 from tests.support.waiting import wait_until
@@ -64,6 +66,27 @@ def test_source_without_find_cannot_query(guard_factory: GuardFactory, ref_archi
     alerts = [r["detail"] for r in guard.audit_records("security.alert") if r["detail"].get("reason") == "service-not-allowed"]
     assert alerts
     assert alerts[0]["abstract_syntaxes"] == ["1.2.840.10008.5.1.4.1.2.2.1"]
+
+
+def test_source_without_move_cannot_retrieve(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
+    """C-MOVE from a source allowed only store and find gets no association for it; audited."""
+    guard = guard_factory(
+        archive_port=ref_archive.port, sources=[{"ae_title": SOURCE_AE, "services": ["store", "find"], "port": 104}]
+    ).start()
+    result = movescu(
+        "127.0.0.1",
+        guard.port,
+        calling_ae=SOURCE_AE,
+        called_ae=GUARD_AE,
+        move_destination=SOURCE_AE,
+        level="STUDY",
+        keys={"StudyInstanceUID": "1.2.3"},
+        timeout=30,
+    )
+    assert final_response(result) is None
+    alerts = [r["detail"] for r in guard.audit_records("security.alert") if r["detail"].get("reason") == "service-not-allowed"]
+    assert alerts
+    assert alerts[0]["abstract_syntaxes"] == ["1.2.840.10008.5.1.4.1.2.2.2"]
 
 
 def test_connection_flood_from_one_peer_does_not_stop_another_peers_study(
@@ -119,3 +142,28 @@ def test_peer_that_sends_nothing_is_dropped(guard_factory: GuardFactory, ref_arc
         10,
         message="not audited",
     )
+
+
+def test_failed_tls_handshakes_do_not_use_up_the_tls_listener(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, tmp_path: Path
+) -> None:
+    """Ten connections that fail their TLS handshake, with 2 pending allowed per address, leave the TLS port open to a good client."""
+    ca = TestCA(tmp_path / "ca")
+    guard_files, client = ca.issue("guard"), ca.issue("storescu")
+    tls = {"port": free_port(), "certificate": str(guard_files.certificate), "private_key": str(guard_files.private_key)}
+    guard = guard_factory(
+        archive_port=ref_archive.port,
+        node={"max_pending_per_address": 2},
+        tls={**tls, "ca_file": str(ca.ca_file)},
+        sources=[{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port(), "tls": True}],
+    ).start()
+    for _ in range(10):
+        peer = RawPeer(guard.config["tls"]["port"])
+        peer.send(b"this is not a TLS client hello\r\n" * 4)
+        peer.closed_within(15)
+    wait_until(lambda: len(guard.audit_records("security.alert")) >= 10, 15, message="handshake failures not audited")
+    extra = ["+tls", str(client.private_key), str(client.certificate), "+cf", str(ca.ca_file)]
+    result = storescu(
+        "127.0.0.1", tls["port"], synthetic_study(1).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=30, extra_args=extra
+    )
+    assert store_responses(result) == ["Success"], result.stdout + result.stderr
