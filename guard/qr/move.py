@@ -418,7 +418,13 @@ class MoveRelay:
             raise MoveNotPossibleError(problem)
         if not plan.expected:
             self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
-        yield len(plan.expected)
+        try:
+            yield len(plan.expected)
+        except GeneratorExit:  # pynetdicom answered 0xA801 itself: no association with the destination
+            if plan.expected:
+                unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
+                self._audit(request, Outcome.FAILURE, started, **unreachable)
+            raise
         pin_problem = _pin_problem(destination, tally.assoc)
         if pin_problem:
             failure = {"destination": name, "status": st.UNABLE_TO_PERFORM_SUBOPERATIONS, "error": pin_problem}

@@ -13,6 +13,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # t
 from tests.support.dcmtk import failed_sop_instance_uids, move_responses, movescu
 from tests.support.fixtures import STORESCP_AET
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
+from tests.support.ports import free_port
 from tests.support.qr import archive_with_studies
 from tests.support.waiting import wait_until
 
@@ -187,3 +188,18 @@ def test_requester_abort_mid_move_ends_the_relay_cleanly(
     assert len(storescp_peer.received_files()) < total
     result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
     assert _final(move_responses(result))["completed"] == total, "the guard must relay again after an aborted move"
+
+
+def test_destination_not_listening_is_a801_and_audited(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """A configured destination nobody answers at: 0xA801 (PS3.4 C.4.2.1.5), no move asked of the archive, a failure audited."""
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port, destinations=[{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": free_port()}]
+    )
+    [study] = archive_with_studies(orthanc_archive, guard, synthetic_study, [(2, 1, "PAT-U")])
+    guard.start()
+    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
+    assert move_responses(result)[-1]["status"] == UNKNOWN_DESTINATION, result.stdout
+    [record] = wait_until(lambda: guard.audit_records("move.relayed"), 10, message="not audited")
+    assert (record["outcome"], record["detail"]["error"]) == ("failure", "cannot associate with the destination")
