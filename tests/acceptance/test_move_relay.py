@@ -203,3 +203,25 @@ def test_destination_not_listening_is_a801_and_audited(
     assert move_responses(result)[-1]["status"] == UNKNOWN_DESTINATION, result.stdout
     [record] = wait_until(lambda: guard.audit_records("move.relayed"), 10, message="not audited")
     assert (record["outcome"], record["detail"]["error"]) == ("failure", "cannot associate with the destination")
+
+
+def test_patient_root_move_is_relayed_too(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """Patient Root MOVE at PATIENT level: every instance of the patient's study reaches the destination."""
+    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, 3)
+    result = movescu(
+        "127.0.0.1",
+        guard.port,
+        calling_ae=SOURCE_AE,
+        called_ae=GUARD_AE,
+        move_destination=STORESCP_AET,
+        level="PATIENT",
+        keys={"PatientID": "PAT-M"},
+        model="-P",
+        debug=True,
+    )
+    assert _final(move_responses(result)) == {"status": SUCCESS, "completed": 3, "failed": 0, "warning": 0}, result.stdout
+    assert storescp_peer.wait_for(study.sop_instance_uids) == set(study.sop_instance_uids)
+    [record] = guard.audit_records("move.relayed")
+    assert (record["patient_id"], record["detail"]["model"], record["detail"]["query_level"]) == ("PAT-M", "patient-root", "PATIENT")
