@@ -7,12 +7,9 @@ installs the peers first) is the way to run everything.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
@@ -20,31 +17,18 @@ from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.schema import metadata
 from tests.support import catalogue
-from tests.support.availability import unavailable
+from tests.support.postgres import scratch_database
 
 pytest_plugins = ["tests.support.fixtures"]
 
 TESTS_DIR = Path(__file__).parent.resolve()
 
-PG_ADMIN_DSN = os.environ.get("GUARD_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test")
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""
-    name = f"guard_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL not reachable ({PG_ADMIN_DSN}): {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        info = admin.info
-        user = info.user
-        try:
-            yield f"postgresql+psycopg://{user}@{info.host}:{info.port}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("guard_test") as (url, _admin):
+        yield url
 
 
 def _reset(engine: Engine) -> None:

@@ -9,7 +9,6 @@ worker threads no longer running.
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ import pytest
 
 from guard.config import Settings
 from guard.service import GuardService
-from tests.conftest import PG_ADMIN_DSN
 from tests.support.availability import unavailable
 from tests.support.ports import free_port
+from tests.support.postgres import scratch_database
 from tests.support.waiting import wait_until
 
 
@@ -61,19 +60,11 @@ def _ready(base: str) -> tuple[int, dict[str, bool]]:
 @pytest.fixture
 def own_postgres_db() -> Iterator[tuple[str, psycopg.Connection[Any]]]:
     """A database of this test's own (it is made to refuse connections), dropped afterwards."""
-    name = f"guard_ready_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL not reachable ({PG_ADMIN_DSN}): {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        info = admin.info
+    with scratch_database("guard_ready") as (url, admin):
         try:
-            yield f"postgresql+psycopg://{info.user}@{info.host}:{info.port}/{name}", admin
+            yield url, admin
         finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" ALLOW_CONNECTIONS true')
 
 
 @pytest.mark.postgres
