@@ -14,6 +14,7 @@ When the archive cannot be reached and ``query.ledger_fallback`` is on, the ledg
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from guard.states import AuditEvent, Outcome
 log = structlog.get_logger("guard.qr.find")
 
 FindYield = tuple[int | Dataset, Dataset | None]
+_CANCEL_POLL = 0.05
 
 
 class FindRelay:
@@ -69,10 +71,18 @@ class FindRelay:
             yield final, None
 
     def _stream(self, event: Any, request: RelayRequest, assoc: Any) -> Generator[FindYield, None, tuple[int, Dataset, str, bool]]:
-        """Yield the archive's matches as they come; return (matches, final status, error, cancelled)."""
-        matches, final, error, cancelled = 0, status_dataset(st.SUCCESS), "", False
+        """Yield the archive's matches as they come; return (matches, final status, error, cancelled).
+
+        A C-CANCEL is watched for on its own thread, so it reaches the archive even while the
+        archive is still searching (no answer to react to yet).
+        """
+        matches, final, error = 0, status_dataset(st.SUCCESS), ""
+        watcher = _CancelWatcher(event, assoc, request.model)
         try:
             for status, identifier in assoc.send_c_find(request.identifier, request.model):
+                if watcher.cancelled.is_set():
+                    final = status_dataset(st.CANCEL)
+                    break
                 if status is None or "Status" not in status:
                     error = "archive association lost or timed out"
                     final = status_dataset(st.UNABLE_TO_PROCESS, error)
@@ -83,20 +93,18 @@ class FindRelay:
                         error = f"archive answered 0x{code:04X}"
                         final = status_dataset(code, str(status.get("ErrorComment", "")) or error)
                     break
-                if event.is_cancelled:
-                    cancelled = True
-                    _cancel(assoc, request.model)
-                    final = status_dataset(st.CANCEL)
-                    break
                 if identifier is not None:
                     matches += 1
                     yield code, self._as_answer(identifier)
         finally:
-            if cancelled and assoc.is_established:
+            watcher.stop()
+            if watcher.cancelled.is_set() and assoc.is_established:
                 assoc.abort()
             elif assoc.is_established:
                 assoc.release()
-        return matches, final, error, cancelled
+        if watcher.cancelled.is_set():
+            final, error = status_dataset(st.CANCEL), ""
+        return matches, final, error, watcher.cancelled.is_set()
 
     def _as_answer(self, identifier: Dataset) -> Dataset:
         """The archive's identifier, with the guard as the place to retrieve from."""
@@ -135,6 +143,28 @@ class FindRelay:
             self.ledger.audit(AuditEvent.QUERY_RELAYED, outcome, **request.subject(), detail=detail)
         except GuardError:
             log.exception("audit.unwritable", action="audit.unwritable", event=AuditEvent.QUERY_RELAYED.value)
+
+
+class _CancelWatcher:
+    """Passes the requester's C-CANCEL on to the archive as soon as it arrives (PS3.4 C.4.1.2.3)."""
+
+    def __init__(self, event: Any, assoc: Any, model: str) -> None:
+        self.cancelled = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(event, assoc, model), name="find-cancel-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self, event: Any, assoc: Any, model: str) -> None:
+        while not self._done.wait(_CANCEL_POLL):
+            if event.is_cancelled:
+                self.cancelled.set()
+                _cancel(assoc, model)
+                return
+
+    def stop(self) -> None:
+        """The relay is over."""
+        self._done.set()
+        self._thread.join(timeout=2)
 
 
 def _cancel(assoc: Any, model: str) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydicom import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification  # type: ignore[attr-defined]
 
 from tests.support.dcmtk import DcmtkError, findscu, store_responses, storescu
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.qr import archive_with_studies, canonical
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tests.acceptance.conftest import GuardFactory
     from tests.support.fixtures import StudyFactory
     from tests.support.orthanc import Orthanc
@@ -116,3 +123,56 @@ def test_ledger_answers_when_the_archive_is_down_and_fallback_is_on(
     assert record["detail"]["answered_by"] == "ledger"
     assert record["detail"]["matches"] == 2
     assert "association" in record["detail"]["error"]
+
+
+class _SlowArchive:
+    """A scripted Study Root FIND SCP: answers one match, then waits (bounded) for the C-CANCEL the guard must pass on."""
+
+    def __init__(self) -> None:
+        self.saw_cancel = threading.Event()
+        ae = AE(ae_title="ARCHIVE")
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(Verification)
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, self._on_find)])
+        self.port = int(self.server.server_address[1])
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.StudyInstanceUID = "1.2.3.4"
+        yield 0xFF00, match
+        if wait_until(lambda: event.is_cancelled, 10, interval=0.02, message="no C-CANCEL reached the archive"):
+            self.saw_cancel.set()
+            yield 0xFE00, None
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_c_cancel_reaches_the_archive_while_it_is_still_searching(guard_factory: GuardFactory) -> None:
+    """A C-CANCEL after the first match is passed on at once to an archive that has nothing more to say yet; the answer is Cancel."""
+    archive = _SlowArchive()
+    try:
+        guard = guard_factory(archive_port=archive.port).start()
+        ae = AE(ae_title=SOURCE_AE)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = ae.associate("127.0.0.1", guard.port, ae_title=GUARD_AE)
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ""
+        statuses = []
+        try:
+            for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind, msg_id=3):
+                statuses.append(int(status.Status))
+                if int(status.Status) == 0xFF00:
+                    assoc.send_c_cancel(3, assoc.accepted_contexts[0].context_id)
+        finally:
+            assoc.release()
+        assert statuses == [0xFF00, 0xFE00]
+        assert archive.saw_cancel.is_set()
+        [record] = guard.audit_records("query.relayed")
+        assert (record["detail"]["cancelled"], record["detail"]["matches"], record["detail"]["status"]) == (True, 1, "0xFE00")
+    finally:
+        archive.stop()
