@@ -184,8 +184,13 @@ class GuardedSocket(AssociationSocket):
         self._command = bytearray()
         self._dataset_bytes = 0
         self._is_store = False
+        self._last_received = time.monotonic()
         if self.socket is not None:
             self.socket.settimeout(limits.network_timeout)
+
+    def idle_for(self) -> float:
+        """Seconds since the peer last sent anything."""
+        return time.monotonic() - self._last_received
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read a PDU header (6 bytes) or the body announced by the previous header, within the limits."""
@@ -225,6 +230,7 @@ class GuardedSocket(AssociationSocket):
             chunk = sock.recv(min(65536, nr_bytes - len(data)))
             if not chunk:
                 break
+            self._last_received = time.monotonic()
             data.extend(chunk)
         if sock is not None:
             sock.settimeout(self.limits.network_timeout)
@@ -289,6 +295,10 @@ class LimitedRequestHandler(RequestHandler):
         if assoc is not None:
             assoc.join()
             discard_partial_dataset(assoc)
+            sock = assoc.dul.socket
+            idle = isinstance(sock, GuardedSocket) and sock.idle_for() >= 0.9 * sock.limits.network_timeout
+            if idle and assoc.accepted_contexts and not assoc.is_released and self.server.report_idle is not None:
+                self.server.report_idle(str(self.client_address[0]), "idle-timeout", {"limit": "network_timeout"})
 
 
 def discard_partial_dataset(assoc: Any) -> None:
@@ -328,6 +338,7 @@ class LimitedAssociationServer(ThreadedAssociationServer):
     accounting: PeerAccounting
     report_refusal: Reporter
     report_violation: Reporter | None
+    report_idle: Reporter | None
 
     def setup_limits(self, limits: Limits, report_refusal: Reporter, report_violation: Reporter | None) -> None:
         """Apply ``limits``; connection refusals go to ``report_refusal`` (throttled), violations to ``report_violation``."""
@@ -335,6 +346,8 @@ class LimitedAssociationServer(ThreadedAssociationServer):
         self.accounting = PeerAccounting(limits)
         self.report_refusal = RefusalThrottle(report_refusal)
         self.report_violation = report_violation
+        # An association dropped for idleness is routine for some senders: reported, but throttled.
+        self.report_idle = RefusalThrottle(report_violation) if report_violation is not None else None
         self._slots: dict[int, _Slot] = {}
         self._by_assoc: dict[int, _Slot] = {}
         self._slots_lock = threading.Lock()

@@ -46,6 +46,8 @@ def hostile_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
         sources=[
             {"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": 104},
             {"ae_title": "STOREONLY", "allowed_addresses": ["127.0.0.1/32"], "services": ["store"], "port": 104},
+            # Calls from other loopback addresses, for cases whose audit is throttled per address.
+            {"ae_title": "ELSEWHERE", "allowed_addresses": ["127.0.0.0/8"], "port": 104},
         ],
         http={"port": free_port(), "bind": "127.0.0.1"},
     )

@@ -38,9 +38,10 @@ def _reasons(guard: GuardProcess, seq: int) -> list[str]:
     return [str(r["detail"].get("reason")) for r in audits_since(guard, seq)]
 
 
-def _established(guard: GuardProcess, contexts: list[tuple[str, list[str]]] | None = None) -> RawPeer:
-    peer = RawPeer(guard.port)
-    answer = peer.associate(SOURCE_AE, GUARD_AE, contexts or [(CT_STORAGE, [EXPLICIT_LE]), (VERIFICATION, [IMPLICIT_LE])])
+def _established(guard: GuardProcess, contexts: list[tuple[str, list[str]]] | None = None, *, source: str = "127.0.0.1") -> RawPeer:
+    peer = RawPeer(guard.port, source=source)
+    calling = SOURCE_AE if source == "127.0.0.1" else "ELSEWHERE"
+    answer = peer.associate(calling, GUARD_AE, contexts or [(CT_STORAGE, [EXPLICIT_LE]), (VERIFICATION, [IMPLICIT_LE])])
     assert answer.pdu_type == A_ASSOCIATE_AC
     return peer
 
@@ -151,10 +152,10 @@ def test_silent_connection_is_dropped_after_the_artim_timeout(hostile_guard: Gua
 
 
 def test_idle_association_is_dropped_after_the_network_timeout(hostile_guard: GuardProcess, contained: int) -> None:
-    """An established association that sends nothing is aborted after network_timeout."""
-    del contained
-    peer = _established(hostile_guard)
+    """An established association that sends nothing is aborted after network_timeout; audited as idle-timeout."""
+    peer = _established(hostile_guard, source="127.0.0.5")
     assert _ends(peer) in {None, A_ABORT}
+    wait_until(lambda: "idle-timeout" in _reasons(hostile_guard, contained), 10, message="not audited")
 
 
 def test_connection_flood_is_contained_while_others_are_served(hostile_guard: GuardProcess, contained: int) -> None:
