@@ -7,7 +7,6 @@ outside the case changed.
 from __future__ import annotations
 
 import struct
-import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +24,7 @@ from tests.hostile.peer import (
     p_data,
     pdu,
 )
+from tests.support.dcmtk import echoscu
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.waiting import wait_until
 
@@ -186,14 +186,14 @@ def test_connection_flood_is_contained_while_others_are_served(hostile_guard: Gu
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hs.binary(min_size=1, max_size=512))
 def test_random_bytes_after_association_never_break_the_guard(hostile_guard: GuardProcess, contained: int, data: bytes) -> None:
-    """Whatever bytes follow an accepted association, the guard ends it (or answers) and keeps serving."""
+    """Whatever bytes follow an accepted association, the guard ends it (or answers) and keeps serving: C-ECHO after each example."""
     del contained
     peer = _established(hostile_guard)
-    peer.send(data)
-    peer.send(struct.pack(">BBL", 0x07, 0, 4) + b"\0\0\0\0")  # then abort, so the case ends quickly
-    done = threading.Event()
     try:
+        peer.send(data)
+        peer.send(struct.pack(">BBL", 0x07, 0, 4) + b"\0\0\0\0")  # then abort, so the example ends quickly
         peer.closed_within(CLOSE_WITHIN)
     finally:
-        done.set()
         peer.close()
+    echo = echoscu("127.0.0.1", hostile_guard.port, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=10)
+    assert echo.returncode == 0, f"no C-ECHO after {data!r}"
