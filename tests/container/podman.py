@@ -73,7 +73,7 @@ def fill_wheelhouse() -> None:
     """Wheels of the guard's dependencies and of its build requirements, made by the host's pip."""
     WHEELHOUSE.mkdir(exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(WHEELHOUSE), str(REPO), "setuptools>=69", "wheel"],
+        [sys.executable, "-m", "pip", "wheel", "-qq", "--wheel-dir", str(WHEELHOUSE), str(REPO), "setuptools>=69", "wheel"],
         check=True,
         timeout=600,
     )
