@@ -167,3 +167,29 @@ def test_failed_tls_handshakes_do_not_use_up_the_tls_listener(
         "127.0.0.1", tls["port"], synthetic_study(1).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=30, extra_args=extra
     )
     assert store_responses(result) == ["Success"], result.stdout + result.stderr
+
+
+def test_associations_beyond_the_per_address_cap_are_rejected_transient(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
+    """With 2 associations per address, a third from the same address gets A-ASSOCIATE-RJ transient, local-limit-exceeded; audited."""
+    guard = guard_factory(archive_port=ref_archive.port, node={"max_associations_per_address": 2}).start()
+    contexts = [("1.2.840.10008.1.1", ["1.2.840.10008.1.2"])]
+    held = [RawPeer(guard.port) for _ in range(2)]
+    assert [peer.associate(SOURCE_AE, GUARD_AE, contexts).pdu_type for peer in held] == [0x02, 0x02]
+    third = RawPeer(guard.port)
+    answer = third.associate(SOURCE_AE, GUARD_AE, contexts)
+    assert answer.pdu_type == 0x03
+    assert tuple(answer.body[1:4]) == (0x02, 0x03, 0x02)  # result transient, source provider (presentation), local limit
+    held[0].close()
+
+    def admitted_again() -> bool:
+        peer = RawPeer(guard.port)
+        try:
+            return peer.associate(SOURCE_AE, GUARD_AE, contexts).pdu_type == 0x02
+        finally:
+            peer.close()
+
+    wait_until(admitted_again, 15, message="place not freed")
+    refused = [r["detail"]["reason"] for r in guard.audit_records("association.rejected")]
+    assert "too-many-associations-from-address" in refused
+    for peer in [*held, third]:
+        peer.close()
