@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydicom import Dataset
-from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pydicom.uid import CTImageStorage, generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
 from tests.support.dcmtk import failed_sop_instance_uids, move_responses, movescu
@@ -225,3 +225,46 @@ def test_patient_root_move_is_relayed_too(
     assert storescp_peer.wait_for(study.sop_instance_uids) == set(study.sop_instance_uids)
     [record] = guard.audit_records("move.relayed")
     assert (record["patient_id"], record["detail"]["model"], record["detail"]["query_level"]) == ("PAT-M", "patient-root", "PATIENT")
+
+
+class _PickyDestination:
+    """A scripted storage SCP that refuses one chosen instance with 0xA700 and keeps the rest."""
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse = refuse
+        self.stored: list[str] = []
+        ae = AE(ae_title=STORESCP_AET)
+        ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self.port = int(self.server.server_address[1])
+
+    def _on_store(self, event: Any) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid == self.refuse:
+            return 0xA700
+        self.stored.append(uid)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_an_instance_the_destination_refuses_is_a_failed_sub_operation(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """The destination answers 0xA700 to one instance: the relay goes on, the final is 0xB000 naming that instance."""
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port)
+    [study] = archive_with_studies(orthanc_archive, guard, synthetic_study, [(4, 1, "PAT-R")])
+    refused = study.sop_instance_uids[1]
+    destination = _PickyDestination(refused)
+    try:
+        guard.config["destinations"] = [{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": destination.port}]
+        guard.start()
+        result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
+        assert _final(move_responses(result)) == {"status": WARNING, "completed": 3, "failed": 1, "warning": 0}, result.stdout
+        assert failed_sop_instance_uids(result) == [refused]
+        assert sorted(destination.stored) == sorted(set(study.sop_instance_uids) - {refused})
+        [record] = guard.audit_records("move.relayed")
+        assert (record["detail"]["failed_sop_instance_uids"], record["detail"]["archive_status"]) == ([refused], "0x0000")
+    finally:
+        destination.stop()
