@@ -214,7 +214,7 @@ class GuardedSocket(AssociationSocket):
         pdu_type, self._pdu_type = self._pdu_type, None
         body = self._read(nr_bytes, deadline)
         if pdu_type == _P_DATA_TF and len(body) == nr_bytes:
-            self._inspect(bytes(body))
+            self._inspect(body)
         return body
 
     def _read(self, nr_bytes: int, deadline: float) -> bytearray:
@@ -236,7 +236,7 @@ class GuardedSocket(AssociationSocket):
             sock.settimeout(self.limits.network_timeout)
         return data
 
-    def _inspect(self, body: bytes) -> None:
+    def _inspect(self, body: bytearray) -> None:
         """Follow the PDVs of a P-DATA-TF (PS3.8 9.3.5, E.2) to cap command and in-memory data set sizes."""
         pos = 0
         while pos + 6 <= len(body):
@@ -244,9 +244,9 @@ class GuardedSocket(AssociationSocket):
             end = pos + 4 + item_length
             if item_length < 2 or end > len(body):
                 return
-            control, fragment = body[pos + 5], body[pos + 6 : end]
+            control = body[pos + 5]  # data fragments are only counted, never copied
             if control & 0x01:
-                self._command.extend(fragment)
+                self._command.extend(body[pos + 6 : end])
                 if len(self._command) > MAX_COMMAND_SET:
                     raise LimitViolationError(_COMMAND_TOO_LARGE, {"limit": MAX_COMMAND_SET})
                 if control & 0x02:
@@ -254,7 +254,7 @@ class GuardedSocket(AssociationSocket):
                     self._command.clear()
                     self._dataset_bytes = 0
             else:
-                self._dataset_bytes += len(fragment)
+                self._dataset_bytes += end - pos - 6
                 if not self._is_store and self._dataset_bytes > MAX_BUFFERED_DATASET:
                     raise LimitViolationError(_MESSAGE_TOO_LARGE, {"limit": MAX_BUFFERED_DATASET})
                 if control & 0x02:
