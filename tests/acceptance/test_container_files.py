@@ -16,9 +16,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from guard.config import load_settings
 from tests.support.ports import free_port
@@ -177,3 +179,22 @@ def test_compose_demo_orthanc_configs_are_valid_and_wired_to_the_guard() -> None
     compose = (DOCKER / "compose.yaml").read_text()
     for name in ("orthanc-archive.json", "orthanc-pacs.json", "pacs-route-to-guard.lua", "guard-compose.toml"):
         assert f"./{name}:" in compose
+
+
+def test_compose_file_wires_the_guard_config_to_the_services_addresses() -> None:
+    """compose.yaml parses; the guard config's source, archive and delete URL are the PACS's and archive's fixed addresses."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    demo = tomllib.loads((DOCKER / "guard-compose.toml").read_text())
+    services = compose["services"]
+    address = {name: service["networks"]["demo"]["ipv4_address"] for name, service in services.items()}
+    assert demo["sources"][0]["host"] == address["pacs"]
+    assert demo["archive"]["host"] == address["archive"]
+    assert demo["delete"]["url"] == f"http://{address['pacs']}:8042"
+    guard = services["guard"]
+    assert guard["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert "guard-data:/data" in guard["volumes"]
+    assert "./guard-compose.toml:/etc/guard/guard.toml:ro" in guard["volumes"]
+    assert guard["stop_grace_period"] == "30s"
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published
+    assert all(port.startswith("127.0.0.1:") for port in published)  # nothing exposed beyond the workstation
