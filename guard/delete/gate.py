@@ -79,9 +79,7 @@ class DeleteGate:
             if not source.host:
                 continue
             try:
-                listed |= find_study_instances(
-                    self.settings.node.ae_title, source_peer(source), study_uid, timeout=timeout
-                )
+                listed |= find_study_instances(self.settings.node.ae_title, source_peer(source), study_uid, timeout=timeout)
             except PeerError as exc:
                 return None, f"{source.ae_title}: {exc}"
             asked += 1

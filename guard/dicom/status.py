@@ -47,6 +47,7 @@ def describe(status: int) -> str:
         PROCESSING_FAILURE: "processing failure",
     }.get(status, "failure")
 
+
 # Query/Retrieve Service Class: C-FIND (PS3.4 C.4.1.1.4) and C-MOVE (PS3.4 C.4.2.1.5)
 PENDING = 0xFF00
 PENDING_WARNING = 0xFF01
