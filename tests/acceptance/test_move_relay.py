@@ -168,7 +168,11 @@ def test_requester_abort_mid_move_ends_the_relay_cleanly(
 ) -> None:
     """A-ABORT from the requester mid-move: the relay stops, leaves no temporary file, audits a failure; the guard serves on."""
     total = 300
-    guard, study = _relay(guard_factory, orthanc_archive, storescp_peer, synthetic_study, total)
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port, destinations=[{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": storescp_peer.port}]
+    )
+    study, small = archive_with_studies(orthanc_archive, guard, synthetic_study, [(total, 1, "PAT-M"), (3, 1, "PAT-S")])
+    guard.start()
     ae = AE(ae_title=SOURCE_AE)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -186,8 +190,9 @@ def test_requester_abort_mid_move_ends_the_relay_cleanly(
     assert records[0]["detail"]["error"] == "requester association ended"
     wait_until(lambda: _temporary_files(guard) == [], 30, message="temporary files of the aborted relay left behind")
     assert len(storescp_peer.received_files()) < total
-    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
-    assert _final(move_responses(result))["completed"] == total, "the guard must relay again after an aborted move"
+    result = _move(guard, "STUDY", {"StudyInstanceUID": small.study_uid})
+    assert _final(move_responses(result))["completed"] == 3, "the guard must relay again after an aborted move"
+    assert storescp_peer.wait_for(small.sop_instance_uids) >= set(small.sop_instance_uids)
 
 
 def test_destination_not_listening_is_a801_and_audited(
