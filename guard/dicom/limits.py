@@ -66,6 +66,7 @@ class Limits:
     max_pending_per_address: int = 4
     max_pdu: int = 262144
     network_timeout: float = 60.0
+    acse_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, node: NodeSettings) -> Limits:
@@ -77,6 +78,7 @@ class Limits:
             max_pending_per_address=node.max_pending_per_address,
             max_pdu=node.max_pdu,
             network_timeout=node.network_timeout,
+            acse_timeout=node.acse_timeout,
         )
 
     def max_pdu_length(self, pdu_type: int) -> int:
@@ -321,6 +323,7 @@ def discard_partial_dataset(assoc: Any) -> None:
 @dataclass
 class _Slot:
     address: str
+    opened: float = field(default_factory=time.monotonic)
     assoc: Any = None
     requested: bool = False
     admitted: bool = False
@@ -430,7 +433,8 @@ class LimitedAssociationServer(ThreadedAssociationServer):
             if slot.assoc is not None:
                 self._by_assoc.pop(id(slot.assoc), None)
         self.accounting.close(slot.address, admitted=slot.admitted, requested=slot.requested)
-        if not slot.requested:
+        # Dropped by the ARTIM timer, not a port probe that connected and left (health checks).
+        if not slot.requested and time.monotonic() - slot.opened >= 0.9 * self.limits.acse_timeout:
             self.report_refusal(slot.address, "no-association-request", {"limit": "acse_timeout"})
 
 
