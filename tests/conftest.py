@@ -74,3 +74,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     option = config.option
     narrowed = bool(option.keyword or option.markexpr or option.deselect or getattr(option, "lf", False))
     config.stash[catalogue.WHOLE_SUITE] = not narrowed and [Path(a).resolve() for a in config.args] in ([], [TESTS_DIR])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say whether the audit catalogue was checked both ways (only when the whole suite ran)."""
+    if catalogue.CHECKED_BOTH_WAYS:
+        terminalreporter.write_line(f"audit catalogue: all {catalogue.CHECKED_BOTH_WAYS[0]} documented events produced by the suite")

@@ -20,6 +20,9 @@ from guard.ledger.schema import audit_log
 #: Event names seen in this test run.
 SEEN: set[str] = set()
 
+#: Set when the whole-suite check ran: how many events it found documented and produced.
+CHECKED_BOTH_WAYS: list[int] = []
+
 #: Whether this run collected the whole suite (set by tests/conftest.py).
 WHOLE_SUITE = pytest.StashKey[bool]()
 
