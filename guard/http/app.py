@@ -387,7 +387,7 @@ def _add_audit(app: FastAPI, ledger: Ledger, reader: Any) -> None:
         },
         dependencies=[reader],
     )
-    def audit(
+    def audit(  # noqa: PLR0913, PLR0917 - one parameter per query filter, as FastAPI reads them
         study: Annotated[str | None, Query(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)] = None,
         event: Annotated[str | None, Query(description="Event name, e.g. delete.refused.", json_schema_extra=EVENT_SCHEMA)] = None,
         patient: Annotated[str | None, Query(description="Patient ID.", max_length=64)] = None,
