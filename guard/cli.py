@@ -12,7 +12,7 @@ import secrets
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +38,7 @@ from guard.qr.pull_cli import PullRequestError, choose_targets, run_pull
 from guard.refarchive import ReferenceArchive
 from guard.service import GuardService, open_ledger
 from guard.spool import Spool
+from guard.times import parse_utc
 from guard.uids import is_valid_uid
 
 app = typer.Typer(help="guard: no image is deleted before the archive has proven it holds it.", no_args_is_help=True, add_completion=False)
@@ -290,11 +291,10 @@ def _iso(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_utc(value)
     except ValueError as exc:
         err.print(f"[red]{option}: not an ISO date or time: {value!r}[/red]", highlight=False)
         raise typer.Exit(EXIT_CONFIG) from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @app.command()

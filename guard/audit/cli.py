@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,8 +22,10 @@ from guard.errors import ConfigError
 from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import iter_audit
 from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
+from guard.ledger.chain import HASHED_FIELDS
 from guard.service import open_ledger
 from guard.states import AuditEvent, Outcome
+from guard.times import parse_utc
 from guard.uids import is_valid_uid
 
 audit_app = typer.Typer(help="Query the audit log; 'guard audit verify' checks its hash chain.", invoke_without_command=True)
@@ -48,21 +50,7 @@ class Format(StrEnum):
 
 
 #: CSV columns, in order; ``detail`` is a JSON object in one cell.
-CSV_COLUMNS = (
-    "seq",
-    "at",
-    "event",
-    "outcome",
-    "actor",
-    "peer_address",
-    "patient_id",
-    "study_uid",
-    "series_uid",
-    "sop_instance_uid",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+CSV_COLUMNS = (*HASHED_FIELDS, "hash")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -85,10 +73,9 @@ def _time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_utc(value)
     except ValueError as exc:
         raise _fail(f"{option}: not an ISO 8601 date or time: {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _summary(detail: dict[str, Any]) -> str:

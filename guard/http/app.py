@@ -23,7 +23,7 @@ starts nothing and reads no configuration of its own. Choices made here:
 # annotation could not resolve.
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -47,6 +47,7 @@ from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import study_status
 from guard.ledger.verification import pending_transactions
 from guard.states import AuditEvent, Outcome
+from guard.times import parse_utc
 from guard.uids import is_valid_uid
 
 #: Most audit records one page of ``GET /audit`` returns.
@@ -205,16 +206,9 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_utc(value)
     except ValueError as exc:
         raise ProblemError(400, "invalid-time", "Invalid time", f"{name} is not an ISO 8601 date or time: {value[:80]!r}") from exc
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 lies before datetime.min in UTC
-        ahead = (parsed.utcoffset() or timedelta(0)) > timedelta(0)
-        return datetime.min.replace(tzinfo=UTC) if ahead else datetime.max.replace(tzinfo=UTC)
 
 
 def _deletable(decision: Decision) -> Deletable:
