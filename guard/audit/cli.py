@@ -65,10 +65,6 @@ def _settings(config: Path | None) -> Settings:
         raise _fail(str(exc)) from exc
 
 
-def _open(settings: Settings) -> Ledger:
-    return open_ledger(settings)
-
-
 def _time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -149,7 +145,7 @@ def audit(  # noqa: PLR0913, PLR0917 - one option per filter
         "since": _time(since, "--since"),
         "until": _time(until, "--until"),
     }
-    ledger = _open(_settings(config))
+    ledger = open_ledger(_settings(config))
     try:
         title = f"History of study {study}" if study else "Audit records"
         count = write_records(iter_audit(ledger, limit=limit or None, **filters), fmt, title)
@@ -185,7 +181,7 @@ def verify(
     config: ConfigOption = None,
 ) -> None:
     """Walk the hash chain; exit 1 and name the first broken, missing or reordered record."""
-    ledger = _open(_settings(config))
+    ledger = open_ledger(_settings(config))
     try:
         if export:
             _verify_exports(export, ledger)

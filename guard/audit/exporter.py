@@ -58,7 +58,7 @@ class AtnaExporter:
         self.node = Node(ae_title=settings.node.ae_title, host=self.hostname, site_id=settings.audit.site_id)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._down_since: float | None = None
+        self._down = False
 
     def run_once(self) -> int:
         """Deliver one batch; returns how many records the cursor moved over (0: nothing new)."""
@@ -89,8 +89,8 @@ class AtnaExporter:
             except Exception as exc:  # noqa: BLE001 - an outage of the collector (or the ledger) must not end the exporter
                 metrics.AUDIT_EXPORT_UP.set(0)
                 delay = min(self.settings.audit.syslog_retry_max, max(0.5, delay * 2))
-                if self._down_since is None:
-                    self._down_since = delay
+                if not self._down:
+                    self._down = True
                     log.warning(
                         "audit.export_failed",
                         action="audit.export_failed",
@@ -100,9 +100,9 @@ class AtnaExporter:
                     )
                 continue
             metrics.AUDIT_EXPORT_UP.set(1)
-            if self._down_since is not None:
+            if self._down:
                 log.info("audit.export_resumed", action="audit.export_resumed")
-                self._down_since = None
+                self._down = False
             delay = 0.0 if moved else self.poll
 
     def start(self) -> AtnaExporter:

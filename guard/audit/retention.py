@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -31,7 +32,7 @@ from sqlalchemy import delete, func, insert, select, update
 from guard.audit.exporter import export_cursor
 from guard.config import Settings
 from guard.ledger.audit import Ledger
-from guard.ledger.chain import GENESIS, HASHED_FIELDS, ChainBreak, ChainReport, canonical_time, walk
+from guard.ledger.chain import GENESIS, HASHED_FIELDS, ChainBreak, ChainReport, canonical_time, check
 from guard.ledger.schema import audit_anchor, audit_log
 from guard.states import AuditEvent
 
@@ -81,13 +82,13 @@ def _write_file(path: Path, header: dict[str, Any], rows: Iterator[dict[str, Any
     """Write header and rows to ``path`` durably; returns (records, hash of the last one)."""
     partial = path.with_name(path.name + ".partial")
     count, last_hash = 0, str(header["prev_hash"])
-    with partial.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
-        gz.write((json.dumps(header) + "\n").encode())
-        for row in rows:
-            gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-            count += 1
-            last_hash = row["hash"]
-        gz.close()
+    with partial.open("wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+            gz.write((json.dumps(header) + "\n").encode())
+            for row in rows:
+                gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                count += 1
+                last_hash = row["hash"]
         raw.flush()
         os.fsync(raw.fileno())
     partial.replace(path)
@@ -128,18 +129,12 @@ def apply_retention(settings: Settings, ledger: Ledger, *, now: datetime | None 
     return RetentionResult(path, start + 1, end, count, last_hash)
 
 
-@dataclass(frozen=True)
-class _FileRow:
-    """A record read back from an export file, with the attributes ``walk`` expects."""
-
-    fields: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            value = self.fields[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-        return datetime.fromisoformat(value) if name == "at" else value
+def _file_rows(lines: Iterator[str]) -> Iterator[SimpleNamespace]:
+    """Records of an export file, with the attributes ``walk`` expects (the time parsed back)."""
+    for line in lines:
+        fields = json.loads(line)
+        fields["at"] = datetime.fromisoformat(fields["at"])
+        yield SimpleNamespace(**fields)
 
 
 def verify_export(path: Path, *, expected_prev: str | None = None) -> tuple[ChainReport, dict[str, Any]]:
@@ -149,21 +144,13 @@ def verify_export(path: Path, *, expected_prev: str | None = None) -> tuple[Chai
         if header.get("kind") != FILE_KIND:
             broken = ChainBreak(0, "unlinked", f"{path.name} is not a guard audit export file")
             return ChainReport(0, None, None, None, broken), header
+        first = int(header["first_seq"])
         if expected_prev is not None and header["prev_hash"] != expected_prev:
-            broken = ChainBreak(int(header["first_seq"]), "unlinked", f"{path.name} does not follow the file before it")
+            broken = ChainBreak(first, "unlinked", f"{path.name} does not follow the file before it")
             return ChainReport(0, None, None, None, broken), header
-        checked, last, last_hash, broken_at = 0, None, None, None
-        rows = (_FileRow(json.loads(line)) for line in lines)
-        for seq, problem in walk(rows, expected_seq=int(header["first_seq"]), expected_prev=str(header["prev_hash"])):
-            checked += 1
-            if problem is not None:
-                broken_at = problem
-                break
-            last = seq
-    if broken_at is None and last != int(header["last_seq"]):
-        broken_at = ChainBreak(int(last or 0) + 1, "missing", f"{path.name} ends at record {last}, its header says {header['last_seq']}")
-    if broken_at is None and last is not None:
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
-            *_, final = lines
-        last_hash = json.loads(final)["hash"]
-    return ChainReport(checked, int(header["first_seq"]), last, last_hash, broken_at), header
+        report = check(_file_rows(lines), expected_seq=first, expected_prev=str(header["prev_hash"]))
+    if report.ok and report.last_seq != int(header["last_seq"]):
+        shown = report.last_seq if report.last_seq is not None else first - 1
+        broken = ChainBreak(shown + 1, "missing", f"{path.name} ends at record {shown}, its header says {header['last_seq']}")
+        return ChainReport(report.checked, report.first_seq, report.last_seq, None, broken), header
+    return report, header

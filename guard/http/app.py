@@ -26,6 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -65,6 +66,8 @@ EVENT_SCHEMA: dict[str, Any] = {"enum": sorted(e.value for e in AuditEvent)}
 StudyUID = Annotated[str, Path(description="Study Instance UID.", json_schema_extra=UID_SCHEMA)]
 
 Readiness = Callable[[], dict[str, bool]]
+
+log = structlog.get_logger("guard.http")
 
 
 # -- response models (they are the OpenAPI document) -----------------------------------------
@@ -261,7 +264,8 @@ def _add_probes(app: FastAPI, ledger: Ledger, readiness: Readiness) -> None:
     def readyz() -> JSONResponse:
         try:
             checks = {str(name): bool(ok) for name, ok in readiness().items()}
-        except Exception:  # noqa: BLE001 - a failing check means not ready, whatever it raised
+        except Exception:
+            log.exception("readiness.check_failed", action="readiness.check_failed")
             checks = {"readiness": False}
         ready = all(checks.values())
         body = Ready(status="ready" if ready else "not-ready", checks=checks)

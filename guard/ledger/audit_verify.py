@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Row, func, select
 
 from guard.ledger.audit import Ledger
-from guard.ledger.chain import GENESIS, ChainBreak, ChainReport, walk
+from guard.ledger.chain import GENESIS, ChainReport, check
 from guard.ledger.schema import audit_anchor, audit_log
 
 _BATCH = 5000
@@ -55,24 +55,4 @@ def verify_chain(ledger: Ledger, *, tail: int | None = None, progress: Callable[
         start = int(anchor.seq) if anchor is not None else 0
         expected_seq = start + 1
         expected_prev = str(anchor.hash) if anchor is not None else GENESIS
-    checked = 0
-    first: int | None = None
-    last: int | None = None
-    last_hash: str | None = None
-    broken: ChainBreak | None = None
-    rows = _rows(ledger, start)
-    for seq, problem in walk(rows, expected_seq=expected_seq, expected_prev=expected_prev):
-        checked += 1
-        first = seq if first is None else first
-        if problem is not None:
-            broken = problem
-            break
-        last = seq
-        if progress is not None and checked % 1000 == 0:
-            progress(checked)
-    if progress is not None:
-        progress(checked)
-    if broken is None and last is not None:
-        with ledger.engine.connect() as conn:
-            last_hash = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == last)).scalar()
-    return ChainReport(checked=checked, first_seq=first, last_seq=last, last_hash=last_hash, broken=broken)
+    return check(_rows(ledger, start), expected_seq=expected_seq, expected_prev=expected_prev, progress=progress)

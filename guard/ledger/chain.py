@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,11 +89,11 @@ class ChainReport:
         return self.broken is None
 
 
-def walk(rows: Iterable[Any], *, expected_seq: int | None, expected_prev: str | None) -> Iterator[tuple[int, ChainBreak | None]]:
+def walk(rows: Iterable[Any], *, expected_seq: int | None, expected_prev: str | None) -> Iterator[tuple[Any, ChainBreak | None]]:
     """Check ``rows`` (in ``seq`` order; objects with the hashed fields and ``hash`` as attributes).
 
     ``expected_seq``/``expected_prev`` are what the first row must have (None: take the first
-    row's own values, for a walk over a tail). Yields ``(seq, break or None)`` per row and stops
+    row's own values, for a walk over a tail). Yields ``(row, break or None)`` per row and stops
     after the first break.
     """
     for row in rows:
@@ -112,8 +112,32 @@ def walk(rows: Iterable[Any], *, expected_seq: int | None, expected_prev: str | 
             )
         elif record_hash(fields) != row.hash:
             problem = ChainBreak(seq, "altered", f"record {seq} was altered: its content does not match its hash")
-        yield seq, problem
+        yield row, problem
         if problem is not None:
             return
         expected_seq = seq + 1
         expected_prev = row.hash
+
+
+def check(
+    rows: Iterable[Any], *, expected_seq: int | None, expected_prev: str | None, progress: Callable[[int], None] | None = None
+) -> ChainReport:
+    """Walk ``rows`` (see ``walk``) and sum it up; ``progress`` gets the count every 1,000 records and at the end."""
+    checked = 0
+    first: int | None = None
+    last: Any = None
+    for row, problem in walk(rows, expected_seq=expected_seq, expected_prev=expected_prev):
+        checked += 1
+        first = int(row.seq) if first is None else first
+        if problem is not None:
+            if progress is not None:
+                progress(checked)
+            return ChainReport(checked, first, None if last is None else int(last.seq), None, problem)
+        last = row
+        if progress is not None and checked % 1000 == 0:
+            progress(checked)
+    if progress is not None:
+        progress(checked)
+    if last is None:
+        return ChainReport(checked, first, None, None, None)
+    return ChainReport(checked, first, int(last.seq), str(last.hash), None)
