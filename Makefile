@@ -25,6 +25,7 @@ run: install
 lint: install
 	$(BIN)/ruff check guard tests bench
 	$(BIN)/ruff format --check guard tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy --strict guard

@@ -26,7 +26,7 @@ import pynetdicom
 from bench.report import render, write_json
 from bench.runs import BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
 from bench.stacks import ProfilerError
-from guard.config import NodeSettings
+from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
 from tests.support.processes import PeerError, find_tool, peer_env
 

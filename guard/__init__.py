@@ -1,15 +1,18 @@
 """guard: the DICOM node that refuses to let images be deleted before the archive has proven it holds them.
 
-The package is laid out by responsibility:
+The package is laid out by layer; each imports only the layers below it (checked by
+import-linter, ``.importlinter``; drawn in ``docs/development.md``):
 
-- ``config``: the settings model and how it is loaded (TOML file, then environment).
-- ``ledger``: the durable record of studies, instances and audit events (SQLAlchemy Core, Alembic).
-- ``spool``: the on-disk copies of received instances.
-- ``dicom``: the DICOM side (association policy, thin handlers, status codes).
-- ``forward``: claiming pending instances and sending them to the archive.
-- ``refarchive``: the built-in reference archive (a sandbox peer, never for production).
-- ``service``: wires everything into one running node.
 - ``cli``: the ``guard`` command.
+- ``app``: the composition root; builds every service and entry point from the settings.
+- ``listener``, ``http``, ``sandbox``: entry points: the DICOM listener and its handlers, the
+  admin HTTP API, the built-in reference archive.
+- ``services``: ingest, forward, confirm, delete, qr, audit.
+- ``ledger``, ``spool``, ``dicom``, ``web``: adapters: all SQL, the on-disk copies, every
+  outbound DICOM conversation, HTTP clients of other systems.
+- ``runtime``: process-wide state (logging, pynetdicom's globals, TLS contexts, metrics).
+- ``config``: the settings model and how it is loaded.
+- ``domain``: values, errors and pure rules.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """``python -m guard``."""
 
-from guard.cli import main
+from guard.cli.main import main
 
 main()

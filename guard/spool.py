@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.errors import SpoolError
-from guard.uids import require_uid
+from guard.domain.errors import SpoolError
+from guard.domain.uids import require_uid
 
 _CHUNK = 1 << 20
 _PREAMBLE = 128 + 4  # preamble and "DICM" (PS3.10 7.1)

@@ -11,14 +11,14 @@ import json
 
 import pytest
 
-from guard.states import AuditEvent
+from guard.domain.states import AuditEvent
 from tests.support import catalogue
 
 
 def test_audit_catalogue_matches_the_events_the_suite_produced(request: pytest.FixtureRequest) -> None:
     """Emitted ⊆ documented always; documented ⊆ emitted when the whole suite ran."""
     documented = catalogue.documented_events()
-    assert documented == {e.value for e in AuditEvent}, "docs/audit-events.md and guard.states.AuditEvent disagree"
+    assert documented == {e.value for e in AuditEvent}, "docs/audit-events.md and guard.domain.states.AuditEvent disagree"
     assert catalogue.SEEN - documented == set(), "emitted but not in docs/audit-events.md"
     if request.config.stash.get(catalogue.WHOLE_SUITE, False):
         assert documented - catalogue.SEEN == set(), "in the catalogue but no test produced it"

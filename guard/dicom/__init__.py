@@ -1,1 +1,4 @@
-"""The DICOM side of the guard: association policy, thin handlers, and status codes."""
+"""The DICOM adapter: every outbound DICOM conversation.
+
+Association set-up, TLS pins, C-ECHO, C-FIND, C-STORE, N-ACTION, N-EVENT-REPORT and C-MOVE.
+"""

@@ -14,9 +14,10 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from guard.config import ArchiveSettings, SourceSettings
+from guard.config.settings import ArchiveSettings, SourceSettings
 from guard.dicom import tls
-from guard.errors import ArchiveUnreachableError
+from guard.domain.errors import ArchiveUnreachableError
+from guard.runtime import tls as tls_contexts
 
 
 def set_nodelay(event: Any) -> None:
@@ -68,7 +69,7 @@ def association_options(peer: Peer, handlers: list[Any]) -> dict[str, Any]:
     """
     options: dict[str, Any] = {"ae_title": peer.ae_title, "evt_handlers": [NODELAY_HANDLER, *handlers]}
     if peer.tls:
-        options["tls_args"] = (tls.load().client, peer.host)
+        options["tls_args"] = (tls_contexts.load().client, peer.host)
     return options
 
 

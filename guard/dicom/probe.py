@@ -21,9 +21,9 @@ from prometheus_client import Gauge
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from guard.config import Settings
+from guard.config.settings import Settings
 from guard.dicom.net import Peer, archive_peer, open_association
-from guard.errors import ArchiveUnreachableError
+from guard.domain.errors import ArchiveUnreachableError
 
 log = structlog.get_logger("guard.probe")
 

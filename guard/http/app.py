@@ -32,12 +32,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
-import guard.metrics  # noqa: F401 - imported for its side effect: the guard's counters are in the default registry
+import guard.runtime.metrics  # noqa: F401 - imported for its side effect: the guard's counters are in the default registry
 from guard import __version__
-from guard.config import Settings, TokenScope
-from guard.delete.decision import Decision
-from guard.delete.gate import DeleteGate, DeleteOutcome
+from guard.config.settings import Settings, TokenScope
 from guard.dicom.probe import ArchiveProbe
+from guard.domain.decision import Decision
+from guard.domain.states import AuditEvent, Outcome
+from guard.domain.times import parse_utc
+from guard.domain.uids import is_valid_uid
 from guard.http.auth import Authenticator, Principal
 from guard.http.limits import install_request_limits
 from guard.http.metrics import LedgerCollector, count_decision
@@ -47,9 +49,7 @@ from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import study_status
 from guard.ledger.verification import pending_transactions
-from guard.states import AuditEvent, Outcome
-from guard.times import parse_utc
-from guard.uids import is_valid_uid
+from guard.services.delete.gate import DeleteGate, DeleteOutcome
 
 #: Most audit records one page of ``GET /audit`` returns.
 MAX_AUDIT_PAGE = 1000

@@ -33,11 +33,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from guard.config import Settings, TokenScope
+from guard.config.settings import Settings, TokenScope
+from guard.domain.states import AuditEvent, Outcome
+from guard.domain.uids import is_valid_uid
 from guard.http.problems import ProblemError
 from guard.ledger.audit import Ledger
-from guard.states import AuditEvent, Outcome
-from guard.uids import is_valid_uid
 
 #: The identity of the single ``http.token`` / ``http.token_file``.
 LEGACY_IDENTITY = "admin"

@@ -6,7 +6,7 @@ announces its length or streams it chunked. Requests answered 400, 404, 413, 414
 (a hostile UID, a probed path, an oversized body, a malformed parameter) are audited as
 ``security.alert`` with ``reason`` ``invalid-request``, ``unknown-path`` or
 ``request-too-large``, at most once per 10 seconds per client address and reason
-(``guard.throttle``), so a scan cannot flood the ledger. Refused tokens (401) are audited by
+(``guard.domain.throttle``), so a scan cannot flood the ledger. Refused tokens (401) are audited by
 the token check itself.
 """
 
@@ -20,11 +20,11 @@ import structlog
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guard.errors import GuardError
+from guard.domain.errors import GuardError
+from guard.domain.states import AuditEvent, Outcome
+from guard.domain.throttle import RefusalThrottle
 from guard.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_PREFIX
 from guard.ledger.audit import Ledger
-from guard.states import AuditEvent, Outcome
-from guard.throttle import RefusalThrottle
 
 log = structlog.get_logger("guard.http")
 

@@ -1,6 +1,6 @@
 """Metrics of the admin API: delete decision counters, and gauges read from the ledger at scrape time.
 
-The counters live in prometheus-client's default registry, like those of ``guard.metrics``.
+The counters live in prometheus-client's default registry, like those of ``guard.runtime.metrics``.
 The gauges are not stored anywhere: ``LedgerCollector`` asks the ledger each time ``/metrics``
 is scraped, so they are true after a restart and shared by every process on one ledger. Each
 admin app has its own registry for its collector (the default registry refuses two collectors
@@ -18,11 +18,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from guard.domain.states import CLAIMABLE_STATES, InstanceState
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import INBOUND, OUTBOUND, TxnState
 from guard.ledger.instances import as_utc
 from guard.ledger.schema import commitment_transactions, instances
-from guard.states import CLAIMABLE_STATES, InstanceState
 
 DELETE_DECISIONS = Counter(
     "guard_delete_decisions_total",

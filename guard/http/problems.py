@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from guard.errors import LedgerError
+from guard.domain.errors import LedgerError
 
 log = structlog.get_logger("guard.http")
 

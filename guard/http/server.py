@@ -15,8 +15,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from guard.dicom.tls import fingerprint
-from guard.errors import ConfigError, GuardError
+from guard.domain.errors import ConfigError, GuardError
+from guard.runtime.tls import fingerprint
 
 
 class AdminServerError(GuardError):

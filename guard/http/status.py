@@ -31,10 +31,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from guard import __version__
 from guard.dicom.probe import ArchiveProbe
+from guard.domain.states import AuditEvent, InstanceState
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import as_utc
 from guard.ledger.schema import audit_log, instances
-from guard.states import AuditEvent, InstanceState
 
 STATIC_DIR = Path(str(files("guard.http") / "static"))
 #: Minutes of throughput the chart shows.

@@ -25,10 +25,10 @@ import structlog
 from sqlalchemy import Connection, Engine, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from guard.errors import LedgerError
+from guard.domain.errors import LedgerError
+from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.chain import GENESIS, record_hash
 from guard.ledger.schema import audit_anchor, audit_log
-from guard.states import AuditEvent, Outcome
 
 log = structlog.get_logger("guard.audit")
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy import Row, func, insert, select, update
 
-from guard.config import ConfirmMode
+from guard.config.settings import ConfirmMode
+from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Ledger, Transaction
 from guard.ledger.instances import as_utc, back_to_forwarding
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
-from guard.states import AuditEvent, InstanceState, Outcome
 
 OUTBOUND = "outbound"
 INBOUND = "inbound"

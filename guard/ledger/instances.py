@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Join, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Ledger, Transaction
 from guard.ledger.schema import instances, series, studies
-from guard.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
 
 
 def as_utc(value: datetime | None) -> datetime | None:

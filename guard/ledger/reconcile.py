@@ -8,10 +8,10 @@ from datetime import datetime
 
 from sqlalchemy import func, select, update
 
+from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import back_to_forwarding, newest_versions
 from guard.ledger.schema import instances, studies
-from guard.states import AuditEvent, InstanceState, Outcome
 
 IN_ARCHIVE_STATES = (InstanceState.FORWARDED.value, InstanceState.CONFIRMED.value)
 

@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
+from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import INBOUND, TxnState
 from guard.ledger.instances import as_utc, newest_versions
 from guard.ledger.schema import commitment_references, commitment_transactions, instances
-from guard.states import AuditEvent, InstanceState, Outcome
 
 # PS3.4 J.3.3.1 Failure Reasons used towards sources.
 NO_SUCH_OBJECT_INSTANCE = 0x0112

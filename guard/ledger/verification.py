@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, update
 
+from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import TxnState, subject_of
 from guard.ledger.instances import back_to_forwarding
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
-from guard.states import AuditEvent, InstanceState, Outcome
 
 
 def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guard.refarchive import ReferenceArchive
+from guard.sandbox.archive import ReferenceArchive
 from tests.support.guard import GuardProcess
 
 GuardFactory = Callable[..., GuardProcess]

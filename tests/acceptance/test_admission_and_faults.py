@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from guard.dicom import status as st
-from guard.refarchive import ReferenceArchive
+from guard.domain import status as st
+from guard.sandbox.archive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
 from tests.support.availability import unavailable
 from tests.support.datasets import make_instance

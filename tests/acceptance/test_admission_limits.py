@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from guard.dicom import status as st
-from guard.refarchive import ReferenceArchive
+from guard.domain import status as st
+from guard.sandbox.archive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
 from tests.hostile.peer import RawPeer
 from tests.support.certs import TestCA

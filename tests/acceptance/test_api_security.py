@@ -19,15 +19,15 @@ from typing import Any
 import httpx
 import pytest
 
-from guard.config import Settings
-from guard.delete.backends import make_backend
-from guard.delete.gate import DeleteGate
+from guard.config.settings import Settings
+from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
 from guard.http.server import AdminServer
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
-from guard.refarchive import ReferenceArchive
-from guard.states import AuditEvent, InstanceState
+from guard.sandbox.archive import ReferenceArchive
+from guard.services.delete.gate import DeleteGate
+from guard.web.backends import make_backend
 from tests.acceptance.conftest import GuardFactory
 from tests.acceptance.test_http_api import audited, new_study_uid, seed
 from tests.support.certs import TestCA

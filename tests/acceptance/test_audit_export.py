@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from guard.audit.atna import EXPORTED_EVENTS
+from guard.services.audit.atna import EXPORTED_EVENTS
 from tests.acceptance.conftest import GuardFactory
 from tests.support.certs import TestCA
 from tests.support.dcmtk import store_responses, storescu

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from guard.config import load_settings
+from guard.config.settings import load_settings
 from tests.support.ports import free_port
 from tests.support.waiting import port_is_open, wait_until
 

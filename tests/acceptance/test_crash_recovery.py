@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from guard.dicom import status as st
+from guard.domain import status as st
 from tests.acceptance.conftest import GuardFactory
 from tests.support.fixtures import StudyFactory
 from tests.support.orthanc import Orthanc

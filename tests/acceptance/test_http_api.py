@@ -17,9 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from guard.config import Settings
-from guard.delete.backends import Backend, DecisionOnly, make_backend
-from guard.delete.gate import DeleteGate
+from guard.config.settings import Settings
+from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
 from guard.http.readiness import directory_writable, ledger_reachable
 from guard.http.server import AdminServer
@@ -27,7 +26,8 @@ from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, record_received
 from guard.ledger.schema import audit_log, instances
-from guard.states import AuditEvent, InstanceState
+from guard.services.delete.gate import DeleteGate
+from guard.web.backends import Backend, DecisionOnly, make_backend
 from tests.support.availability import unavailable
 from tests.support.ports import LOOPBACK, free_port
 

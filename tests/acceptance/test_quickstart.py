@@ -54,7 +54,7 @@ def _venv_on_installed_dependencies(clone: Path) -> None:
     own_site = env_dir / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     (own_site / "guard-quickstart.pth").write_text(f"{clone}\n" + "\n".join(site.getsitepackages()) + "\n")
     script = env_dir / "bin" / "guard"
-    script.write_text(f"#!{env_dir / 'bin' / 'python'}\nimport sys\nfrom guard.cli import main\nsys.exit(main())\n")
+    script.write_text(f"#!{env_dir / 'bin' / 'python'}\nimport sys\nfrom guard.cli.main import main\nsys.exit(main())\n")
     script.chmod(0o755)
     (env_dir / ".installed").touch()  # make's stamp: dependencies are installed
 

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from guard.config import Settings
-from guard.service import GuardService
+from guard.app import GuardService
+from guard.config.settings import Settings
 from tests.support.availability import unavailable
 from tests.support.ports import free_port
 from tests.support.postgres import scratch_database

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from guard.dicom import status as st
+from guard.domain import status as st
 from tests.acceptance.conftest import GuardFactory
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory

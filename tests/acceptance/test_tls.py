@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from guard.refarchive import ReferenceArchive
+from guard.sandbox.archive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
 from tests.support.certs import CertFiles, TestCA
 from tests.support.dcmtk import store_responses, storescu

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from guard.ledger.schema import audit_log
-from guard.refarchive import ReferenceArchive
+from guard.sandbox.archive import ReferenceArchive
 from tests.support.dcmtk import echoscu
 from tests.support.fixtures import require_tools
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from guard.dicom import status as st
+from guard.domain import status as st
 from tests.hostile.conftest import audits_since
 from tests.hostile.peer import IMPLICIT_LE, element, explicit, store_raw
 from tests.support.datasets import make_instance, make_rejection_note, make_study

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from guard.audit.retention import apply_retention, verify_export
-from guard.config import Settings
+from guard.config.settings import Settings
+from guard.domain.states import AuditEvent
 from guard.ledger.audit import Ledger
 from guard.ledger.audit_verify import chain_anchor, verify_chain
 from guard.ledger.schema import audit_log
-from guard.states import AuditEvent
+from guard.services.audit.retention import apply_retention, verify_export
 
 
 class Clock:

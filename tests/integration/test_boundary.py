@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from guard.boundary import FailureReporter
 from guard.ledger.audit import Ledger
 from guard.ledger.schema import audit_log
+from guard.services.boundary import FailureReporter
 
 
 def _alerts(ledger: Ledger) -> list[str]:

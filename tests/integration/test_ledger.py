@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from guard.domain.states import AuditEvent
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import (
     Receipt,
@@ -21,7 +22,6 @@ from guard.ledger.instances import (
     study_status,
 )
 from guard.ledger.schema import audit_log, instances, series, studies
-from guard.states import AuditEvent
 
 LEASE = timedelta(seconds=30)
 

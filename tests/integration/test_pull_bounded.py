@@ -6,9 +6,9 @@ import itertools
 import threading
 from typing import TYPE_CHECKING
 
-from guard.config import Settings
+from guard.config.settings import Settings
 from guard.dicom.net import Peer
-from guard.qr.pull import Puller, PullTarget, StudyOutcome, StudyResult
+from guard.services.qr.pull import Puller, PullTarget, StudyOutcome, StudyResult
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -21,10 +21,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from guard.confirm.peers import find_study_instances, request_commitment
-from guard.dicom import status as st
+from guard.dicom.commitment import find_study_instances, request_commitment
 from guard.dicom.net import NODELAY_HANDLER, Peer
-from guard.refarchive import COMMITMENT_INSTANCE_UID, ReferenceArchive
+from guard.domain import status as st
+from guard.sandbox.archive import COMMITMENT_INSTANCE_UID, ReferenceArchive
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import findscu
 from tests.support.fixtures import require_tools
@@ -440,7 +440,7 @@ def test_referenced_class_conflict_fails_with_0119(archive: ReferenceArchive, re
 
 
 def test_the_guards_own_clients_work_against_it(archive: ReferenceArchive, requester: Requester, tmp_path: Path) -> None:
-    """guard.confirm.peers' C-FIND and N-ACTION, as the guard uses them, get the archive's answers and report."""
+    """guard.dicom.commitment' C-FIND and N-ACTION, as the guard uses them, get the archive's answers and report."""
     study = make_study(tmp_path / "study", 3)
     _store(archive, study)
     archive.forget(study.sop_instance_uids[2])

@@ -10,7 +10,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
-from guard.confirm.peers import COMMITMENT_INSTANCE_UID, Report, request_commitment
+from guard.dicom.commitment import COMMITMENT_INSTANCE_UID, Report, request_commitment
 from guard.dicom.net import Peer
 from tests.support.waiting import wait_until
 

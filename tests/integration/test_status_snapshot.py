@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, update
 
-from guard.config import Settings
+from guard.config.settings import Settings
 from guard.dicom.probe import ArchiveProbe
+from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.http.status import WINDOW_MINUTES, status_snapshot
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import ReceivedInstance, record_received
 from guard.ledger.schema import instances
-from guard.states import AuditEvent, InstanceState, Outcome
 
 NOW = datetime(2026, 3, 4, 12, 30, 20, tzinfo=UTC)
 _n = itertools.count(1)

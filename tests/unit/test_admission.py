@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from guard.admission import (
+from guard.domain.admission import (
     ALL_SERVICES,
     KEY_OBJECT_SELECTION,
     STORAGE_COMMITMENT_PUSH,

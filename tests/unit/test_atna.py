@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from guard.audit.atna import EXPORTED_EVENTS, Node, to_message
-from guard.audit.syslog import PRI, octet_counted, rfc5424
-from guard.states import AuditEvent
+from guard.domain.states import AuditEvent
+from guard.services.audit.atna import EXPORTED_EVENTS, Node, to_message
+from guard.services.audit.syslog import PRI, octet_counted, rfc5424
 
 SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parents[1] / "data" / "dicom-audit-message.rng")))
 NODE = Node(ae_title="GUARD", host="guard-host", site_id="HOSPITAL")

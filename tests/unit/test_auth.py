@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guard.config import Settings, TokenScope
+from guard.config.settings import Settings, TokenScope
 from guard.http.auth import LEGACY_IDENTITY, Authenticator, FailureLimiter, token_hash
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine

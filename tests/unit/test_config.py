@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from guard.config import ConfirmMode, load_settings, redacted
-from guard.errors import ConfigError
+from guard.config.settings import ConfirmMode, load_settings, redacted
+from guard.domain.errors import ConfigError
 
 TOML = """
 [node]

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guard.delete.decision import LiveEvidence, Reason, StudyFacts, decide_delete
+from guard.domain.decision import LiveEvidence, Reason, StudyFacts, decide_delete
 
 STATES = ["received", "failed", "forwarded", "confirmed", "missing-in-archive", "dead-lettered", "superseded"]
 UIDS = [f"1.2.3.{n}" for n in range(6)]

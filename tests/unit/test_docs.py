@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from guard.configdoc import render_reference
-from guard.states import AuditEvent
+from guard.config.reference import render_reference
+from guard.domain.states import AuditEvent
 
 DOCS = Path(__file__).parents[2] / "docs"
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from guard.delete.iocm import referenced_studies, rejection_title
+from guard.domain.iocm import referenced_studies, rejection_title
 from tests.support.datasets import REJECTION_TITLES, make_instance, make_rejection_note, make_study
 
 

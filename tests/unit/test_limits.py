@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from guard.dicom.limits import Limits, PeerAccounting, command_field
-from guard.throttle import RefusalThrottle
+from guard.domain.throttle import RefusalThrottle
+from guard.listener.limits import Limits, PeerAccounting, command_field
 
 
 def test_pending_connections_are_capped_per_address_and_in_total() -> None:

@@ -12,9 +12,9 @@ import pytest
 import structlog
 
 from guard import runtime
-from guard.config import load_settings, redacted
-from guard.errors import ConfigError
-from guard.redaction import MASK, is_patient_key, scrub_text
+from guard.config.settings import load_settings, redacted
+from guard.domain.errors import ConfigError
+from guard.domain.redaction import MASK, is_patient_key, scrub_text
 
 SECRET = "s3cr3t-Zq9-token"
 

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guard.forward.policy import RetryPolicy, backoff_delay, decide_retry
+from guard.domain.retry import RetryPolicy, backoff_delay, decide_retry
 
 POLICY = RetryPolicy(max_attempts=5, max_age=timedelta(hours=1), backoff_base=2.0, backoff_max=60.0)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset
 
-from guard.config import DestinationSettings, Settings, SourceSettings
-from guard.dicom import status as st
+from guard.config.settings import DestinationSettings, Settings, SourceSettings
 from guard.dicom.net import Peer
-from guard.errors import ConfigError
+from guard.domain import status as st
+from guard.domain.errors import ConfigError
 from guard.ledger.query_answers import values_of
-from guard.qr.common import single_value
-from guard.qr.move import BUFFERED_INSTANCES, COMMON_STORAGE_CLASSES, Arrival, MovePlan, RelayRegistry, move_destination
-from guard.qr.pull import _move_problem, pull_source, targets_from_file, targets_from_uids
+from guard.services.qr.common import single_value
+from guard.services.qr.move import BUFFERED_INSTANCES, COMMON_STORAGE_CLASSES, Arrival, MovePlan, RelayRegistry, move_destination
+from guard.services.qr.pull import _move_problem, pull_source, targets_from_file, targets_from_uids
 
 
 def _settings(**values: object) -> Settings:

@@ -5,7 +5,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from guard.errors import InvalidUIDError, SpoolError
+from guard.domain.errors import InvalidUIDError, SpoolError
 from guard.spool import Spool, dataset_offset
 
 

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from guard.dicom.structure import find_problem
+from guard.domain.structure import find_problem
 from tests.support.datasets import make_instance, make_rejection_note, make_study
 
 

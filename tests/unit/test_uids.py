@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guard.errors import InvalidUIDError
-from guard.uids import is_valid_uid, require_uid
+from guard.domain.errors import InvalidUIDError
+from guard.domain.uids import is_valid_uid, require_uid
 
 component = st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,8}", fullmatch=True))
 valid_uids = st.lists(component, min_size=1, max_size=12).map(".".join).filter(lambda u: len(u) <= 64)

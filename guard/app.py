@@ -1,0 +1,150 @@
+"""One running guard: the ledger, the spool, the DICOM listener and the forwarding workers."""
+
+from __future__ import annotations
+
+import structlog
+
+from guard import __version__, runtime
+from guard.config.settings import Settings, digest
+from guard.dicom import tls
+from guard.dicom.probe import ArchiveProbe
+from guard.domain.states import AuditEvent, Outcome
+from guard.http.app import create_app
+from guard.http.readiness import directory_writable, ledger_reachable
+from guard.http.server import AdminServer
+from guard.ledger.audit import Ledger
+from guard.ledger.db import migrate, open_engine
+from guard.listener.server import IngestServer
+from guard.runtime import tls as tls_contexts
+from guard.sandbox.archive import ReferenceArchive
+from guard.services.audit.tasks import AuditTasks
+from guard.services.certificates import reload_certificates
+from guard.services.confirm.confirmer import Confirmer
+from guard.services.delete.gate import DeleteGate
+from guard.services.forward.worker import Forwarder
+from guard.services.ingest import IngestService
+from guard.services.qr.relay import QueryRetrieveRelay
+from guard.spool import Spool
+from guard.web.backends import make_backend
+
+log = structlog.get_logger("guard.app")
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """Open the ledger named by the settings and bring its schema up to date."""
+    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
+    migrate(engine)
+    return Ledger(engine)
+
+
+class GuardService:
+    """Starts and stops the parts of a guard in the right order."""
+
+    def __init__(self, settings: Settings, config_path: str | None = None) -> None:
+        """Prepare a guard for ``settings``; nothing runs until ``start``."""
+        self.settings = settings
+        self.config_path = config_path
+        self.spool = Spool(settings.spool_dir)
+        self.ledger: Ledger | None = None
+        self.reference_archive: ReferenceArchive | None = None
+        self.forwarder: Forwarder | None = None
+        self.confirmer: Confirmer | None = None
+        self.gate: DeleteGate | None = None
+        self.admin: AdminServer | None = None
+        self.server: IngestServer | None = None
+        self.probe: ArchiveProbe | None = None
+        self.audit_tasks: AuditTasks | None = None
+
+    def start(self) -> None:
+        """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
+        self.spool.prepare()
+        runtime.configure_dicom(self.spool.incoming, self.settings.node.max_dataset_size)
+        tls_contexts.configure(self.settings.tls)
+        if tls.in_use(self.settings):
+            tls_contexts.load()  # unusable certificate files stop the start, naming the file
+        ledger = self.ledger = open_ledger(self.settings)
+        self.audit_tasks = AuditTasks(self.settings, ledger).start()
+        ledger.audit(
+            AuditEvent.CONFIG_LOADED,
+            detail={"digest": digest(self.settings), "path": self.config_path, "builtin_archive": self.settings.archive.builtin},
+        )
+        if self.settings.archive.builtin:
+            self._start_reference_archive(ledger)
+        self.confirmer = Confirmer(self.settings, ledger, self.spool)
+        # The confirmer polls on its own: commitment requests wait for a study to go quiet
+        # (confirm.batch_wait), so waking it per forwarded batch would only cost ledger queries.
+        self.forwarder = Forwarder(self.settings, ledger, self.spool)
+        self.forwarder.start()
+        self.confirmer.start()
+        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake, gate=self.gate)
+        self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
+        self.server.start()
+        if self.reference_archive is not None:
+            # The port actually bound (node.port may be 0): where the sandbox archive reports.
+            self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", self.server.port)
+        self.probe = ArchiveProbe(self.settings).start()
+        if self.settings.http.port:  # 0 disables the admin API
+            app = create_app(self.settings, ledger, self.gate, self._readiness, self.probe)
+            http = self.settings.http
+            self.admin = AdminServer(
+                app, host=http.bind, port=http.port, certificate=http.certificate, private_key=http.private_key
+            ).start()
+        ledger.audit(
+            AuditEvent.SERVICE_STARTED,
+            actor=self.settings.node.ae_title,
+            detail={
+                "version": __version__,
+                "dicom_port": self.server.port,
+                "dicom_tls_port": self.settings.tls.port or None,
+                "http_port": self.admin.port if self.admin is not None else None,
+                "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
+            },
+        )
+
+    def reload_certificates(self) -> bool:
+        """Reload the DICOM TLS and HTTPS certificates from their files (SIGHUP); False if one failed (old one kept)."""
+        if self.ledger is None:
+            return False
+        https = self.admin.reload_certificate if self.admin is not None and self.admin.certificate is not None else None
+        return reload_certificates(self.settings, self.ledger, https)
+
+    def _start_reference_archive(self, ledger: Ledger) -> None:
+        """Run the sandbox archive and make sure nobody mistakes it for a real one."""
+        archive = self.settings.archive
+        folder = self.settings.node.data_dir / "reference-archive"
+        # It reports Storage Commitment to the guard's listener, registered once that is bound.
+        self.reference_archive = ReferenceArchive(folder, ae_title=archive.ae_title, port=archive.port).start()
+        message = "no archive configured: using the built-in reference archive, a sandbox that is NOT for production"
+        log.warning("archive.builtin", action="archive.builtin", port=archive.port, directory=str(folder), message=message)
+        ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, detail={"alert": "builtin-archive", "message": message})
+
+    def _readiness(self) -> dict[str, bool]:
+        """Checks behind /readyz: the ledger answers, the spool takes files, the workers run."""
+        return {
+            "ledger": self.ledger is not None and ledger_reachable(self.ledger),
+            "spool": directory_writable(self.spool.incoming),
+            "workers": self.forwarder is not None and self.forwarder.alive() and self.confirmer is not None and self.confirmer.alive(),
+        }
+
+    def stop(self) -> None:
+        """Stop accepting, drain associations, stop the workers, then close the ledger."""
+        if self.admin is not None:
+            self.admin.stop()
+        if self.probe is not None:
+            self.probe.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+        if self.confirmer is not None:
+            self.confirmer.stop()
+        if self.reference_archive is not None:
+            self.reference_archive.stop()
+        if self.ledger is not None:
+            self.ledger.audit(AuditEvent.SERVICE_STOPPED, actor=self.settings.node.ae_title)
+        if self.audit_tasks is not None:
+            # After service.stopped, so that the exporter gets the chance to deliver it.
+            self.audit_tasks.stop()
+        if self.ledger is not None:
+            self.ledger.dispose()

@@ -1,1 +1,0 @@
-"""The audit log as administrators use it: query, chain verification, ATNA export, retention."""

@@ -1,0 +1,1 @@
+"""The ``guard`` command (Typer): ``main`` holds the commands, ``audit`` the audit log's, ``pull`` the pull's."""

@@ -1,0 +1,560 @@
+"""The settings model and how it is loaded.
+
+Precedence, highest first: environment variables ``GUARD_<SECTION>__<KEY>``, then the TOML file
+named by ``--config`` or ``GUARD_CONFIG``, then the defaults below. Every key is validated on
+load; an error names the key and the problem. ``Settings`` is frozen: services receive it
+explicitly and never read configuration from anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from guard.domain.admission import ALL_SERVICES, Service, parse_address_entry
+from guard.domain.errors import ConfigError
+from guard.domain.redaction import MASK, is_secret_key, scrub, scrub_text
+
+CONFIG_ENV = "GUARD_CONFIG"
+_AE_CHARS = set(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+def _check_ae_title(value: str) -> str:
+    """Validate an AE title: 1 to 16 characters of the default repertoire, not only spaces (PS3.5 6.2)."""
+    stripped = value.strip()
+    if not stripped or len(value) > 16 or "\\" in value or not set(value) <= _AE_CHARS:
+        msg = "must be 1 to 16 printable ASCII characters without backslash"
+        raise ValueError(msg)
+    return stripped
+
+
+def _check_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint: 64 hex digits, colons allowed (``openssl x509 -fingerprint -sha256``); empty = no pin."""
+    digits = value.replace(":", "").strip().lower()
+    if digits and (len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits)):
+        msg = "must be the certificate's SHA-256 fingerprint: 64 hexadecimal digits (colons allowed)"
+        raise ValueError(msg)
+    return digits
+
+
+_TLS_DESCRIPTION = (
+    "Use DICOM TLS with this peer (PS3.15 Annex B): outbound associations are encrypted and check its certificate"
+    " against tls.ca_file; inbound associations from it are refused unless they arrive on the TLS listener (tls.port)."
+)
+_PIN_DESCRIPTION = (
+    "SHA-256 fingerprint of this peer's certificate (hex, colons allowed). When set, a TLS association with this AE title"
+    " is refused unless the peer presents exactly this certificate (pinning). Empty: any certificate signed by tls.ca_file."
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    """The guard's own DICOM node."""
+
+    ae_title: str = Field("GUARD", description="AE title the guard answers to; other called AE titles are rejected.")
+    bind: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")  # noqa: S104 - a DICOM node serves the network; admission is by AE title and host
+    port: int = Field(11112, ge=1, le=65535, description="DICOM listener port.")
+    data_dir: Path = Field(Path("var"), description="Folder holding the spool and the default SQLite ledger.")
+    check_called_ae: bool = Field(
+        default=True,
+        description=(
+            "Reject associations whose called AE title is not ae_title."
+            " Turn off only for a sandbox or for senders that cannot be configured."
+        ),
+    )
+    max_pdu: int = Field(
+        262144,
+        ge=0,
+        description=(
+            "Largest PDU the guard accepts and proposes, in bytes; a peer sending a larger one is aborted"
+            " (0: no limit is proposed, and PDUs are still capped at 64 MiB)."
+        ),
+    )
+    max_associations: int = Field(20, ge=1, description="Most associations served at once; more are rejected (transient).")
+    max_associations_per_address: int = Field(
+        8, ge=1, description="Most associations served at once for one peer address; more are rejected (transient)."
+    )
+    max_pending_per_address: int = Field(
+        4,
+        ge=1,
+        description="Most connections from one address that have not yet sent their A-ASSOCIATE-RQ; more are closed at once.",
+    )
+    max_pending: int = Field(
+        64, ge=1, description="Most connections from all addresses that have not yet sent their A-ASSOCIATE-RQ; more are closed at once."
+    )
+    network_timeout: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Idle association timeout: seconds without network activity before an association is aborted;"
+            " also the longest time one PDU may take to arrive, and a send to a peer that does not read."
+        ),
+    )
+    acse_timeout: float = Field(
+        30.0, gt=0, description="ARTIM/ACSE timeout: seconds to wait for the A-ASSOCIATE-RQ after a connection opens, and for release."
+    )
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE message the guard expects from a peer.")
+    max_dataset_size: int = Field(
+        4 * 1024**3,
+        ge=0,
+        description="Largest data set accepted by C-STORE, in bytes; a larger one is refused with 0xA700 and not kept (0 = no limit).",
+    )
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class LedgerSettings(_Section):
+    """Where the ledger lives."""
+
+    url: str = Field(
+        "", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/ledger.sqlite. PostgreSQL: postgresql+psycopg://user@host/db."
+    )
+    busy_timeout_ms: int = Field(30000, ge=0, description="SQLite: how long a writer waits for the lock.")
+
+
+class SourceSettings(_Section):
+    """A peer allowed to send to the guard (normally the PACS)."""
+
+    ae_title: str = Field(description="Calling AE title of the source.")
+    host: str = Field(
+        "", description="Where the guard reaches the source; if set and allowed_addresses is empty, associations must come from it."
+    )
+    port: int = Field(104, ge=1, le=65535, description="Port where the guard reaches the source (reports, queries, pulls).")
+    allowed_addresses: tuple[str, ...] = Field(
+        (),
+        description=(
+            'Addresses, CIDR networks or host names this source may call from, e.g. ["10.1.0.0/16", "pacs.example"];'
+            " when set it replaces the host check."
+        ),
+    )
+    services: tuple[Service, ...] = Field(
+        ALL_SERVICES,
+        min_length=1,
+        description="What the source may do: store, kos (IOCM rejection notes), commit, find, move (C-MOVE and C-GET).",
+    )
+    tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
+
+    @field_validator("allowed_addresses")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Every entry must be an address, a CIDR network (no host bits) or a host name."""
+        for entry in value:
+            parse_address_entry(entry)
+        return tuple(entry.strip() for entry in value)
+
+
+class ConfirmMode(StrEnum):
+    """How the archive proves it holds an instance."""
+
+    COMMITMENT = "commitment"
+    FIND = "find"
+    BOTH = "both"
+
+
+class ArchiveSettings(_Section):
+    """The long-term archive the guard forwards to."""
+
+    ae_title: str = Field("ARCHIVE", description="Called AE title of the archive.")
+    host: str = Field("", description="Archive address. Empty: run the built-in reference archive (sandbox only).")
+    port: int = Field(11113, ge=1, le=65535, description="Archive DICOM port (also the built-in archive's port).")
+    confirm: ConfirmMode = Field(ConfirmMode.COMMITMENT, description="commitment | find | both.")
+    probe_interval: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between C-ECHO probes of the archive (status page, metric guard_archive_reachable); 0 turns them off.",
+    )
+    tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the built-in reference archive stands in for a real one."""
+        return not self.host
+
+
+class ForwardSettings(_Section):
+    """Forwarding to the archive."""
+
+    workers: int = Field(1, ge=1, le=32, description="Concurrent sender associations to the archive.")
+    batch_size: int = Field(32, ge=1, le=1000, description="Instances claimed per worker at a time.")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A claim not renewed within this time is taken over by another worker (crash recovery)."
+    )
+    max_attempts: int = Field(10, ge=1, description="Attempts before an instance is dead-lettered.")
+    max_age_hours: float = Field(72.0, gt=0, description="Age after which a still-failing instance is dead-lettered.")
+    backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds; doubles each attempt.")
+    backoff_max: float = Field(300.0, gt=0, description="Longest retry delay in seconds.")
+    idle_poll: float = Field(0.5, gt=0, description="Seconds between looks for new work when idle.")
+    timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout towards the archive, seconds.")
+    idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
+
+
+class ConfirmSettings(_Section):
+    """How and when the guard asks the archive for proof, and how long it keeps spool copies."""
+
+    poll_interval: float = Field(1.0, gt=0, description="Seconds between rounds of the confirmation loop.")
+    max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
+    batch_wait: float = Field(
+        2.0,
+        ge=0,
+        description="Ask for commitment once a study has had nothing forwarded for this many seconds (or the request is full).",
+    )
+    commitment_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the archive's N-EVENT-REPORT before asking again.")
+    report_wait: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds to keep the N-ACTION association open for a report on the same association (0: release at once).",
+    )
+    retry_base: float = Field(5.0, gt=0, description="First delay before asking again after a timeout or failure, seconds; doubles.")
+    retry_max: float = Field(600.0, gt=0, description="Longest delay between two requests for the same instance, seconds.")
+    max_resends: int = Field(3, ge=0, description="Re-sends of an instance the archive reported failed or missing, before dead-letter.")
+    find_delay: float = Field(0.0, ge=0, description="Seconds after forwarding before a C-FIND confirmation is attempted.")
+    reverify_interval_hours: float = Field(24.0, gt=0, description="Confirmed studies are checked again by C-FIND this often.")
+    spool_grace_hours: float = Field(72.0, ge=0, description="Spool copies are removed this long after confirmation, never before.")
+    source_report_deadline: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds after a source's Storage Commitment request when unconfirmed instances are reported failed.",
+    )
+    report_retry_max: float = Field(300.0, gt=0, description="Longest delay between attempts to deliver a report to a source, seconds.")
+
+
+class DeleteBackend(StrEnum):
+    """Who carries out a permitted delete."""
+
+    DECISION_ONLY = "decision-only"
+    ORTHANC = "orthanc"
+    DICOMWEB = "dicomweb"
+
+
+class DeleteSettings(_Section):
+    """The delete gate."""
+
+    backend: DeleteBackend = Field(DeleteBackend.DECISION_ONLY, description="decision-only | orthanc | dicomweb.")
+    url: str = Field("", description="Base URL of the backend (Orthanc REST or DICOMweb).")
+    reverify: bool = Field(default=True, description="Query the archive live at decision time.")
+    source_check: bool = Field(default=True, description="Query the source for the study's instances at decision time.")
+
+
+class DestinationSettings(_Section):
+    """A C-MOVE destination that is not a source (a workstation, a viewer, another PACS)."""
+
+    ae_title: str = Field(description="AE title the requester names as Move Destination.")
+    host: str = Field(description="Address the guard sends the moved instances to.")
+    port: int = Field(104, ge=1, le=65535, description="DICOM port of the destination.")
+    tls: bool = Field(default=False, description="Send the moved instances over DICOM TLS (the certificate checked against tls.ca_file).")
+    tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
+
+
+class QuerySettings(_Section):
+    """The query/retrieve relay (C-FIND and C-MOVE from sources, relayed to the archive) and guard pull."""
+
+    timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout of relayed queries and retrieves, seconds.")
+    move_idle_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="A relayed C-MOVE fails when the archive sends neither an instance nor a response for this many seconds.",
+    )
+    ledger_fallback: bool = Field(
+        default=False,
+        description=(
+            "When the archive cannot be reached, answer a C-FIND from the ledger (what the guard has received);"
+            " every such answer is audited with answered_by = ledger."
+        ),
+    )
+
+
+class TokenScope(StrEnum):
+    """What a token of the admin API may do."""
+
+    READ = "read"
+    DELETE = "delete"
+
+
+class HttpToken(_Section):
+    """One token of the admin API: who holds it, what it may do, and its SHA-256 (never the token itself)."""
+
+    identity: str = Field(min_length=1, max_length=64, description="Who holds the token; recorded as actor in the audit log.")
+    scopes: tuple[TokenScope, ...] = Field(min_length=1, description="read, delete or both.")
+    sha256: str = Field(description="SHA-256 of the token, hex (guard token hash).")
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        digits = value.strip().lower()
+        if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+            msg = "must be 64 hexadecimal digits (guard token hash prints it)"
+            raise ValueError(msg)
+        return digits
+
+
+class TlsVersion(StrEnum):
+    """Lowest TLS version accepted (PS3.15 B.9 and later profiles: TLS 1.2 or newer)."""
+
+    TLS_1_2 = "1.2"
+    TLS_1_3 = "1.3"
+
+
+class TlsSettings(_Section):
+    """DICOM TLS: the guard's certificate and the CA its peers' certificates must chain to."""
+
+    port: int = Field(
+        0, ge=0, le=65535, description="Port of the DICOM TLS listener (2762 is the registered dicom-tls port); 0: no TLS listener."
+    )
+    plain_listener: bool = Field(
+        default=True, description="Keep the unencrypted listener on node.port open too; turn off once every peer uses TLS."
+    )
+    certificate: Path | None = Field(None, description="PEM certificate (chain) the guard presents, as server and as client.")
+    private_key: Path | None = Field(None, description="PEM private key of certificate (unencrypted; readable by the guard only).")
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA certificate(s) peers' certificates must chain to (client certificates are required)."
+    )
+    min_version: TlsVersion = Field(TlsVersion.TLS_1_2, description="Lowest TLS version: 1.2 or 1.3.")
+    verify_hostname: bool = Field(
+        default=False,
+        description="Outbound: also require the peer's certificate to name the host connected to (off: DICOM peers are often"
+        " addressed by IP; pin fingerprints instead).",
+    )
+    handshake_timeout: float = Field(10.0, gt=0, description="Seconds a connecting peer has to complete the TLS handshake.")
+
+    @property
+    def configured(self) -> bool:
+        """Whether certificate, key and CA are all set."""
+        return None not in (self.certificate, self.private_key, self.ca_file)
+
+
+class LogSettings(_Section):
+    """The JSON log on stdout."""
+
+    redact_patient_data: bool = Field(
+        default=False,
+        description="Leave patient identifiers (Patient ID and name, birth date, accession number) out of the log;"
+        " the audit table keeps them. Secrets are never logged either way.",
+    )
+
+
+class SyslogProtocol(StrEnum):
+    """How ATNA audit messages travel to the collector."""
+
+    TLS = "tls"
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class AuditSettings(_Section):
+    """The audit log: start-up check of its hash chain, ATNA export over syslog, retention."""
+
+    verify_tail: int = Field(
+        10000, ge=0, description="At start-up, check the hash chain of this many newest records (0: skip; 'guard audit verify' checks all)."
+    )
+    syslog_host: str = Field("", description="Audit record repository (syslog collector) for DICOM audit messages; empty: no export.")
+    syslog_port: int = Field(6514, ge=1, le=65535, description="Port of the collector (6514 is the registered syslog-over-TLS port).")
+    syslog_protocol: SyslogProtocol = Field(
+        SyslogProtocol.TLS, description="tls (RFC 5425), tcp (RFC 6587 octet counting) or udp (RFC 5426; no delivery guarantee)."
+    )
+    syslog_ca_file: Path | None = Field(None, description="CA bundle that signed the collector's certificate (tls); system CAs when unset.")
+    syslog_certificate: Path | None = Field(None, description="Client certificate for collectors that require one (tls).")
+    syslog_private_key: Path | None = Field(None, description="Private key of syslog_certificate.")
+    syslog_batch: int = Field(200, ge=1, le=10000, description="Messages sent per round before the delivery cursor is saved.")
+    syslog_retry_max: float = Field(60.0, gt=0, description="Longest wait between attempts to reach the collector, seconds.")
+    site_id: str = Field("", description="Enterprise site of the guard in audit messages (AuditEnterpriseSiteID); empty: left out.")
+    retention_days: float = Field(
+        0.0, ge=0, description="Records older than this are exported to a compressed file and removed; 0 keeps them forever."
+    )
+    retention_dir: Path | None = Field(None, description="Folder of retention export files (default: data_dir/audit-export).")
+    retention_interval_hours: float = Field(24.0, gt=0, description="How often retention runs, hours.")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> AuditSettings:
+        if (self.syslog_certificate is None) != (self.syslog_private_key is None):
+            msg = "audit.syslog_certificate and audit.syslog_private_key go together"
+            raise ValueError(msg)
+        return self
+
+
+class HttpSettings(_Section):
+    """The admin HTTP API."""
+
+    bind: str = Field("127.0.0.1", description="Address of the admin API.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the admin API (0 disables it).")
+    token: SecretStr = Field(
+        SecretStr(""), description="Bearer token of the identity 'admin' (scopes read and delete). Prefer token_file or tokens."
+    )
+    token_file: Path | None = Field(None, description="File holding the 'admin' token (preferred over token); read at each request.")
+    tokens: tuple[HttpToken, ...] = Field(
+        (), description="Named tokens with scopes, stored as SHA-256 hashes ([[http.tokens]]; hash with: guard token hash)."
+    )
+    read_requires_token: bool = Field(
+        default=False,
+        description="Require a token with scope 'read' for /studies and /audit (health, readiness and metrics stay open).",
+    )
+    auth_failures_max: int = Field(5, ge=1, description="Failed authentications from one client address before it gets 429.")
+    auth_failures_window: float = Field(
+        60.0, gt=0, description="Seconds over which failed authentications are counted; also the longest Retry-After."
+    )
+    certificate: Path | None = Field(None, description="PEM certificate (chain) for HTTPS; with private_key, the API speaks only HTTPS.")
+    private_key: Path | None = Field(None, description="PEM private key of certificate (HTTPS).")
+
+    @model_validator(mode="after")
+    def _https_pair(self) -> HttpSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            msg = "http.certificate and http.private_key go together (HTTPS needs both)"
+            raise ValueError(msg)
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one guard."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GUARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+    toml_path: ClassVar[Path | None] = None
+
+    node: NodeSettings = NodeSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    sources: tuple[SourceSettings, ...] = ()
+    archive: ArchiveSettings = ArchiveSettings()
+    forward: ForwardSettings = ForwardSettings()
+    confirm: ConfirmSettings = ConfirmSettings()
+    delete: DeleteSettings = DeleteSettings()
+    destinations: tuple[DestinationSettings, ...] = ()
+    query: QuerySettings = QuerySettings()
+    http: HttpSettings = HttpSettings()
+    tls: TlsSettings = TlsSettings()
+    log: LogSettings = LogSettings()
+    audit: AuditSettings = AuditSettings()
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        users = [f"sources[{s.ae_title}].tls" for s in self.sources if s.tls]
+        users += [f"destinations[{d.ae_title}].tls" for d in self.destinations if d.tls]
+        users += ["archive.tls"] if self.archive.tls else []
+        users += ["tls.port"] if self.tls.port else []
+        if users and not self.tls.configured:
+            msg = f"{', '.join(users)} need tls.certificate, tls.private_key and tls.ca_file"
+            raise ValueError(msg)
+        if not self.tls.plain_listener and not self.tls.port:
+            msg = "tls.plain_listener = false needs a TLS listener (tls.port)"
+            raise ValueError(msg)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files: the container passes real environment
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - secrets come from token_file
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML file, then defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
+        return tuple(sources)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Folder of the spool."""
+        return self.node.data_dir / "spool"
+
+    @property
+    def retention_dir(self) -> Path:
+        """Folder of audit retention export files."""
+        return self.audit.retention_dir or self.node.data_dir / "audit-export"
+
+    @property
+    def ledger_url(self) -> str:
+        """The effective ledger URL."""
+        return self.ledger.url or f"sqlite:///{self.node.data_dir / 'ledger.sqlite'}"
+
+    def source(self, ae_title: str) -> SourceSettings | None:
+        """The configured source with this AE title, if any."""
+        wanted = ae_title.strip()
+        return next((s for s in self.sources if s.ae_title == wanted), None)
+
+    def http_token(self) -> str:
+        """The admin token, read from ``token_file`` when set."""
+        if self.http.token_file is not None:
+            return self.http.token_file.read_text(encoding="utf-8").strip()
+        return self.http.token.get_secret_value()
+
+
+def _format_errors(exc: ValidationError) -> str:
+    """Turn a pydantic error into lines of ``section.key: problem``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        problem = err["msg"]
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        shown = MASK if any(is_secret_key(str(part)) for part in err["loc"]) else scrub_text(repr(err.get("input")))
+        lines.append(f"{key}: {problem} (got {shown})" if err["type"] != "missing" else f"{key}: {problem}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load and validate the configuration from ``path`` (or ``GUARD_CONFIG``) and the environment."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is not None and not path.is_file():
+        msg = f"configuration file not found: {path}"
+        raise ConfigError(msg)
+
+    class _Loaded(Settings):
+        toml_path = path
+
+    try:
+        loaded = _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from exc
+    except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
+        msg = f"cannot read configuration {path}: {exc}"
+        raise ConfigError(msg) from exc
+    return Settings.model_validate(loaded.model_dump())
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by ``***``."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    if settings.http.token.get_secret_value():
+        data["http"]["token"] = MASK
+    # Passwords in URLs (ledger.url, delete.url) and anything under a secret's name.
+    cleaned: dict[str, Any] = scrub(data)
+    return cleaned
+
+
+def digest(settings: Settings) -> str:
+    """SHA-256 of the redacted effective configuration, for the ``config.loaded`` audit record."""
+    canonical = json.dumps(redacted(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,1 +1,0 @@
-"""Confirmation: proving the archive holds each instance, and reporting it truthfully to sources."""

@@ -1,1 +1,0 @@
-"""Forwarding: claim pending instances, send them to the archive, record what it answered."""

@@ -1,0 +1,168 @@
+"""Process-wide state, owned here and nowhere else.
+
+pynetdicom is configured through module globals and structlog through its global
+configuration; TLS contexts (``guard.runtime.tls``) and the Prometheus metrics
+(``guard.runtime.metrics``) are process-wide too. This package sets and holds all of them, so
+that the rest of the code never touches globals:
+
+- received data sets stream to a temporary file (``STORE_RECV_CHUNKED_DATASET``) in the
+  spool's ``.incoming`` folder (kept here, not in ``tempfile.tempdir``, so nothing else in the
+  process writes its temporary files into the spool), on the same file system as the spool, so it can be renamed
+  into place without a copy;
+- instances are sent from the spool file without loading them (``STORE_SEND_CHUNKED_DATASET``);
+- the temporary file pynetdicom writes into is an ``IncomingFile``: when the disk is full
+  or read-only, the write error is remembered instead of killing the association, so the
+  C-STORE handler can answer 0xA700 (Out of Resources) and audit it (invariant 1); a data set
+  over ``node.max_dataset_size`` is treated the same way (its partial file removed at once);
+- pynetdicom's own logging is quiet; the guard's audit and log lines are JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import structlog
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages
+
+from guard.domain.redaction import LogScrubber
+
+_receive_errors: dict[str, ReceiveError] = {}
+_receive_errors_lock = threading.Lock()
+#: Largest data set written into an ``IncomingFile`` (``node.max_dataset_size``; 0: no limit).
+_max_dataset_size = 0
+#: Where ``IncomingFile`` creates its files (the spool's ``.incoming`` folder); None: the system's temporary folder.
+_incoming_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ReceiveError:
+    """Why a received data set was not kept: ``spool-unavailable`` (the disk) or ``dataset-too-large``."""
+
+    reason: str
+    message: str
+
+
+def take_receive_error(path: str | Path) -> ReceiveError | None:
+    """The error met while receiving into ``path``, if any (forgotten once taken)."""
+    with _receive_errors_lock:
+        return _receive_errors.pop(str(path), None)
+
+
+class IncomingFile:
+    """The temporary file a received data set streams into, tolerant of a failing disk.
+
+    pynetdicom writes every P-DATA fragment straight into this object. A write that fails
+    (disk full, read-only file system) must not abort the association: the error is kept,
+    the partial file removed to give the space back, the rest of the data set discarded, and
+    the handler answers a failure status.
+    """
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """Open a new temporary file in the spool's incoming folder."""
+        self._fh: IO[bytes] | None = None
+        self._written = 0
+        self._limit = _max_dataset_size
+        try:
+            self._fh = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm", dir=_incoming_dir)  # noqa: SIM115 - closed by pynetdicom
+            self.name = self._fh.name
+        except OSError as exc:
+            self.name = str(Path(_incoming_dir or tempfile.gettempdir()) / f"unwritable-{uuid.uuid4().hex}.dcm")
+            self._fail(exc)
+
+    @property
+    def file(self) -> IncomingFile:
+        """The object pynetdicom flushes through ``.file``, as on a NamedTemporaryFile."""
+        return self
+
+    def write(self, data: bytes) -> int:
+        """Write a fragment, or swallow it once writing has failed or the data set is over the size limit."""
+        self._written += len(data)
+        if self._fh is not None and self._limit and self._written > self._limit:
+            self._fail_with(ReceiveError("dataset-too-large", f"data set larger than the limit of {self._limit} bytes"))
+        if self._fh is not None:
+            try:
+                return self._fh.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        """Flush to the OS (not fsync: the spool does that once the data set is complete)."""
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        self._fail_with(ReceiveError("spool-unavailable", f"receiving failed: {exc.strerror or exc}"))
+
+    def _fail_with(self, error: ReceiveError) -> None:
+        """Remember ``error``, remove the partial file to give the space back, discard the rest."""
+        with _receive_errors_lock:
+            _receive_errors[self.name] = error
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        with contextlib.suppress(OSError):
+            Path(self.name).unlink()
+
+
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None, *, redact_patient_data: bool = False) -> None:
+    """JSON lines, one object per event.
+
+    On stdout for ``guard serve`` (container convention); on ``stream`` (stderr) for the other
+    commands, whose stdout is their answer. Secrets are always masked; with
+    ``redact_patient_data`` patient identifiers are left out of the lines (``guard.domain.redaction``);
+    the audit table keeps them.
+    """
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            LogScrubber(patient_data=redact_patient_data),
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
+def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
+    """Make pynetdicom stream data sets to and from disk, receiving into ``incoming_dir``.
+
+    A received data set over ``max_dataset_size`` bytes (0: no limit) is not kept: its partial
+    file is removed and the C-STORE handler answers 0xA700.
+    """
+    global _max_dataset_size, _incoming_dir  # noqa: PLW0603 - this module owns the process-wide state
+    _max_dataset_size = max_dataset_size
+    _incoming_dir = incoming_dir
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    # Hostile or broken UIDs must reach our handler (which answers a failure status and
+    # audits) rather than be rejected silently inside the library.
+    pynetdicom_config.ENFORCE_UID_CONFORMANCE = False
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]

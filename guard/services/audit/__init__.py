@@ -1,0 +1,1 @@
+"""Audit services: DICOM audit messages (ATNA) over syslog from a durable outbox, retention, the periodic tasks."""

@@ -1,0 +1,239 @@
+"""The confirmation loops: ask the archive for proof, re-verify, clean the spool, answer sources.
+
+Two threads: ``confirm`` (commitment requests, C-FIND proof, re-verification, spool
+retention) and ``source-reports`` (Storage Commitment reports owed to sources). Each round is
+a boundary: an error is logged and the next round tries again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+from pydicom.uid import generate_uid
+
+from guard.config.settings import ConfirmMode, Settings
+from guard.dicom.commitment import Report, deliver_report, find_study_instances, request_commitment
+from guard.dicom.net import archive_peer, source_peer
+from guard.domain.errors import GuardError, PeerError
+from guard.ledger.audit import Ledger
+from guard.ledger.confirmations import (
+    ConfirmPolicy,
+    apply_find,
+    apply_report,
+    due_for_commitment,
+    due_for_find,
+    expire_outbound,
+    fail_outbound,
+    open_outbound,
+    postpone_find,
+)
+from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
+from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
+from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
+from guard.services.boundary import FailureReporter
+from guard.spool import Spool
+
+log = structlog.get_logger("guard.confirm")
+
+
+def exponential(base: float, cap: float) -> Callable[[int], timedelta]:
+    """Backoff: ``base`` seconds doubled per attempt, at most ``cap``."""
+    return lambda attempt: timedelta(seconds=min(cap, base * (2 ** min(max(attempt - 1, 0), 30))))
+
+
+class Confirmer:
+    """Runs the confirmation loops and answers the DICOM handlers' commitment events."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool) -> None:
+        """Confirm per ``settings.archive.confirm`` and ``settings.confirm``."""
+        self.settings = settings
+        self.cfg = settings.confirm
+        self.ledger = ledger
+        self.spool = spool
+        self.mode = settings.archive.confirm
+        archive = settings.archive
+        self.archive = archive_peer(archive)
+        self.policy = ConfirmPolicy(
+            mode=self.mode, max_resends=self.cfg.max_resends, backoff=exponential(self.cfg.retry_base, self.cfg.retry_max)
+        )
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start both loops."""
+        for name, target in (("confirm", self._confirm_round), ("source-reports", self._reports_round)):
+            thread = threading.Thread(target=self._loop, args=(name, target), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current round."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def alive(self) -> bool:
+        """Whether every thread is still running (readiness)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def wake(self) -> None:
+        """Run a round soon (new forwarded instances, a new request)."""
+        self._wake.set()
+
+    def _loop(self, name: str, round_fn: Callable[[], None]) -> None:
+        """Run rounds until stopped; each round is a boundary whose errors are reported (log + audit)."""
+        reporter = FailureReporter(self.ledger, name)
+        while not self._stop.is_set():
+            try:
+                round_fn()
+                reporter.succeeded()
+            except Exception as exc:  # noqa: BLE001 - the loop boundary: report, and the next round tries again
+                reporter.failed(exc)
+            self._wake.wait(self.cfg.poll_interval)
+            self._wake.clear()
+
+    # -- towards the archive ------------------------------------------------------------
+
+    def _confirm_round(self) -> None:
+        expire_outbound(self.ledger, self.policy.backoff)
+        if self.mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}:
+            self._request_commitments()
+        if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
+            self._find_confirmations()
+        self._reverify()
+        self._clean_spool()
+
+    def _request_commitments(self) -> None:
+        for study_uid, refs in due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)):
+            if self._stop.is_set():
+                return
+            transaction_uid = generate_uid()
+            open_outbound(
+                self.ledger,
+                transaction_uid=transaction_uid,
+                archive_ae=self.archive.ae_title,
+                study_uid=study_uid,
+                refs=refs,
+                timeout=self.cfg.commitment_timeout,
+            )
+            try:
+                request_commitment(
+                    self.settings.node.ae_title,
+                    self.archive,
+                    transaction_uid=transaction_uid,
+                    references=[(r.sop_class_uid, r.sop_instance_uid) for r in refs],
+                    timeout=self.settings.forward.timeout,
+                    report_wait=self.cfg.report_wait,
+                    on_report=lambda report, ae: self.on_archive_report(report, ae, None),
+                )
+            except PeerError as exc:
+                COMMITMENT_REQUESTS.labels(outcome="failed").inc()
+                fail_outbound(self.ledger, transaction_uid, str(exc), self.policy.backoff)
+                return
+            COMMITMENT_REQUESTS.labels(outcome="sent").inc()
+
+    def _find_confirmations(self) -> None:
+        for study_uid in due_for_find(self.ledger, timedelta(seconds=self.cfg.find_delay)):
+            if self._stop.is_set():
+                return
+            try:
+                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+            except PeerError as exc:
+                log.warning("confirm.find_failed", action="confirm.find_failed", study_uid=study_uid, error=str(exc))
+                postpone_find(self.ledger, study_uid, self.policy.backoff)
+                continue
+            apply_find(self.ledger, study_uid, held, self.policy)
+
+    def _reverify(self) -> None:
+        interval = timedelta(hours=self.cfg.reverify_interval_hours)
+        for study_uid in due_for_reverification(self.ledger, interval):
+            if self._stop.is_set():
+                return
+            try:
+                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+            except PeerError as exc:
+                log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
+                return
+            for missing in apply_reverification(self.ledger, study_uid, held, lambda p: self.spool.path_of(p).is_file()):
+                MISSING_IN_ARCHIVE.inc()
+                if missing.spool_path is None:
+                    LOST_IN_ARCHIVE.inc()
+
+    def _clean_spool(self) -> None:
+        for instance_id, relative in removable_spool_copies(self.ledger, timedelta(hours=self.cfg.spool_grace_hours)):
+            try:
+                self.spool.path_of(relative).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("spool.remove_failed", action="spool.remove_failed", path=relative, error=str(exc))
+                continue
+            mark_spool_removed(self.ledger, instance_id)
+            SPOOL_REMOVED.inc()
+
+    def on_archive_report(self, report: Report, reporter_ae: str, peer_address: str | None) -> bool:
+        """An N-EVENT-REPORT from the archive; False when it names no transaction the guard opened."""
+        result = apply_report(
+            self.ledger,
+            transaction_uid=report.transaction_uid,
+            reporter_ae=reporter_ae,
+            peer_address=peer_address,
+            successes=report.successes,
+            failures=report.failures,
+            policy=self.policy,
+        )
+        if result.latency_seconds is not None:
+            COMMITMENT_LATENCY.observe(result.latency_seconds)
+        if result.sent_back:
+            self.wake()
+        return result.known
+
+    # -- towards sources ----------------------------------------------------------------
+
+    def on_source_request(self, *, transaction_uid: str, source_ae: str, peer_address: str, references: list[tuple[str, str]]) -> None:
+        """A source asked for commitment: store it; the report follows when the facts allow."""
+        record_inbound(
+            self.ledger,
+            transaction_uid=transaction_uid,
+            source_ae=source_ae,
+            peer_address=peer_address,
+            references=references,
+            deadline=timedelta(seconds=self.cfg.source_report_deadline),
+        )
+        self.wake()
+
+    def _reports_round(self) -> None:
+        for transaction_uid in due_inbound(self.ledger):
+            if self._stop.is_set():
+                return
+            verdict = evaluate_inbound(self.ledger, transaction_uid)
+            now = self.ledger.clock()
+            if not verdict.ready:
+                postpone_inbound(self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))
+                continue
+            source = self.settings.source(verdict.source_ae)
+            # Report to the source's configured host; without one, to the address it asked from.
+            host = (source.host if source is not None else "") or verdict.peer_address
+            if source is None or not host:
+                error = "source is no longer configured, or has no address to report to"
+                postpone_inbound(
+                    self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.report_retry_max), error=error, count_attempt=True
+                )
+                continue
+            try:
+                deliver_report(
+                    self.settings.node.ae_title,
+                    source_peer(source, host),
+                    transaction_uid=transaction_uid,
+                    successes=verdict.successes,
+                    failures=verdict.failures,
+                    timeout=self.settings.forward.timeout,
+                )
+            except (PeerError, GuardError) as exc:
+                delay = exponential(self.cfg.retry_base, self.cfg.report_retry_max)(verdict.attempts + 1)
+                postpone_inbound(self.ledger, transaction_uid, now + delay, error=str(exc), count_attempt=True)
+                continue
+            mark_inbound_reported(self.ledger, verdict, host)

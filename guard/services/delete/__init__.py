@@ -1,0 +1,1 @@
+"""The delete gate: the live checks around the pure decision in ``guard.domain.decision``."""

@@ -1,0 +1,1 @@
+"""Forwarding: workers claim pending instances from the ledger and send them to the archive."""

@@ -1,0 +1,195 @@
+"""Forwarding workers: claim, send, record; a heartbeat keeps their claims leased.
+
+Each worker is a thread with its own ``ArchiveSender`` (one association, reused). Claims are
+leased in the ledger; a heartbeat thread renews the leases of every claim still held, so a
+slow send keeps its claim while a killed process loses its claims after ``lease_seconds``
+and another worker (or the restarted guard) takes them over.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from guard.config.settings import Settings
+from guard.dicom.store import ArchiveSender
+from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
+from guard.domain.retry import RetryPolicy, decide_retry
+from guard.ledger.audit import Ledger
+from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
+from guard.services.boundary import FailureReporter
+from guard.spool import Spool
+
+log = structlog.get_logger("guard.forward")
+
+SenderFactory = Callable[[], ArchiveSender]
+
+
+class Forwarder:
+    """The pool of forwarding workers and their heartbeat."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        sender_factory: SenderFactory | None = None,
+    ) -> None:
+        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker."""
+        self.settings = settings
+        self.cfg = settings.forward
+        self.ledger = ledger
+        self.spool = spool
+        self.sender_factory = sender_factory or self._default_sender
+        self.owner_prefix = f"{os.uname().nodename[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.policy = RetryPolicy(
+            max_attempts=self.cfg.max_attempts,
+            max_age=timedelta(hours=self.cfg.max_age_hours),
+            backoff_base=self.cfg.backoff_base,
+            backoff_max=self.cfg.backoff_max,
+        )
+        self.lease = timedelta(seconds=self.cfg.lease_seconds)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._held: dict[str, set[int]] = {}
+        self._held_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _default_sender(self) -> ArchiveSender:
+        return ArchiveSender(
+            self.settings.node.ae_title, self.settings.archive, timeout=self.cfg.timeout, max_pdu=self.settings.node.max_pdu
+        )
+
+    def start(self) -> None:
+        """Start the workers and the heartbeat."""
+        for index in range(self.cfg.workers):
+            owner = f"{self.owner_prefix}:{index}"
+            self._held[owner] = set()
+            thread = threading.Thread(target=self._run_worker, args=(owner,), name=f"forward-{index}", daemon=True)
+            self._threads.append(thread)
+        self._threads.append(threading.Thread(target=self._run_heartbeat, name="forward-heartbeat", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def alive(self) -> bool:
+        """Whether every thread is still running (readiness)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def wake(self) -> None:
+        """Tell idle workers that new work has arrived."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let each worker finish its current instance, give back the rest, and stop."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run_heartbeat(self) -> None:
+        """Renew the leases of held claims every third of the lease."""
+        interval = self.cfg.lease_seconds / 3
+        while not self._stop.wait(interval):
+            for owner in list(self._held):
+                with self._held_lock:
+                    ids = list(self._held[owner])
+                try:
+                    renew_leases(self.ledger, owner, ids, self.lease)
+                except LedgerError:
+                    log.exception("lease.renew_failed", action="lease.renew_failed", owner=owner)
+
+    def _run_worker(self, owner: str) -> None:
+        """The worker loop; each round is a boundary.
+
+        An unexpected error is reported, the association is dropped (its state is unknown), and
+        the loop goes on; claims the round held come back when their leases expire.
+        """
+        sender = self.sender_factory()
+        reporter = FailureReporter(self.ledger, f"forward-{owner.rsplit(':', 1)[-1]}")
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    idle_since = self._round(owner, sender, idle_since)
+                    reporter.succeeded()
+                except Exception as exc:  # noqa: BLE001 - the worker boundary: report (log + audit) and go on
+                    reporter.failed(exc)
+                    sender.close(abort=True)
+                    self._stop.wait(min(self.cfg.backoff_max, 1.0))
+        finally:
+            sender.close()
+
+    def _round(self, owner: str, sender: ArchiveSender, idle_since: float) -> float:
+        """Claim and forward one batch, or idle; return when the worker was last busy."""
+        claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
+        if claims:
+            self._forward_batch(owner, sender, claims)
+            return time.monotonic()
+        if sender.assoc is not None and time.monotonic() - idle_since > self.cfg.idle_release:
+            sender.close()
+        self._wake.wait(self.cfg.idle_poll)
+        self._wake.clear()
+        return idle_since
+
+    def _forward_batch(self, owner: str, sender: ArchiveSender, claims: list[Claim]) -> None:
+        """Send each claim in turn; on stop, give back those not yet attempted."""
+        with self._held_lock:
+            self._held[owner] = {c.id for c in claims}
+        try:
+            for index, claim in enumerate(claims):
+                if self._stop.is_set():
+                    release_claims(self.ledger, owner, [c.id for c in claims[index:]])
+                    return
+                try:
+                    self._forward_one(owner, sender, claim)
+                except ArchiveUnreachableError as exc:
+                    # No point trying the rest of the batch now: each goes back with its backoff.
+                    for pending in claims[index:]:
+                        self._record_failure(owner, pending, exc, permanent=False)
+                    return
+                with self._held_lock:
+                    self._held[owner].discard(claim.id)
+        finally:
+            with self._held_lock:
+                self._held[owner] = set()
+
+    def _forward_one(self, owner: str, sender: ArchiveSender, claim: Claim) -> None:
+        """Send one instance and record the outcome."""
+        archive_ae = self.settings.archive.ae_title
+        try:
+            status = sender.send(self.spool.path_of(claim.spool_path), claim.sop_class_uid, claim.transfer_syntax)
+        except ArchiveUnreachableError:
+            raise
+        except PeerError as exc:
+            self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentPeerError))
+            return
+        except OSError as exc:  # the spool file is gone or unreadable: retrying will not bring it back
+            self._record_failure(owner, claim, GuardError(f"spool file unreadable: {exc}"), permanent=True)
+            return
+        with self.ledger.transaction() as tx:
+            mark_forwarded(tx, claim, owner, status=status, archive_ae=archive_ae)
+
+    def _record_failure(self, owner: str, claim: Claim, exc: GuardError, *, permanent: bool) -> None:
+        """Retry later or dead-letter, per the policy."""
+        status = exc.status if isinstance(exc, PeerError) else None
+        with self.ledger.transaction() as tx:
+            decision = decide_retry(
+                self.policy,
+                permanent=permanent,
+                unreachable=isinstance(exc, ArchiveUnreachableError),
+                error=str(exc),
+                attempts=claim.attempts,
+                received_at=claim.received_at,
+                now=tx.clock(),
+            )
+            if decision.dead_letter:
+                mark_dead_lettered(tx, claim, owner, status=status, reason=decision.reason)
+            elif decision.retry_at is not None:
+                mark_failed(tx, claim, owner, status=status, error=decision.reason, retry_at=decision.retry_at)

@@ -1,0 +1,560 @@
+"""C-MOVE relay: the archive moves to the guard, and the guard relays each instance to the destination.
+
+Why this way and not by forwarding the request: the destination names an AE the archive does
+not know and need not reach; the guard is the only node both sides trust (ADR 0006).
+
+For one request from a source (pynetdicom's generator protocol for EVT_C_MOVE):
+
+1. The Move Destination must be a configured peer with an address (``[[destinations]]``, or a
+   source with ``host``); otherwise 0xA801, audited as refused.
+2. The guard counts the matches with a C-FIND to the archive at IMAGE level (the number of
+   sub-operations, and the SOP classes to propose to the destination). At IMAGE level, SOP
+   Instance UIDs the requester names explicitly all count, so one the archive lacks is a
+   failed sub-operation rather than silently nothing.
+3. pynetdicom opens one association to the destination; the guard asks the archive to C-MOVE
+   the same identifier to the guard itself, under a Message ID no other relay uses.
+4. The archive's C-STOREs arrive on the guard's listener. ``take_store`` recognises them by
+   Move Originator AE Title and Message ID (PS3.7 9.3.1.1), or, when the archive leaves those
+   out, by SOP Instance UID among the instances the relay expects; they are not ingested and
+   never enter the forwarding queue. Each is handed to the relay in its temporary file and
+   answered to the archive; the relay sends it on to the destination and removes the file.
+   At most ``BUFFERED_INSTANCES`` wait per relay (the archive is answered only when there is
+   room), so receiving the next overlaps sending the current one and the disk holds a handful.
+5. Pending responses carry the remaining/completed/failed/warning counts; the final response
+   is Success, 0xB000 with the Failed SOP Instance UID List when some failed, 0xA702 when all
+   failed, or Cancel (0xFE00) after a C-CANCEL, which is passed on to the archive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from guard import runtime
+from guard.config.settings import Settings
+from guard.dicom import tls
+from guard.dicom.net import Peer, archive_peer, association_options, open_association, source_peer
+from guard.domain import status as st
+from guard.domain.errors import GuardError, PeerError
+from guard.domain.states import AuditEvent, Outcome
+from guard.ledger.audit import Ledger
+from guard.ledger.query_answers import values_of
+from guard.services.qr.common import (
+    MOVE_MODELS,
+    PENDING_STATUSES,
+    UNIQUE_KEYS,
+    RelayRequest,
+    failed_list,
+    find_all,
+    read_request,
+    relay_ae,
+    status_dataset,
+)
+
+log = structlog.get_logger("guard.services.qr.move")
+
+#: Transfer syntaxes proposed per SOP class to the destination: uncompressed in one context
+#: (pynetdicom converts between them), and the usual compressed ones each in its own, since
+#: pynetdicom never transcodes. At most 128 contexts (PS3.8 9.3.2.2): 14 SOP classes.
+_COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless)
+_MAX_CONTEXTS = 128
+#: Proposed when the archive's C-FIND does not return SOP Class UIDs (1.2.840.10008.5.1.4.1.1.x):
+#: CT, enhanced CT, MR, enhanced MR, CR, DX, mammography, US, US multi-frame, secondary capture,
+#: PET, NM, XA, RF, breast tomosynthesis, basic text / enhanced / comprehensive SR, key object
+#: selection, grayscale presentation state, segmentation, encapsulated PDF, RT structure set,
+#: RT dose, RT plan, RT image.
+COMMON_STORAGE_CLASSES = tuple(
+    f"1.2.840.10008.5.1.4.1.1.{leaf}"
+    for leaf in (
+        "2", "2.1", "4", "4.1", "1", "1.1", "1.2", "6.1", "3.1", "7", "128", "20", "12.1", "12.2", "13.1.3",
+        "88.11", "88.22", "88.33", "88.59", "11.1", "66.4", "104.1", "481.3", "481.2", "481.5", "481.1",
+    )
+)  # fmt: skip
+_POLL = 0.1
+#: Instances taken from the archive ahead of the one being sent to the destination: receiving
+#: the next overlaps sending the current one. Each waits in its own temporary file.
+BUFFERED_INSTANCES = 4
+
+
+class MoveNotPossibleError(GuardError):
+    """The relayed C-MOVE cannot start (pynetdicom answers 0xC513, Unable to Process)."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One instance the archive sent for a relayed move, waiting in its temporary file to be relayed."""
+
+    path: Path
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class ArchiveDone:
+    """The archive's final C-MOVE response (``status`` None: no response at all)."""
+
+    status: int | None
+    error: str = ""
+
+
+class ActiveRelay:
+    """The in-flight state of one relayed move shared with the listener's C-STORE threads."""
+
+    def __init__(self, message_id: int, archive_ae: str, expected: set[str]) -> None:
+        """Relay instances from ``archive_ae`` sent under ``message_id``."""
+        self.message_id = message_id
+        self.archive_ae = archive_ae
+        self.expected = expected
+        self.inbox: queue.Queue[Arrival | ArchiveDone] = queue.Queue()
+        self._room = threading.Semaphore(BUFFERED_INSTANCES)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def deliver(self, arrival: Arrival, timeout: float) -> bool:
+        """Take an instance once there is room (bounded wait); its file then belongs to the relay.
+
+        False when the relay has ended or had no room in time: the caller keeps the file.
+        """
+        if not self._room.acquire(timeout=timeout):
+            return False
+        with self._lock:
+            if self._closed:
+                self._room.release()
+                return False
+            self.inbox.put(arrival)
+        return True
+
+    def done_with(self, arrival: Arrival) -> None:
+        """The instance was sent on (or dropped): remove its temporary file and make room for the next."""
+        arrival.path.unlink(missing_ok=True)
+        self._room.release()
+
+    def close(self) -> None:
+        """No more instances: the files of those still waiting are removed."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Arrival):
+                self.done_with(item)
+
+
+class RelayRegistry:
+    """The relays in flight, keyed by the Message ID of the guard's C-MOVE to the archive."""
+
+    def __init__(self) -> None:
+        """Start with none."""
+        self._lock = threading.Lock()
+        self._relays: dict[int, ActiveRelay] = {}
+        self._ids = itertools.cycle(range(1, 65536))  # Message ID is US (PS3.7 E.1)
+
+    def open(self, archive_ae: str, expected: set[str]) -> ActiveRelay:
+        """Register a relay under a Message ID no other relay in flight uses."""
+        with self._lock:
+            message_id = next(i for i in self._ids if i not in self._relays)
+            relay = self._relays[message_id] = ActiveRelay(message_id, archive_ae, expected)
+        return relay
+
+    def close(self, relay: ActiveRelay) -> None:
+        """Forget a relay and fail what still waits for it."""
+        with self._lock:
+            self._relays.pop(relay.message_id, None)
+        relay.close()
+
+    def match(self, calling_ae: str, originator_ae: str, originator_id: int | None, sop_instance_uid: str) -> ActiveRelay | None:
+        """The relay an incoming C-STORE belongs to, if any (only ever from the archive)."""
+        with self._lock:
+            if originator_ae and originator_id is not None:
+                relay = self._relays.get(originator_id)
+                return relay if relay is not None and relay.archive_ae == calling_ae else None
+            return next((r for r in self._relays.values() if r.archive_ae == calling_ae and sop_instance_uid in r.expected), None)
+
+
+@dataclass(frozen=True)
+class MovePlan:
+    """What the archive holds for the request: the instances (SOP Instance UID -> SOP Class UID)."""
+
+    expected: dict[str, str]
+    #: The archive listed instances without their SOP Class UID: propose the common classes too.
+    classes_unknown: bool = False
+
+    def contexts(self) -> list[PresentationContext]:
+        """Presentation contexts to propose to the destination, most common first."""
+        contexts: list[PresentationContext] = []
+        known = list(dict.fromkeys(c for c in self.expected.values() if c))
+        for sop_class in known:
+            if len(contexts) + 1 + len(_COMPRESSED) > _MAX_CONTEXTS:
+                break
+            contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]))
+            contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED)
+        if self.classes_unknown:
+            for sop_class in (c for c in COMMON_STORAGE_CLASSES if c not in known):
+                if len(contexts) + 1 + len(_COMPRESSED[:3]) > _MAX_CONTEXTS:
+                    break
+                contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+                contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED[:3])
+        # The archive listed none of the instances: the association is still needed for the
+        # protocol (every sub-operation will be reported failed), so propose Verification.
+        return contexts or [build_context(Verification)]
+
+
+def move_destination(settings: Settings, ae_title: str) -> Peer | None:
+    """The configured peer a Move Destination names: a destination, else a source with an address."""
+    wanted = ae_title.strip()
+    for destination in settings.destinations:
+        if destination.ae_title == wanted:
+            return Peer(destination.ae_title, destination.host, destination.port, destination.tls, destination.tls_fingerprint)
+    source = settings.source(wanted)
+    if source is not None and source.host:
+        return source_peer(source)
+    return None
+
+
+@dataclass
+class _Tally:
+    """The destination's answers, per SOP Instance UID, seen on the sub-operation association."""
+
+    statuses: dict[str, int | None] = field(default_factory=dict)
+    assoc: Any = None
+
+    def on_established(self, event: Any) -> None:
+        """EVT_ESTABLISHED on the destination association: keep it, to check a pinned certificate."""
+        self.assoc = event.assoc
+
+    def on_response(self, event: Any) -> None:
+        """EVT_DIMSE_RECV on the destination association: note each C-STORE response's status."""
+        command = getattr(event.message, "command_set", None)
+        if command is None or "Status" not in command or "AffectedSOPInstanceUID" not in command:
+            return
+        self.statuses[str(command.AffectedSOPInstanceUID)] = int(command.Status)
+
+    def counts(self) -> tuple[int, int, list[str]]:
+        """(completed, warning, failed SOP Instance UIDs) among the relayed instances."""
+        completed = sum(1 for s in self.statuses.values() if s == st.SUCCESS)
+        warning = sum(1 for s in self.statuses.values() if s is not None and s != st.SUCCESS and st.is_success(s))
+        failed = [uid for uid, s in self.statuses.items() if s is None or not st.is_success(s)]
+        return completed, warning, failed
+
+
+class _ArchiveMove(threading.Thread):
+    """The guard's own C-MOVE to the archive (destination: the guard), on its own thread."""
+
+    def __init__(self, settings: Settings, request: RelayRequest, relay: ActiveRelay) -> None:
+        super().__init__(name=f"move-relay-{relay.message_id}", daemon=True)
+        self.settings = settings
+        self.request = request
+        self.relay = relay
+        self.assoc: Any = None
+
+    def run(self) -> None:
+        done = ArchiveDone(None, "no final response from the archive")
+        try:
+            ae = relay_ae(self.settings.node.ae_title, self.settings.query.timeout, self.request.model)
+            ae.dimse_timeout = self.settings.query.move_idle_timeout
+            self.assoc = open_association(ae, archive_peer(self.settings.archive), [])
+            responses = self.assoc.send_c_move(
+                self.request.identifier, self.settings.node.ae_title, self.request.model, msg_id=self.relay.message_id
+            )
+            for status, _ in responses:
+                if status is None or "Status" not in status:
+                    break
+                if int(status.Status) not in PENDING_STATUSES:
+                    done = ArchiveDone(int(status.Status), str(status.get("ErrorComment", "")))
+                    break
+        except (PeerError, RuntimeError, ValueError, OSError) as exc:
+            done = ArchiveDone(None, str(exc))
+        finally:
+            if self.assoc is not None and self.assoc.is_established:
+                self.assoc.release()
+            self.relay.inbox.put(done)
+
+    def cancel(self) -> None:
+        """Pass the requester's C-CANCEL on to the archive (PS3.4 C.4.2.2.3)."""
+        assoc = self.assoc
+        if assoc is None or not assoc.is_established:
+            return
+        for context in assoc.accepted_contexts:
+            if str(context.abstract_syntax) == self.request.model:
+                try:
+                    assoc.send_c_cancel(self.relay.message_id, context.context_id)
+                except (RuntimeError, ValueError, OSError):
+                    assoc.abort()
+                return
+
+    def abort(self) -> None:
+        """Give up on the archive's move."""
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.abort()
+
+
+def _pin_problem(destination: Peer, assoc: Any) -> str:
+    """Why the destination's TLS certificate is not the pinned one (the association is then aborted), or empty.
+
+    pynetdicom opens the sub-operation association itself, so the pin is checked here, after it
+    is established and before anything is sent on it.
+    """
+    if not (destination.tls and destination.tls_fingerprint) or assoc is None:
+        return ""
+    try:
+        tls.check_pin(assoc, destination.ae_title, destination.tls_fingerprint)
+    except tls.CertificatePinError as exc:
+        assoc.abort()
+        return str(exc)
+    return ""
+
+
+def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: _Tally) -> Iterator[Any]:
+    """Yield one instance to pynetdicom, which sends it to the destination; its file is removed after."""
+    if item.sop_instance_uid not in pending:
+        # Not asked for (or sent twice): not relayed, and not a failure of the move.
+        relay.done_with(item)
+        log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
+        return
+    try:
+        dataset = dcmread(item.path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+        relay.done_with(item)  # stays pending: counted failed at the end
+        return
+    pending.discard(item.sop_instance_uid)
+    tally.statuses[item.sop_instance_uid] = None  # stays None if no response comes back
+    try:
+        yield st.PENDING, dataset
+    finally:
+        del dataset
+        relay.done_with(item)
+
+
+class MoveRelay:
+    """The C-MOVE SCP side of the relay, and the recogniser of the archive's sub-operations."""
+
+    def __init__(self, settings: Settings, ledger: Ledger) -> None:
+        """Relay through the archive named by ``settings``; audit into ``ledger``."""
+        self.settings = settings
+        self.ledger = ledger
+        self.registry = RelayRegistry()
+
+    # -- the archive's C-STOREs -----------------------------------------------------
+
+    def take_store(self, event: Any) -> Dataset | None:
+        """The answer to a C-STORE that belongs to a relayed move; None when it is an ordinary store.
+
+        A boundary: whatever goes wrong answers the archive a failure, never Success.
+        """
+        req = event.request
+        originator_id = req.MoveOriginatorMessageID
+        relay = self.registry.match(
+            calling_ae=str(event.assoc.requestor.ae_title).strip(),
+            originator_ae=str(req.MoveOriginatorApplicationEntityTitle or "").strip(),
+            originator_id=int(originator_id) if isinstance(originator_id, int) else None,
+            sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+        )
+        if relay is None:
+            return None
+        path = Path(event.dataset_path)
+        taken = False
+        try:
+            if runtime.take_receive_error(path) is not None:
+                return status_dataset(st.OUT_OF_RESOURCES, "relay: cannot receive")
+            # pynetdicom removes its temporary file once this handler returns: the relay gets its own name.
+            owned = path.with_name(f"relay-{path.name}")
+            path.rename(owned)
+            path = owned
+            taken = relay.deliver(Arrival(owned, str(req.AffectedSOPInstanceUID or "")), self.settings.query.move_idle_timeout)
+            return status_dataset(st.SUCCESS) if taken else status_dataset(st.PROCESSING_FAILURE, "relay: the move has ended")
+        except Exception as exc:  # boundary: the archive gets a failure status, the listener goes on
+            log.exception("move.relay_store_failed", action="move.relay_store_failed")
+            return status_dataset(st.PROCESSING_FAILURE, f"relay: {exc.__class__.__name__}")
+        finally:
+            if not taken:
+                path.unlink(missing_ok=True)
+
+    # -- the requester's C-MOVE -----------------------------------------------------
+
+    def on_move(self, event: Any) -> Iterator[Any]:
+        """EVT_C_MOVE handler (generator): destination, number of sub-operations, then one yield per instance."""
+        request = read_request(event)
+        started = time.monotonic()
+        name = str(event.request.MoveDestination or "").strip()
+        destination = move_destination(self.settings, name)
+        if destination is None:
+            self._audit(
+                request, Outcome.REFUSED, started, destination=name, status=st.MOVE_DESTINATION_UNKNOWN, reason="unknown-destination"
+            )
+            yield None, None
+            return
+        plan, problem = self._plan(request)
+        tally = _Tally()
+        handlers = [(evt.EVT_DIMSE_RECV, tally.on_response), (evt.EVT_ESTABLISHED, tally.on_established)]
+        options = association_options(destination, handlers)
+        yield destination.host, destination.port, {**options, "contexts": plan.contexts() if plan else []}
+        if plan is None:
+            self._audit(request, Outcome.FAILURE, started, destination=name, status=0xC513, error=problem)
+            raise MoveNotPossibleError(problem)
+        if not plan.expected:
+            self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
+        try:
+            yield len(plan.expected)
+        except GeneratorExit:  # pynetdicom answered 0xA801 itself: no association with the destination
+            if plan.expected:
+                unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
+                self._audit(request, Outcome.FAILURE, started, **unreachable)
+            raise
+        pin_problem = _pin_problem(destination, tally.assoc)
+        if pin_problem:
+            failure = {"destination": name, "status": st.UNABLE_TO_PERFORM_SUBOPERATIONS, "error": pin_problem}
+            self._audit(request, Outcome.FAILURE, started, **failure)
+            yield status_dataset(st.UNABLE_TO_PERFORM_SUBOPERATIONS, pin_problem), failed_list(sorted(plan.expected))
+            return
+        yield from self._relay(event, request, started, name, plan, tally)
+
+    def _plan(self, request: RelayRequest) -> tuple[MovePlan | None, str]:
+        """Count the matches: C-FIND the archive at IMAGE level with the request's keys."""
+        identifier = request.identifier
+        if identifier is None or request.model not in MOVE_MODELS or not any(values_of(identifier, k) for k in UNIQUE_KEYS):
+            return None, "identifier cannot be decoded or names nothing to move"
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        for keyword in UNIQUE_KEYS:
+            values = values_of(identifier, keyword)
+            setattr(query, keyword, values if len(values) > 1 else (values[0] if values else ""))
+        query.SOPClassUID = ""
+        try:
+            found = {
+                str(ds.SOPInstanceUID): str(ds.get("SOPClassUID", ""))
+                for ds in find_all(
+                    self.settings.node.ae_title,
+                    archive_peer(self.settings.archive),
+                    query,
+                    MOVE_MODELS[request.model],
+                    timeout=self.settings.query.timeout,
+                )
+                if "SOPInstanceUID" in ds
+            }
+        except GuardError as exc:
+            return None, f"cannot count the matches in the archive: {exc}"
+        named = values_of(identifier, "SOPInstanceUID") if request.level == "IMAGE" else []
+        expected = {uid: found.get(uid, "") for uid in named} if named else found
+        return MovePlan(expected, classes_unknown=any(not c for c in found.values())), ""
+
+    def _relay(self, event: Any, request: RelayRequest, started: float, name: str, plan: MovePlan, tally: _Tally) -> Iterator[Any]:
+        """The sub-operations: the archive's instances relayed one by one, then the final answer."""
+        pending = set(plan.expected)
+        relay = self.registry.open(self.settings.archive.ae_title, set(plan.expected))
+        mover = _ArchiveMove(self.settings, request, relay)
+        mover.start()
+        done: ArchiveDone | None = None
+        cancelled = finished = False
+        try:
+            idle_until = time.monotonic() + self.settings.query.move_idle_timeout
+            while done is None:
+                if event.is_cancelled:
+                    cancelled = True
+                    mover.cancel()
+                    break
+                try:
+                    item = relay.inbox.get(timeout=_POLL)
+                except queue.Empty:
+                    if time.monotonic() > idle_until:
+                        done = ArchiveDone(None, f"nothing from the archive for {self.settings.query.move_idle_timeout:g} s")
+                        mover.abort()
+                    continue
+                idle_until = time.monotonic() + self.settings.query.move_idle_timeout
+                if isinstance(item, ArchiveDone):
+                    done = item
+                    continue
+                yield from _send_on(relay, item, pending, tally)
+            relay_done = self._finish(request, started, name, plan, tally, pending, done, cancelled=cancelled)
+            finished = True
+            self.registry.close(relay)
+            if relay_done is not None:
+                yield relay_done
+        finally:
+            self.registry.close(relay)
+            if not finished:
+                mover.abort()
+                self._audit(
+                    request, Outcome.FAILURE, started, destination=name, status=st.UNABLE_TO_PROCESS, error="requester association ended"
+                )
+
+    def _finish(
+        self,
+        request: RelayRequest,
+        started: float,
+        name: str,
+        plan: MovePlan,
+        tally: _Tally,
+        missing: set[str],
+        done: ArchiveDone | None,
+        *,
+        cancelled: bool,
+    ) -> tuple[Dataset, Dataset] | None:
+        """Audit the move and choose the final answer; None lets pynetdicom answer from its own counts."""
+        completed, warning, failed = tally.counts()
+        not_delivered = sorted(missing)
+        archive_status = None if done is None or done.status is None else f"0x{done.status:04X}"
+        error = "" if done is None or done.status == st.SUCCESS else done.error or f"archive answered {archive_status}"
+        if cancelled:
+            status = st.CANCEL
+        elif not (failed or not_delivered):
+            status = st.SUCCESS
+        elif completed + warning == 0:
+            status = st.UNABLE_TO_PERFORM_SUBOPERATIONS
+        else:
+            status = st.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        all_failed = failed + ([] if cancelled else not_delivered)
+        self._audit(
+            request,
+            Outcome.SUCCESS if status in {st.SUCCESS, st.CANCEL} else Outcome.FAILURE,
+            started,
+            destination=name,
+            status=status,
+            expected=len(plan.expected),
+            completed=completed,
+            warning=warning,
+            failed=len(all_failed),
+            remaining=len(not_delivered) if cancelled else 0,
+            failed_sop_instance_uids=all_failed[:50],
+            archive_status=archive_status,
+            error=error,
+            cancelled=cancelled,
+        )
+        if status == st.SUCCESS or (status != st.CANCEL and not not_delivered):
+            return None
+        comment = error or (f"{len(not_delivered)} instance(s) not delivered by the archive" if not_delivered else "")
+        return status_dataset(status, comment), failed_list(all_failed)
+
+    def _audit(self, request: RelayRequest, outcome: Outcome, started: float, **detail: Any) -> None:
+        """One ``move.relayed`` record per request; a ledger that cannot write is logged, not raised."""
+        detail["status"] = f"0x{int(detail['status']):04X}"
+        detail.update(model=request.model_name, query_level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
+        detail = {k: v for k, v in detail.items() if v not in (None, "")}
+        try:
+            self.ledger.audit(AuditEvent.MOVE_RELAYED, outcome, **request.subject(), detail=detail)
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", event=AuditEvent.MOVE_RELAYED.value)

@@ -1,0 +1,1 @@
+"""HTTP clients of other systems (httpx, the one seam for it): the delete backends (Orthanc REST, DICOMweb)."""
