@@ -1,0 +1,59 @@
+"""The layers contract: make lint fails on an import that runs back up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
+    """Run import-linter on the package in ``tree`` with the project's contract."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", str(ROOT / ".importlinter")],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _copy_package(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "guard", tree / "guard", ignore=shutil.ignore_patterns("__pycache__"))
+    return tree
+
+
+def test_the_tree_keeps_the_layers_contract(tmp_path: Path) -> None:
+    """The package as it is keeps every import-linter contract."""
+    result = _lint_imports(_copy_package(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_a_back_import_breaks_the_contract(tmp_path: Path) -> None:
+    """A domain module that imports the composition root makes import-linter fail, naming the import."""
+    tree = _copy_package(tmp_path)
+    errors = tree / "guard" / "domain" / "errors.py"
+    errors.write_text(errors.read_text() + "\nimport guard.app  # a deliberate back-import\n")
+    result = _lint_imports(tree)
+    assert result.returncode != 0
+    assert "guard.domain.errors -> guard.app" in result.stdout
+
+
+def test_a_service_importing_the_listener_breaks_the_contract(tmp_path: Path) -> None:
+    """A service that imports an entry point (the listener) makes import-linter fail."""
+    tree = _copy_package(tmp_path)
+    ingest = tree / "guard" / "services" / "ingest.py"
+    ingest.write_text(ingest.read_text() + "\nimport guard.listener.server  # a deliberate back-import\n")
+    result = _lint_imports(tree)
+    assert result.returncode != 0
+    assert "guard.services.ingest -> guard.listener.server" in result.stdout
