@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import secrets
 import signal
 import sys
@@ -24,6 +25,8 @@ from rich.table import Table
 
 from guard import runtime
 from guard.app import GuardService, open_ledger
+from guard.app.listener_child import ListenerChild
+from guard.app.listener_process import ChildChannel
 from guard.cli.audit import audit_app
 from guard.cli.pull import PullRequestError, choose_targets, run_pull
 from guard.config.reference import render_reference
@@ -105,6 +108,31 @@ def serve(config: ConfigOption = None) -> None:
             reload_requested.clear()
             service.reload_certificates()
     service.stop()
+
+
+@app.command(hidden=True)
+def listener(
+    config: ConfigOption = None,
+    channel_fd: Annotated[int, typer.Option("--channel-fd", help="Datagram socket inherited from the main process.")] = -1,
+) -> None:
+    """Run only the DICOM listener: started by `guard serve` when node.listener_process is on, never by hand."""
+    settings = _settings(config)
+    runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
+    if channel_fd < 0:
+        err.print("[red]guard listener is started by guard serve (node.listener_process), not by hand[/red]", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    child = ListenerChild(settings, ChildChannel(channel_fd), parent_pid=os.getppid())
+    signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: child.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
+    try:
+        child.start()
+    except (GuardError, OSError) as exc:
+        err.print(f"[red]listener cannot start: {exc}[/red]", highlight=False)
+        child.stop()
+        raise typer.Exit(EXIT_FAILED) from exc
+    child.run()
+    child.stop()
 
 
 @app.command()

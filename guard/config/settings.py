@@ -69,6 +69,13 @@ class NodeSettings(_Section):
     ae_title: str = Field("GUARD", description="AE title the guard answers to; other called AE titles are rejected.")
     bind: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")  # noqa: S104 - a DICOM node serves the network; admission is by AE title and host
     port: int = Field(11112, ge=1, le=65535, description="DICOM listener port.")
+    listener_process: bool = Field(
+        default=False,
+        description=(
+            "Run the DICOM listener in a process of its own, supervised by the main process (restarted if it dies), "
+            "so that receiving and forwarding do not share one interpreter lock."
+        ),
+    )
     data_dir: Path = Field(Path("var"), description="Folder holding the spool and the default SQLite ledger.")
     check_called_ae: bool = Field(
         default=True,

@@ -1,10 +1,17 @@
-"""One running guard: the ledger, the spool, the DICOM listener and the forwarding workers."""
+"""The composition root: one running guard (the ledger, the spool, the DICOM listener, the workers, the admin API).
+
+With ``node.listener_process`` the listener runs in a child process (``listener_process``,
+``listener_child``); everything else stays here.
+"""
 
 from __future__ import annotations
+
+import signal
 
 import structlog
 
 from guard import __version__, runtime
+from guard.app.listener_process import ListenerSupervisor
 from guard.config.settings import Settings, digest
 from guard.dicom import tls
 from guard.dicom.probe import ArchiveProbe
@@ -52,6 +59,7 @@ class GuardService:
         self.gate: DeleteGate | None = None
         self.admin: AdminServer | None = None
         self.server: IngestServer | None = None
+        self.listener: ListenerSupervisor | None = None
         self.probe: ArchiveProbe | None = None
         self.audit_tasks: AuditTasks | None = None
 
@@ -77,12 +85,10 @@ class GuardService:
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
-        ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake, gate=self.gate)
-        self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
-        self.server.start()
+        dicom_port = self._start_listener(ledger, self.forwarder, self.gate)
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
-            self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", self.server.port)
+            self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", dicom_port)
         self.probe = ArchiveProbe(self.settings).start()
         if self.settings.http.port:  # 0 disables the admin API
             app = create_app(self.settings, ledger, self.gate, self._readiness, self.probe)
@@ -95,18 +101,31 @@ class GuardService:
             actor=self.settings.node.ae_title,
             detail={
                 "version": __version__,
-                "dicom_port": self.server.port,
+                "dicom_port": dicom_port,
+                "listener_pid": self.listener.pid if self.listener is not None else None,
                 "dicom_tls_port": self.settings.tls.port or None,
                 "http_port": self.admin.port if self.admin is not None else None,
                 "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
             },
         )
 
+    def _start_listener(self, ledger: Ledger, forwarder: Forwarder, gate: DeleteGate) -> int:
+        """Start the DICOM listener here or in its own process; the port it bound."""
+        if self.settings.node.listener_process:
+            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake).start()
+            return self.listener.port
+        ingest = IngestService(self.settings, ledger, self.spool, on_received=forwarder.wake, gate=gate)
+        self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
+        self.server.start()
+        return self.server.port
+
     def reload_certificates(self) -> bool:
         """Reload the DICOM TLS and HTTPS certificates from their files (SIGHUP); False if one failed (old one kept)."""
         if self.ledger is None:
             return False
         https = self.admin.reload_certificate if self.admin is not None and self.admin.certificate is not None else None
+        if self.listener is not None:
+            self.listener.forward_signal(signal.SIGHUP)
         return reload_certificates(self.settings, self.ledger, https)
 
     def _start_reference_archive(self, ledger: Ledger) -> None:
@@ -121,11 +140,21 @@ class GuardService:
 
     def _readiness(self) -> dict[str, bool]:
         """Checks behind /readyz: the ledger answers, the spool takes files, the workers run."""
-        return {
+        checks = {
             "ledger": self.ledger is not None and ledger_reachable(self.ledger),
             "spool": directory_writable(self.spool.incoming),
             "workers": self.forwarder is not None and self.forwarder.alive() and self.confirmer is not None and self.confirmer.alive(),
         }
+        if self.settings.node.listener_process:
+            checks["listener"] = self.listener is not None and self.listener.alive()
+        return checks
+
+    def _stop_listener(self) -> None:
+        """Stop accepting and drain the associations in flight, here or in the listener process."""
+        if self.server is not None:
+            self.server.stop()
+        if self.listener is not None:
+            self.listener.stop()
 
     def stop(self) -> None:
         """Stop accepting, drain associations, stop the workers, then close the ledger."""
@@ -133,8 +162,7 @@ class GuardService:
             self.admin.stop()
         if self.probe is not None:
             self.probe.stop()
-        if self.server is not None:
-            self.server.stop()
+        self._stop_listener()
         if self.forwarder is not None:
             self.forwarder.stop()
         if self.confirmer is not None:

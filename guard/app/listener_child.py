@@ -1,0 +1,114 @@
+"""The composition of a listener process (``guard listener``, started by the main process only).
+
+It builds what receiving needs and nothing else: the spool, the ledger (already migrated by the
+main process), the ingest service, the delete gate for IOCM rejection notes, the confirmer's
+handlers for Storage Commitment requests and reports (its loops run in the main process), the
+query/retrieve relay and the DICOM listener. See ``guard.app.listener_process``.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+
+import structlog
+
+from guard import runtime
+from guard.app.listener_process import HEARTBEAT, ChildChannel, die_with_parent, parent_alive
+from guard.config.settings import Settings
+from guard.dicom import tls
+from guard.ledger.audit import Ledger
+from guard.ledger.db import open_engine
+from guard.listener.server import IngestServer
+from guard.runtime import tls as tls_contexts
+from guard.services.confirm.confirmer import Confirmer
+from guard.services.delete.gate import DeleteGate
+from guard.services.ingest import IngestService
+from guard.services.qr.relay import QueryRetrieveRelay
+from guard.spool import Spool
+from guard.web.backends import make_backend
+
+log = structlog.get_logger("guard.app.listener_child")
+
+#: Seconds a new listener waits for its ports to be released by a previous one.
+BIND_WAIT = 30.0
+
+
+class ListenerChild:
+    """The listener and the services it calls, in a process of their own."""
+
+    def __init__(self, settings: Settings, channel: ChildChannel, parent_pid: int) -> None:
+        """Serve ``settings``; report on ``channel`` to the main process ``parent_pid``."""
+        self.settings = settings
+        self.channel = channel
+        self.parent_pid = parent_pid
+        self.ledger: Ledger | None = None
+        self.server: IngestServer | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Open the ledger and the listening ports, then tell the main process the port."""
+        die_with_parent()
+        spool = Spool(self.settings.spool_dir)
+        spool.prepare()
+        runtime.configure_dicom(spool.incoming, self.settings.node.max_dataset_size)
+        tls_contexts.configure(self.settings.tls)
+        if tls.in_use(self.settings):
+            tls_contexts.load()
+        engine = open_engine(self.settings.ledger_url, busy_timeout_ms=self.settings.ledger.busy_timeout_ms)
+        ledger = self.ledger = Ledger(engine)
+        gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        confirmer = Confirmer(self.settings, ledger, spool)
+        ingest = IngestService(self.settings, ledger, spool, on_received=lambda: self.channel.send("received"), gate=gate)
+        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger))
+        self._bind(self.server)
+        self.channel.send(f"port {self.server.port}")
+        log.info("listener.serving", action="listener.serving", port=self.server.port)
+
+    def _bind(self, server: IngestServer) -> None:
+        """Open the ports, waiting (bounded) while a previous listener process still holds them.
+
+        A listener whose main process was killed drains and closes its ports on SIGTERM; a new
+        guard started at once must not fail for want of the port during those seconds.
+        """
+        deadline = time.monotonic() + BIND_WAIT
+        while True:
+            try:
+                server.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+                log.info("listener.port_busy", action="listener.port_busy", port=self.settings.node.port)
+                server.stop(drain_timeout=0)
+                time.sleep(0.2)
+                continue
+            return
+
+    def run(self) -> None:
+        """Send heartbeats until asked to stop or the main process is gone."""
+        while not self._stop.wait(HEARTBEAT):
+            if not parent_alive(self.parent_pid):
+                log.warning("listener.orphaned", action="listener.orphaned", parent_pid=self.parent_pid)
+                break
+            self.channel.send("alive")
+
+    def request_stop(self) -> None:
+        """Stop the heartbeat loop (from a signal handler)."""
+        self._stop.set()
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: read the DICOM TLS files again (the main process audits the reload)."""
+        if tls.in_use(self.settings):
+            try:
+                tls_contexts.reload()
+            except tls_contexts.TlsConfigError as exc:
+                log.exception("tls.reload_failed", action="tls.reload_failed", error=str(exc))
+
+    def stop(self) -> None:
+        """Drain and close the listener, then the ledger."""
+        if self.server is not None:
+            self.server.stop()
+        if self.ledger is not None:
+            self.ledger.dispose()
+        self.channel.close()

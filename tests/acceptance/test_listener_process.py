@@ -1,0 +1,149 @@
+"""The DICOM listener in its own process (``node.listener_process``): SIGKILL of each guard process in turn.
+
+A real ``guard serve`` with a real Orthanc archive; 300 instances sent with pynetdicom as the
+PACS; the listener process killed with SIGKILL mid-send, then the main process. Nothing
+acknowledged is lost, the killed process comes back, and ``/readyz`` says "not ready" while it
+is down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from guard.domain import status as st
+from tests.acceptance.conftest import GuardFactory
+from tests.support.fixtures import StudyFactory
+from tests.support.guard import GuardProcess
+from tests.support.orthanc import Orthanc
+from tests.support.ports import free_port
+from tests.support.scu import send_files
+from tests.support.waiting import port_is_open, wait_until
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _listener_pid(guard: GuardProcess) -> int:
+    """The pid of the guard's current listener process (a child of the guard, serving)."""
+    main = guard.proc.pid if guard.proc is not None else -1
+
+    def current() -> int | None:
+        started = [r["pid"] for r in guard.log_records() if r.get("event") == "listener.started"]
+        if started and _parent_of(started[-1]) == main:
+            return int(started[-1])
+        return None
+
+    return wait_until(current, 60, message=f"no listener process under {main}:\n{guard.log_tail()}")
+
+
+def _ready(guard: GuardProcess) -> int:
+    return httpx.get(f"http://127.0.0.1:{guard.config['http']['port']}/readyz", timeout=10).status_code
+
+
+def _is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """Listener killed at 100 acks, main process at 200: every ack is in Orthanc, both come back, readiness says not ready meanwhile."""
+    study = synthetic_study(300, rows=32, columns=32)
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        node={"listener_process": True},
+        http={"port": free_port(), "bind": "127.0.0.1"},
+    ).start(timeout=90)
+    wait_until(lambda: _ready(guard) == 200, 60, message="the guard never became ready")
+    first_listener = _listener_pid(guard)
+    acked: list[str] = []
+    lock = threading.Lock()
+    seen_not_ready: list[int] = []
+    killed: dict[str, int] = {}
+
+    def on_result(sop_uid: str, status: int | None) -> None:
+        with lock:
+            if status == st.SUCCESS:
+                acked.append(sop_uid)
+            if len(acked) >= 100 and "listener" not in killed:
+                killed["listener"] = first_listener
+                os.kill(first_listener, signal.SIGKILL)
+                # Heartbeats stop and the process is reaped at once: readiness must say so.
+                wait_until(lambda: _ready(guard) == 503, 10, message="/readyz stayed ready with the listener down")
+                seen_not_ready.append(503)
+
+    remaining = list(zip(study.sop_instance_uids, study.paths, strict=True))
+    results = send_files(guard.port, [p for _, p in remaining], on_result=on_result)
+    assert killed.get("listener") == first_listener, "the listener was not killed during the send"
+    assert seen_not_ready == [503]
+    wait_until(lambda: _ready(guard) == 200, 90, message=f"the listener did not come back:\n{guard.log_tail()}")
+    second_listener = _listener_pid(guard)
+    assert second_listener != first_listener
+    done = {uid for uid, status in results if status == st.SUCCESS}
+    remaining = [(uid, p) for uid, p in remaining if uid not in done]
+
+    def kill_main(sop_uid: str, status: int | None) -> None:
+        with lock:
+            if status == st.SUCCESS:
+                acked.append(sop_uid)
+            if len(acked) >= 200 and "main" not in killed:
+                killed["main"] = guard.proc.pid if guard.proc is not None else -1
+                guard.kill()
+
+    results = send_files(guard.port, [p for _, p in remaining], on_result=kill_main)
+    assert "main" in killed, "the main process was not killed during the send"
+    # The listener must not outlive its main process: it would accept instances nobody forwards.
+    wait_until(lambda: not _is_running(second_listener), 30, message="the listener process outlived the main process")
+    wait_until(lambda: not port_is_open("127.0.0.1", guard.port), 30, message="the DICOM port stayed open without a guard")
+    done = {uid for uid, status in results if status == st.SUCCESS}
+    remaining = [(uid, p) for uid, p in remaining if uid not in done]
+    guard.start(timeout=90)
+    deadline = time.monotonic() + 300
+    while remaining and time.monotonic() < deadline:
+        results = send_files(guard.port, [p for _, p in remaining], on_result=lambda uid, s: acked.append(uid) if s == st.SUCCESS else None)
+        done = {uid for uid, status in results if status == st.SUCCESS}
+        remaining = [(uid, p) for uid, p in remaining if uid not in done]
+    assert remaining == []
+    assert len(set(acked)) == 300
+    wait_until(
+        lambda: orthanc_archive.instance_uids_of_study(study.study_uid) >= set(acked),
+        180,
+        message="acknowledged instances missing from the archive after the kills",
+    )
+    wait_until(
+        lambda: set(guard.instance_states().values()) <= {"forwarded", "confirmed"}, 120, message="an instance stayed claimed or pending"
+    )
+    exits = [r for r in guard.audit_records("security.alert") if r.get("detail", {}).get("alert") == "listener-process-exited"]
+    assert [first_listener] == [r["detail"]["pid"] for r in exits]
+    assert exits[0]["detail"]["returncode"] == -signal.SIGKILL
+
+
+def test_sigterm_stops_the_listener_process_with_the_guard(guard_factory: GuardFactory, orthanc_archive: Orthanc) -> None:
+    """SIGTERM of the guard drains and stops its listener process too: exit 0, no process left, service.stopped audited."""
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, http={"port": free_port(), "bind": "127.0.0.1"}
+    ).start(timeout=90)
+    listener = _listener_pid(guard)
+    assert guard.terminate() == 0
+    wait_until(lambda: not _is_running(listener), 30, message="the listener process outlived SIGTERM of the guard")
+    assert guard.audit_records("service.stopped")
