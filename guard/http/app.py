@@ -45,9 +45,9 @@ from guard.http.limits import install_request_limits
 from guard.http.metrics import LedgerCollector, count_decision
 from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
 from guard.http.status import add_status
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import study_status
+from guard.ledger.ledger import Ledger
 from guard.ledger.verification import pending_transactions
 from guard.services.delete.gate import DeleteGate, DeleteOutcome
 

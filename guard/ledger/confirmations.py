@@ -18,8 +18,9 @@ from sqlalchemy import Row, func, insert, select, update
 
 from guard.config.settings import ConfirmMode
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.audit import Transaction
 from guard.ledger.instances import as_utc, back_to_forwarding
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
 
 OUTBOUND = "outbound"
@@ -122,7 +123,7 @@ def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(
     spares the archive an association per report.
     """
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         rows = conn.execute(
             select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid, instances.c.forwarded_at)
             .where(
@@ -222,7 +223,7 @@ def fail_outbound(ledger: Ledger, transaction_uid: str, error: str, backoff: Bac
 def expire_outbound(ledger: Ledger, backoff: Backoff) -> int:
     """Pending requests whose report never came: close them so their instances are asked about again."""
     # A read first, so that the common case (nothing expired) takes no write lock.
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         due = conn.execute(
             select(func.count()).where(
                 commitment_transactions.c.direction == OUTBOUND,
@@ -362,7 +363,7 @@ def apply_report(
 def due_for_find(ledger: Ledger, settle: timedelta) -> list[str]:
     """Studies with forwarded instances that still need C-FIND proof."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return list(
             conn.execute(
                 select(instances.c.study_uid)

@@ -11,7 +11,8 @@ from sqlalchemy import ColumnElement, Join, and_, func, insert, or_, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.audit import Transaction
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, series, studies
 
 
@@ -317,7 +318,7 @@ def newest_versions(condition: ColumnElement[bool]) -> Join:
 def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
     """Summarise what the ledger knows of one study."""
     joined = newest_versions(instances.c.study_uid == study_uid)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         rows = conn.execute(
             select(
                 instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts
@@ -343,7 +344,7 @@ class Overview:
 
 def overview(ledger: Ledger, limit: int = 10) -> Overview:
     """Counts per state over every instance, and the studies received most recently."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         counts = {r.state: int(r.n) for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))}
         recent = conn.execute(
             select(studies.c.study_uid, studies.c.patient_id, studies.c.last_received_at)
@@ -366,7 +367,7 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
 def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
     """SOP Instance UID -> state of its newest version, for every instance of the study."""
     joined = newest_versions(instances.c.study_uid == study_uid)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
 
 
@@ -377,5 +378,5 @@ def mark_study_deleted(tx: Transaction, study_uid: str) -> None:
 
 def study_deleted_at(ledger: Ledger, study_uid: str) -> datetime | None:
     """When a permitted delete of the study was carried out, if it was and nothing arrived since."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return as_utc(conn.execute(select(studies.c.deleted_at).where(studies.c.study_uid == study_uid)).scalar())

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import back_to_forwarding, newest_versions
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, studies
 
 IN_ARCHIVE_STATES = (InstanceState.FORWARDED.value, InstanceState.CONFIRMED.value)
@@ -25,7 +25,7 @@ def select_studies(ledger: Ledger, *, since: datetime | None, until: datetime | 
             query = query.where(studies.c.last_received_at >= since)
         if until is not None:
             query = query.where(studies.c.first_received_at <= until)
-        with ledger.engine.connect() as conn:
+        with ledger.read() as conn:
             chunk = list(conn.execute(query).scalars())
         yield from chunk
         if len(chunk) < batch:
@@ -40,7 +40,7 @@ def count_studies(ledger: Ledger, *, since: datetime | None, until: datetime | N
         query = query.where(studies.c.last_received_at >= since)
     if until is not None:
         query = query.where(studies.c.first_received_at <= until)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return int(conn.execute(query).scalar_one())
 
 

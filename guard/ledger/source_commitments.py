@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import INBOUND, TxnState
 from guard.ledger.instances import as_utc, newest_versions
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances
 
 # PS3.4 J.3.3.1 Failure Reasons used towards sources.
@@ -83,7 +83,7 @@ class InboundVerdict:
 def due_inbound(ledger: Ledger) -> list[str]:
     """Transaction UIDs of source requests due for a look."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return list(
             conn.execute(
                 select(commitment_transactions.c.transaction_uid).where(
@@ -98,7 +98,7 @@ def due_inbound(ledger: Ledger) -> list[str]:
 def evaluate_inbound(ledger: Ledger, transaction_uid: str) -> InboundVerdict:
     """Success for confirmed instances; after the deadline, 0x0112 for never received and 0x0110 for unconfirmed."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         txn = conn.execute(select(commitment_transactions).where(commitment_transactions.c.transaction_uid == transaction_uid)).one()
         refs = conn.execute(select(commitment_references).where(commitment_references.c.transaction_uid == transaction_uid)).all()
         uids = [r.sop_instance_uid for r in refs]

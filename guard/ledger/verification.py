@@ -10,16 +10,16 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import TxnState, subject_of
 from guard.ledger.instances import back_to_forwarding
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
 
 
 def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
     """Studies with confirmed instances not verified within ``interval``, oldest first."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         confirmed = select(instances.c.study_uid).where(instances.c.state == InstanceState.CONFIRMED.value).distinct().subquery()
         return list(
             conn.execute(
@@ -79,7 +79,7 @@ def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -
     """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
     now = ledger.clock()
     newer = instances.alias("newer")
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         confirmed = conn.execute(
             select(instances.c.id, instances.c.spool_path)
             .where(
@@ -119,7 +119,7 @@ def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
 
 def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
     """Commitment transactions still waiting (both directions), for ``guard status``."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
         if study_uid is not None:
             query = query.where(commitment_transactions.c.study_uid == study_uid)

@@ -13,7 +13,7 @@ import structlog
 
 from guard.domain.errors import GuardError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 log = structlog.get_logger("guard.services.boundary")
 
