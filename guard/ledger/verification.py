@@ -1,19 +1,18 @@
-"""Ledger queries for what happens after confirmation: re-verification, spool retention, and status."""
+"""Ledger queries for what happens after confirmation: re-verification and spool retention."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.confirmations import TxnState, subject_of
+from guard.ledger.confirmations import subject_of
 from guard.ledger.instances import back_to_forwarding
 from guard.ledger.ledger import Ledger
-from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
+from guard.ledger.schema import instances, studies
 
 
 def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
@@ -115,30 +114,3 @@ def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
         if result.rowcount:
             row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
             tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **subject_of(row))
-
-
-def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
-    """Commitment transactions still waiting (both directions), for ``guard status``."""
-    with ledger.read() as conn:
-        query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
-        if study_uid is not None:
-            query = query.where(commitment_transactions.c.study_uid == study_uid)
-        rows = conn.execute(query.order_by(commitment_transactions.c.created_at)).all()
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(commitment_references.c.transaction_uid, func.count())
-                .where(commitment_references.c.transaction_uid.in_([r.transaction_uid for r in rows]))
-                .group_by(commitment_references.c.transaction_uid),
-            ).all(),
-        )
-    return [
-        {
-            "transaction_uid": r.transaction_uid,
-            "direction": r.direction,
-            "peer_ae": r.peer_ae,
-            "references": int(counts.get(r.transaction_uid, 0)),
-            "created_at": str(r.created_at),
-            "deadline_at": str(r.deadline_at),
-        }
-        for r in rows
-    ]
