@@ -83,13 +83,13 @@ class AuditRecord:
     def log_fields(self) -> dict[str, Any]:
         """The record as keyword arguments of a log call, none of which shadows the logger's own.
 
-        structlog takes the message as ``event``, so the record's event is ``audit_event``; a
-        detail key that would shadow a record field or a logger key is logged as ``detail_<key>``.
+        structlog takes the message as ``event``, so the record's event is left to the caller (the
+        message of the line); a detail key that would shadow a record field or a logger key is
+        logged as ``detail_<key>``.
         """
         skip = {"event", "detail", "at", "prev_hash"}
         fields: dict[str, Any] = {k: v for k, v in self.row().items() if v is not None and k not in skip}
-        fields["audit_event"] = self.event.value
-        reserved = {*fields, *_LOGGER_KEYS}
+        reserved = {*fields, "audit_event", *_LOGGER_KEYS}
         fields.update({f"detail_{k}" if k in reserved else k: v for k, v in self.detail.items()})
         return fields
 

@@ -102,7 +102,8 @@ class Ledger:
         except LedgerError as exc:
             detail = fields.pop("detail", None) or {}
             unwritten = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, **fields)
-            log.exception("audit.unwritable", action="audit.unwritable", audit=False, error=str(exc), **unwritten.log_fields())
+            line = {"audit": False, "audit_event": event.value, "error": str(exc), **unwritten.log_fields()}
+            log.exception("audit.unwritable", action="audit.unwritable", **line)
             return None
 
     def dispose(self) -> None:
