@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Join, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Join, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
@@ -211,6 +211,11 @@ def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -
     return bool(result.rowcount)
 
 
+def subject_of(row: Row[Any]) -> dict[str, Any]:
+    """The study, instance and patient of an instance row, for an audit record."""
+    return {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
+
+
 def _subject(claim: Claim) -> dict[str, Any]:
     return {"study_uid": claim.study_uid, "sop_instance_uid": claim.sop_instance_uid, "patient_id": claim.patient_id}
 
@@ -335,11 +340,20 @@ def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
 
 
 @dataclass(frozen=True)
+class RecentStudy:
+    """A study and when its last instance arrived."""
+
+    study_uid: str
+    patient_id: str | None
+    last_received_at: str
+
+
+@dataclass(frozen=True)
 class Overview:
     """The whole ledger at a glance: instances per state and the most recent studies."""
 
     counts: dict[str, int]
-    recent_studies: list[dict[str, Any]]
+    recent_studies: list[RecentStudy]
 
 
 def overview(ledger: Ledger, limit: int = 10) -> Overview:
@@ -354,12 +368,7 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
     return Overview(
         counts=counts,
         recent_studies=[
-            {
-                "study_uid": r.study_uid,
-                "patient_id": r.patient_id,
-                "last_received_at": (as_utc(r.last_received_at) or r.last_received_at).isoformat(),
-            }
-            for r in recent
+            RecentStudy(r.study_uid, r.patient_id, (as_utc(r.last_received_at) or r.last_received_at).isoformat()) for r in recent
         ],
     )
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy import and_, select, update
 
-from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.confirmations import subject_of
-from guard.ledger.instances import back_to_forwarding
+from guard.domain.states import AuditEvent, InstanceState
+from guard.ledger.archive_loss import FoundBy, not_in_archive
+from guard.ledger.instances import subject_of
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, studies
 
@@ -40,11 +40,15 @@ class Missing:
     spool_path: str | None
 
 
-def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> list[Missing]:
-    """Mark confirmed instances missing from the archive; re-send those the spool still holds."""
+def apply_reverification(
+    ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool], *, max_resends: int | None = None
+) -> list[Missing]:
+    """Confirmed instances the archive no longer lists are not in the archive (``not_in_archive``): re-sent or alerted.
+
+    ``max_resends`` bounds the re-sends of one instance before it is dead-lettered (None: no bound).
+    """
     lost: list[Missing] = []
     with ledger.transaction() as tx:
-        now = tx.clock()
         rows = tx.conn.execute(
             select(instances).where(instances.c.study_uid == study_uid, instances.c.state == InstanceState.CONFIRMED.value),
         ).all()
@@ -53,24 +57,8 @@ def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_e
                 continue
             has_copy = row.spool_removed_at is None and row.spool_path is not None and spool_exists(row.spool_path)
             lost.append(Missing(row.id, row.sop_instance_uid, row.spool_path if has_copy else None))
-            tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
-            tx.audit(
-                AuditEvent.INSTANCE_MISSING,
-                Outcome.FAILURE,
-                detail={"spool_copy": has_copy, "reason": "not listed by the archive at re-verification"},
-                **subject_of(row),
-            )
-            if has_copy:
-                back_to_forwarding(tx, row.id)
-                tx.audit(AuditEvent.INSTANCE_REQUEUED, actor="reverify", detail={"reason": "missing-in-archive"}, **subject_of(row))
-            else:
-                tx.audit(
-                    AuditEvent.SECURITY_ALERT,
-                    Outcome.FAILURE,
-                    detail={"alert": "lost-in-archive", "message": "confirmed instance missing from the archive and no spool copy is left"},
-                    **subject_of(row),
-                )
-        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
+            not_in_archive(tx, row, found_by=FoundBy.REVERIFY, has_copy=has_copy, max_resends=max_resends)
+        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=tx.clock()))
     return lost
 
 
