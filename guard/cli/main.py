@@ -12,6 +12,7 @@ import secrets
 import signal
 import sys
 import threading
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,14 +163,14 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 def _print_overview(summary: Overview, *, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({"counts": summary.counts, "recent_studies": summary.recent_studies}))
+        out.print_json(json.dumps(asdict(summary)))
         return
     out.print(_counts_table(f"All instances: {sum(summary.counts.values())}", summary.counts))
     recent = Table(title="Most recent studies")
     for col in ("Study Instance UID", "Patient ID", "last received (UTC)"):
         recent.add_column(col)
     for item in summary.recent_studies:
-        recent.add_row(item["study_uid"], item["patient_id"] or "", item["last_received_at"])
+        recent.add_row(item.study_uid, item.patient_id or "", item.last_received_at)
     out.print(recent)
 
 
