@@ -211,7 +211,7 @@ class Confirmer:
         for transaction_uid in due_inbound(self.ledger):
             if self._stop.is_set():
                 return
-            verdict = evaluate_inbound(self.ledger, transaction_uid)
+            verdict = evaluate_inbound(self.ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
             now = self.ledger.clock()
             if not verdict.ready:
                 postpone_inbound(self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))
