@@ -22,10 +22,10 @@ from guard.domain.errors import ConfigError
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.times import parse_utc
 from guard.domain.uids import is_valid_uid
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import iter_audit
 from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
 from guard.ledger.chain import HASHED_FIELDS
+from guard.ledger.ledger import Ledger
 from guard.services.audit.retention import verify_export
 
 audit_app = typer.Typer(help="Query the audit log; 'guard audit verify' checks its hash chain.", invoke_without_command=True)

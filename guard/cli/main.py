@@ -1,7 +1,7 @@
 """The ``guard`` command.
 
-Exit codes: 0 success; 1 an operation failed; 2 invalid configuration or usage; 3 a delete
-was refused.
+Exit codes: 0 success; 1 an operation failed (among them: the ledger cannot be reached, said
+in one line on stderr); 2 invalid configuration or usage; 3 a delete was refused.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import secrets
 import signal
 import sys
 import threading
-from datetime import datetime
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
@@ -31,13 +33,13 @@ from guard.cli.audit import audit_app
 from guard.cli.pull import PullRequestError, choose_targets, run_pull
 from guard.config.reference import render_reference
 from guard.config.settings import Settings, TokenScope, load_settings, redacted
-from guard.domain.errors import ConfigError, GuardError
+from guard.domain.errors import ConfigError, GuardError, LedgerUnavailableError
 from guard.domain.times import parse_utc
 from guard.domain.uids import is_valid_uid
 from guard.http.auth import token_hash
-from guard.ledger.instances import Overview, overview, requeue_dead_letters, study_status
+from guard.ledger.instances import Overview, overview, requeue_dead_letters
 from guard.ledger.reconcile import count_studies, select_studies
-from guard.ledger.verification import pending_transactions
+from guard.ledger.study_report import StudyReport, study_report
 from guard.sandbox.archive import ReferenceArchive
 from guard.services.confirm.reconcile import reconcile
 from guard.services.delete.gate import DeleteGate
@@ -148,38 +150,33 @@ def status(
         if study_uid is None:
             _print_overview(overview(ledger), as_json=as_json)
             return
-        result = study_status(ledger, _study_uid(study_uid))
-        pending = pending_transactions(ledger, study_uid)
+        report = study_report(ledger, _study_uid(study_uid), quiet=timedelta(seconds=settings.confirm.batch_wait))
     finally:
         ledger.dispose()
     if as_json:
-        payload = {
-            "study_uid": result.study_uid,
-            "known": result.known,
-            "instances": result.total,
-            "counts": result.counts,
-            "dead_letters": result.dead_letters,
-            "pending_commitments": pending,
-        }
-        out.print_json(json.dumps(payload))
+        out.print_json(json.dumps(report.as_dict()))
         return
-    if not result.known:
-        out.print(f"Study {study_uid} is unknown to this guard (no instance received).")
+    _print_report(report)
+
+
+def _print_report(report: StudyReport) -> None:
+    if not report.known:
+        out.print(f"Study {report.study_uid} is unknown to this guard (no instance received).")
         return
-    out.print(_counts_table(f"Study {study_uid}: {result.total} instances", result.counts))
-    if result.dead_letters:
+    out.print(_counts_table(f"Study {report.study_uid}: {report.instances} instances, {report.state.value}", report.counts))
+    if report.dead_letters:
         dead = Table(title="Dead letters (re-queue with: guard requeue STUDY_UID)")
         for col in ("SOP Instance UID", "status", "attempts", "reason"):
             dead.add_column(col)
-        for item in result.dead_letters:
-            dead.add_row(item["sop_instance_uid"], item["status"] or "-", str(item["attempts"]), item["reason"] or "")
+        for item in report.dead_letters:
+            dead.add_row(item.sop_instance_uid, item.status or "-", str(item.attempts), item.reason or "")
         out.print(dead)
-    if pending:
+    if report.pending_commitments:
         table = Table(title="Storage Commitment requests awaiting the archive's report")
         for col in ("Transaction UID", "references", "asked at", "deadline"):
             table.add_column(col)
-        for txn in pending:
-            table.add_row(txn["transaction_uid"], str(txn["references"]), txn["created_at"], txn["deadline_at"])
+        for txn in report.pending_commitments:
+            table.add_row(txn.transaction_uid, str(txn.references), txn.created_at, txn.deadline_at)
         out.print(table)
 
 
@@ -194,14 +191,14 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 def _print_overview(summary: Overview, *, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({"counts": summary.counts, "recent_studies": summary.recent_studies}))
+        out.print_json(json.dumps(asdict(summary)))
         return
     out.print(_counts_table(f"All instances: {sum(summary.counts.values())}", summary.counts))
     recent = Table(title="Most recent studies")
     for col in ("Study Instance UID", "Patient ID", "last received (UTC)"):
         recent.add_column(col)
     for item in summary.recent_studies:
-        recent.add_row(item["study_uid"], item["patient_id"] or "", item["last_received_at"])
+        recent.add_row(item.study_uid, item.patient_id or "", item.last_received_at)
     out.print(recent)
 
 
@@ -429,6 +426,12 @@ def main() -> None:
     runtime.configure_logging(stream=sys.stderr)
     try:
         app()
+    except LedgerUnavailableError as exc:
+        # One line a person can act on: the first line of the driver's words, not the SQL or the link after it.
+        cause = (str(exc.__cause__ or exc).strip().splitlines() or [str(exc)])[0]
+        message = f"guard: the ledger is unavailable, nothing was read or changed: {cause}"
+        err.print(f"[red]{escape(message)}[/red]", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_FAILED)
     except GuardError as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         sys.exit(EXIT_FAILED)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from guard.config.settings import Settings
 from guard.dicom.net import Peer
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.services.qr.pull import (
     Puller,
     PullSummary,

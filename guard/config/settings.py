@@ -246,6 +246,14 @@ class ConfirmSettings(_Section):
         description="Seconds after a source's Storage Commitment request when unconfirmed instances are reported failed.",
     )
     report_retry_max: float = Field(300.0, gt=0, description="Longest delay between attempts to deliver a report to a source, seconds.")
+    source_arrival_grace: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "Seconds after a source's Storage Commitment request to wait for referenced instances the guard never received; "
+            "once every other one is confirmed, those are reported failed (0x0112) then, without waiting for the deadline."
+        ),
+    )
 
 
 class DeleteBackend(StrEnum):

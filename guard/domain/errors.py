@@ -6,7 +6,11 @@
     ├── ConfigError                 the configuration cannot be loaded or is invalid
     ├── InvalidUIDError             a value is not a valid DICOM UID (PS3.5 9.1)
     ├── SpoolError                  the spool cannot take or give back an instance
-    ├── LedgerError                 the ledger cannot record a fact
+    │   ├── TransientSpoolError     worth retrying later (no space left, I/O error)
+    │   └── PermanentSpoolError     retrying will not help (not a DICOM file, hostile path)
+    ├── LedgerError                 the ledger cannot read or record a fact
+    │   ├── LedgerUnavailableError  transient: the database cannot be reached, is locked, or is full
+    │   └── LedgerRejectedError     permanent: the database refused the statement (constraint, schema)
     └── PeerError                   a remote DICOM peer did not do what was asked
         ├── TransientPeerError      worth retrying later (refused, aborted, timeout, 0xA7xx)
         │   └── ArchiveUnreachableError  no association at all: says nothing about the instance
@@ -14,7 +18,9 @@
 
 Foreign exceptions (OS, SQLAlchemy, pynetdicom) are translated at exactly one seam each
 (``raise ... from exc``) so that callers only ever handle these types. Whether a failure is
-retried is decided by its type, never by parsing a message.
+retried is decided by its type, never by parsing a message: ``TransientSpoolError``,
+``LedgerUnavailableError`` and ``TransientPeerError`` are worth another attempt (0xA700 to a
+sender, 503 on the admin API, a backoff in a worker loop); the others are not.
 """
 
 from __future__ import annotations
@@ -40,8 +46,24 @@ class SpoolError(GuardError):
     """The spool cannot store or read an instance."""
 
 
+class TransientSpoolError(SpoolError):
+    """The spool cannot store or read an instance now (no space left, I/O error)."""
+
+
+class PermanentSpoolError(SpoolError):
+    """The spool will never store or read this instance (not a DICOM file, hostile path)."""
+
+
 class LedgerError(GuardError):
-    """The ledger cannot record the fact."""
+    """The ledger cannot read or record the fact."""
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger cannot be reached, is locked or is full now; try again later."""
+
+
+class LedgerRejectedError(LedgerError):
+    """The ledger refused the statement (constraint or schema); retrying will not help."""
 
 
 class PeerError(GuardError):

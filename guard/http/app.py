@@ -23,7 +23,7 @@ starts nothing and reads no configuration of its own. Choices made here:
 # annotation could not resolve.
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -45,10 +45,9 @@ from guard.http.limits import install_request_limits
 from guard.http.metrics import LedgerCollector, count_decision
 from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
 from guard.http.status import add_status
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import query_audit
-from guard.ledger.instances import study_status
-from guard.ledger.verification import pending_transactions
+from guard.ledger.ledger import Ledger
+from guard.ledger.study_report import StudyState, study_report
 from guard.services.delete.gate import DeleteGate, DeleteOutcome
 
 #: Most audit records one page of ``GET /audit`` returns.
@@ -116,12 +115,15 @@ class PendingCommitment(BaseModel):
 
 
 class StudyView(BaseModel):
-    """What the guard knows of one study and whether it may be deleted now."""
+    """What the guard knows of one study (the same report as ``guard status STUDY_UID --json``) and whether it may be deleted now."""
 
     study_uid: str
     known: bool
+    state: StudyState = Field(description="Where the study stands as a whole; see the administrator's guide for each state.")
     instances: int = Field(description="Instances of the study (newest version of each SOP Instance).")
     counts: dict[str, int] = Field(description="Instances per state.")
+    last_received_at: str | None = Field(description="When the last instance of the study arrived (UTC).")
+    deleted_at: str | None = Field(description="When a permitted delete was carried out, if nothing arrived since (UTC).")
     dead_letters: list[DeadLetter]
     pending_commitments: list[PendingCommitment]
     deletable: Deletable
@@ -240,7 +242,8 @@ def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: 
     _add_probes(app, ledger, readiness)
     auth = Authenticator(settings, ledger)
     reader = Depends(auth.reader())
-    _add_studies(app, gate, ledger, auth, reader)
+    _add_studies(app, settings, ledger, gate, reader)
+    _add_delete(app, gate, auth)
     _add_audit(app, ledger, reader)
     add_status(app, ledger, probe or ArchiveProbe(settings), read_dependencies=[reader])
     return app
@@ -282,9 +285,8 @@ def _add_probes(app: FastAPI, ledger: Ledger, readiness: Readiness) -> None:
         return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, auth: Authenticator, reader: Any) -> None:
-    """``GET /studies/{uid}`` (``reader`` protects it when reads need a token) and ``DELETE /studies/{uid}`` (scope delete)."""
-    require_delete = auth.require(TokenScope.DELETE)
+def _add_studies(app: FastAPI, settings: Settings, ledger: Ledger, gate: DeleteGate, reader: Any) -> None:
+    """``GET /studies/{uid}`` (``reader`` protects it when reads need a token)."""
 
     @app.get(
         "/studies/{uid}",
@@ -295,17 +297,13 @@ def _add_studies(app: FastAPI, gate: DeleteGate, ledger: Ledger, auth: Authentic
     def get_study(uid: StudyUID) -> StudyView:
         if not is_valid_uid(uid):
             raise _invalid_uid(uid)
-        status = study_status(ledger, uid)
-        decision = gate.evaluate(uid)
-        return StudyView(
-            study_uid=uid,
-            known=status.known,
-            instances=status.total,
-            counts=status.counts,
-            dead_letters=[DeadLetter(**item) for item in status.dead_letters],
-            pending_commitments=[PendingCommitment(**item) for item in pending_transactions(ledger, uid)],
-            deletable=_deletable(decision),
-        )
+        report = study_report(ledger, uid, quiet=timedelta(seconds=settings.confirm.batch_wait))
+        return StudyView(**report.as_dict(), deletable=_deletable(gate.evaluate(uid)))
+
+
+def _add_delete(app: FastAPI, gate: DeleteGate, auth: Authenticator) -> None:
+    """``DELETE /studies/{uid}`` (a bearer token with the delete scope)."""
+    require_delete = auth.require(TokenScope.DELETE)
 
     @app.delete(
         "/studies/{uid}",

@@ -37,7 +37,7 @@ from guard.config.settings import Settings, TokenScope
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.uids import is_valid_uid
 from guard.http.problems import ProblemError
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 #: The identity of the single ``http.token`` / ``http.token_file``.
 LEGACY_IDENTITY = "admin"

@@ -10,19 +10,16 @@ with the same metric names, and tests build many apps in one process).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
+from guard.domain.errors import LedgerError
 from guard.domain.states import CLAIMABLE_STATES, InstanceState
-from guard.ledger.audit import Ledger
-from guard.ledger.confirmations import INBOUND, OUTBOUND, TxnState
-from guard.ledger.instances import as_utc
-from guard.ledger.schema import commitment_transactions, instances
+from guard.ledger.confirmations import INBOUND, OUTBOUND
+from guard.ledger.dashboard import gauges
+from guard.ledger.ledger import Ledger
 
 DELETE_DECISIONS = Counter(
     "guard_delete_decisions_total",
@@ -33,14 +30,6 @@ DELETE_REFUSAL_REASONS = Counter(
     "guard_delete_refusal_reasons_total",
     "Reasons given for refused deletes, by channel and reason code (a refusal may count under several reasons).",
     ["channel", "reason"],
-)
-
-#: States in which an instance still waits for the archive's proof.
-UNCONFIRMED_STATES = (
-    InstanceState.RECEIVED,
-    InstanceState.FAILED,
-    InstanceState.FORWARDED,
-    InstanceState.MISSING,
 )
 
 
@@ -66,14 +55,14 @@ class LedgerCollector(Collector):
         """Yield the gauges (called by the registry at each scrape)."""
         up = GaugeMetricFamily("guard_ledger_up", "Whether the ledger could be read for this scrape (1) or not (0).")
         try:
-            facts = self._read()
-        except SQLAlchemyError:
+            facts = gauges(self.ledger)
+        except LedgerError:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
-        by_state, oldest, pending = facts
+        by_state, pending = facts.by_state, facts.commitments_pending
         states = GaugeMetricFamily("guard_instances", "Instances in the ledger (every version) by state.", labels=["state"])
         for state in InstanceState:
             states.add_metric([state.value], by_state.get(state.value, 0))
@@ -90,7 +79,7 @@ class LedgerCollector(Collector):
             "Instances waiting to be forwarded to the archive (received or failed).",
             value=sum(by_state.get(s.value, 0) for s in CLAIMABLE_STATES),
         )
-        oldest_at = as_utc(oldest)
+        oldest_at = facts.oldest_pending_at
         age = max(0.0, (self.ledger.clock() - oldest_at).total_seconds()) if oldest_at is not None else 0.0
         yield GaugeMetricFamily(
             "guard_oldest_unconfirmed_age_seconds",
@@ -103,21 +92,3 @@ class LedgerCollector(Collector):
         for direction in (OUTBOUND, INBOUND):
             commitments.add_metric([direction], pending.get(direction, 0))
         yield commitments
-
-    def _read(self) -> tuple[dict[str, int], datetime | None, dict[str, int]]:
-        with self.ledger.engine.connect() as conn:
-            by_state = {
-                str(r.state): int(r.n) for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))
-            }
-            oldest = conn.execute(
-                select(func.min(instances.c.received_at)).where(instances.c.state.in_([s.value for s in UNCONFIRMED_STATES]))
-            ).scalar()
-            pending = {
-                str(r.direction): int(r.n)
-                for r in conn.execute(
-                    select(commitment_transactions.c.direction, func.count().label("n"))
-                    .where(commitment_transactions.c.state == TxnState.PENDING)
-                    .group_by(commitment_transactions.c.direction)
-                )
-            }
-        return by_state, oldest, pending

@@ -17,20 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from threading import Thread
 
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 
 def ledger_reachable(ledger: Ledger) -> bool:
     """Whether a trivial query on the ledger succeeds now."""
-    try:
-        with ledger.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        return False
-    return True
+    return ledger.reachable()
 
 
 def directory_writable(path: Path) -> bool:

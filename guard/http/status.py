@@ -14,7 +14,6 @@ running anything else.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -25,16 +24,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from sqlalchemy import Integer, cast, extract, func, literal, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
 from guard import __version__
 from guard.dicom.probe import ArchiveProbe
-from guard.domain.states import AuditEvent, InstanceState
-from guard.ledger.audit import Ledger
-from guard.ledger.instances import as_utc
-from guard.ledger.schema import audit_log, instances
+from guard.domain.states import InstanceState
+from guard.ledger.dashboard import PENDING_STATES, QUEUE_STATES, DeadLetterFact, DecisionFact, OldestPending, status_facts
+from guard.ledger.ledger import Ledger
 
 STATIC_DIR = Path(str(files("guard.http") / "static"))
 #: Minutes of throughput the chart shows.
@@ -45,10 +40,6 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-#: States in which an instance is received but not (or no longer) proven to be in the archive.
-PENDING_STATES = (InstanceState.RECEIVED, InstanceState.FAILED, InstanceState.FORWARDED, InstanceState.MISSING)
-QUEUE_STATES = (InstanceState.RECEIVED, InstanceState.FAILED)
 
 
 class OldestUnconfirmed(BaseModel):
@@ -124,111 +115,44 @@ class StatusView(BaseModel):
 
 
 def _iso(value: datetime | None) -> str | None:
-    utc = as_utc(value)
-    return utc.isoformat() if utc is not None else None
+    return value.isoformat() if value is not None else None
 
 
-def _minute_index(conn: Connection, column: Any, start: datetime) -> ColumnElement[int]:
-    """Whole minutes from ``start`` to ``column``, computed by the database (SQLite or PostgreSQL)."""
-    if conn.dialect.name == "sqlite":
-        # SQLite keeps these times as naive UTC text; julianday counts days.
-        start_text = start.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return cast((func.julianday(column) - func.julianday(start_text)) * 1440, Integer)
-    return cast(func.floor(extract("epoch", column - literal(start)) / 60), Integer)
-
-
-def _per_minute(conn: Connection, column: Any, start: datetime) -> list[int]:
-    index = _minute_index(conn, column, start).label("minute")
-    rows = conn.execute(select(index, func.count().label("n")).where(column >= start).group_by(index)).all()
-    buckets = [0] * WINDOW_MINUTES
-    for minute, count in rows:
-        if minute is not None and 0 <= int(minute) < WINDOW_MINUTES:
-            buckets[int(minute)] += int(count)
-    return buckets
-
-
-def _oldest_unconfirmed(conn: Connection, now: datetime) -> OldestUnconfirmed | None:
-    row = conn.execute(
-        select(instances.c.study_uid, instances.c.sop_instance_uid, instances.c.state, instances.c.received_at)
-        .where(instances.c.state.in_([s.value for s in PENDING_STATES]))
-        .order_by(instances.c.received_at, instances.c.id)
-        .limit(1)
-    ).first()
-    received = as_utc(row.received_at) if row is not None else None
-    if row is None or received is None:
+def _oldest(fact: OldestPending | None, now: datetime) -> OldestUnconfirmed | None:
+    if fact is None:
         return None
     return OldestUnconfirmed(
-        study_uid=row.study_uid,
-        sop_instance_uid=row.sop_instance_uid,
-        state=row.state,
-        received_at=received.isoformat(),
-        age_seconds=round(max(0.0, (now - received).total_seconds()), 1),
+        study_uid=fact.study_uid,
+        sop_instance_uid=fact.sop_instance_uid,
+        state=fact.state,
+        received_at=fact.received_at.isoformat(),
+        age_seconds=round(max(0.0, (now - fact.received_at).total_seconds()), 1),
     )
 
 
-def _recent_decisions(conn: Connection) -> list[DecisionView]:
-    rows = conn.execute(
-        select(
-            audit_log.c.seq,
-            audit_log.c.at,
-            audit_log.c.event,
-            audit_log.c.outcome,
-            audit_log.c.actor,
-            audit_log.c.study_uid,
-            audit_log.c.detail,
-        )
-        .where(audit_log.c.event.in_([AuditEvent.DELETE_PERMITTED.value, AuditEvent.DELETE_REFUSED.value]))
-        .order_by(audit_log.c.seq.desc())
-        .limit(RECENT_LIMIT)
-    ).all()
-    views = []
-    for r in rows:
-        try:
-            detail = json.loads(r.detail) if r.detail else {}
-        except ValueError:
-            detail = {}
-        detail = detail if isinstance(detail, dict) else {}
-        views.append(
-            DecisionView(
-                seq=r.seq,
-                at=_iso(r.at),
-                event=r.event,
-                outcome=r.outcome,
-                actor=r.actor,
-                study_uid=r.study_uid,
-                channel=detail.get("channel"),
-                reasons=[str(x) for x in detail.get("reasons", [])],
-                sentence=detail.get("sentence"),
-            )
-        )
-    return views
+def _decision(fact: DecisionFact) -> DecisionView:
+    return DecisionView(
+        seq=fact.seq,
+        at=_iso(fact.at),
+        event=fact.event,
+        outcome=fact.outcome,
+        actor=fact.actor,
+        study_uid=fact.study_uid,
+        channel=fact.channel,
+        reasons=list(fact.reasons),
+        sentence=fact.sentence,
+    )
 
 
-def _dead_letters(conn: Connection) -> list[DeadLetterView]:
-    rows = conn.execute(
-        select(
-            instances.c.study_uid,
-            instances.c.sop_instance_uid,
-            instances.c.last_status,
-            instances.c.last_error,
-            instances.c.attempts,
-            instances.c.updated_at,
-        )
-        .where(instances.c.state == InstanceState.DEAD_LETTERED.value)
-        .order_by(instances.c.updated_at.desc(), instances.c.id.desc())
-        .limit(RECENT_LIMIT)
-    ).all()
-    return [
-        DeadLetterView(
-            study_uid=r.study_uid,
-            sop_instance_uid=r.sop_instance_uid,
-            status=None if r.last_status is None else f"0x{r.last_status:04X}",
-            reason=r.last_error,
-            attempts=r.attempts,
-            updated_at=_iso(r.updated_at),
-        )
-        for r in rows
-    ]
+def _dead_letter(fact: DeadLetterFact) -> DeadLetterView:
+    return DeadLetterView(
+        study_uid=fact.study_uid,
+        sop_instance_uid=fact.sop_instance_uid,
+        status=None if fact.status is None else f"0x{fact.status:04X}",
+        reason=fact.reason,
+        attempts=fact.attempts,
+        updated_at=_iso(fact.updated_at),
+    )
 
 
 def _archive_view(probe: ArchiveProbe) -> ArchiveView:
@@ -247,19 +171,8 @@ def status_snapshot(ledger: Ledger, probe: ArchiveProbe) -> StatusView:
     """Everything the status page shows, read from the ledger now and from the probe's cache."""
     now = ledger.clock()
     start = (now - timedelta(minutes=WINDOW_MINUTES - 1)).replace(second=0, microsecond=0)
-    with ledger.engine.connect() as conn:
-        counts = {
-            str(state): int(n) for state, n in conn.execute(select(instances.c.state, func.count()).group_by(instances.c.state)).tuples()
-        }
-        oldest = _oldest_unconfirmed(conn, now)
-        throughput = Throughput(
-            start=start.isoformat(),
-            minutes=WINDOW_MINUTES,
-            received=_per_minute(conn, instances.c.received_at, start),
-            confirmed=_per_minute(conn, instances.c.confirmed_at, start),
-        )
-        decisions = _recent_decisions(conn)
-        dead = _dead_letters(conn)
+    facts = status_facts(ledger, start=start, minutes=WINDOW_MINUTES, recent=RECENT_LIMIT)
+    counts = facts.counts
     return StatusView(
         version=__version__,
         generated_at=now.isoformat(),
@@ -268,10 +181,15 @@ def status_snapshot(ledger: Ledger, probe: ArchiveProbe) -> StatusView:
         pending=sum(counts.get(s.value, 0) for s in PENDING_STATES),
         dead_lettered=counts.get(InstanceState.DEAD_LETTERED.value, 0),
         queue_depth=sum(counts.get(s.value, 0) for s in QUEUE_STATES),
-        oldest_unconfirmed=oldest,
-        throughput=throughput,
-        recent_decisions=decisions,
-        dead_letters=dead,
+        oldest_unconfirmed=_oldest(facts.oldest_pending, now),
+        throughput=Throughput(
+            start=start.isoformat(),
+            minutes=WINDOW_MINUTES,
+            received=facts.received_per_minute,
+            confirmed=facts.confirmed_per_minute,
+        ),
+        recent_decisions=[_decision(d) for d in facts.recent_decisions],
+        dead_letters=[_dead_letter(d) for d in facts.dead_letters],
         archive=_archive_view(probe),
     )
 

@@ -15,29 +15,27 @@ other lock is taken after it, it cannot deadlock with the row locks of the state
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import Connection, Engine, insert, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, insert, select, text
 
-from guard.domain.errors import LedgerError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.chain import GENESIS, record_hash
 from guard.ledger.schema import audit_anchor, audit_log
+
+if TYPE_CHECKING:
+    from guard.ledger.ledger import Ledger as Ledger  # noqa: PLC0414 - an explicit re-export, for mypy --strict
 
 log = structlog.get_logger("guard.audit")
 
 Clock = Callable[[], datetime]
 
-
-def utcnow() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
+#: Keys the logger sets or takes itself; no record field may be logged under them.
+_LOGGER_KEYS = frozenset({"event", "action", "audit", "level", "timestamp", "logger", "error", "exc_info"})
 
 
 @dataclass(frozen=True)
@@ -82,14 +80,22 @@ class AuditRecord:
         """The record as a row of ``audit_log`` (once chained)."""
         return {**self.content(), "seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash}
 
-    def emit(self) -> None:
-        """Write the record as a JSON line on the log (with its sequence number and hash)."""
+    def log_fields(self) -> dict[str, Any]:
+        """The record as keyword arguments of a log call, none of which shadows the logger's own.
+
+        structlog takes the message as ``event``, so the record's event is left to the caller (the
+        message of the line); a detail key that would shadow a record field or a logger key is
+        logged as ``detail_<key>``.
+        """
         skip = {"event", "detail", "at", "prev_hash"}
         fields: dict[str, Any] = {k: v for k, v in self.row().items() if v is not None and k not in skip}
-        reserved = {*fields, "event", "action", "audit", "level", "timestamp", "logger"}
-        # A detail key that would shadow a record field is logged as detail_<key>.
+        reserved = {*fields, "audit_event", *_LOGGER_KEYS}
         fields.update({f"detail_{k}" if k in reserved else k: v for k, v in self.detail.items()})
-        log.info(self.event.value, action=self.event.value, audit=True, **fields)
+        return fields
+
+    def emit(self) -> None:
+        """Write the record as a JSON line on the log (with its sequence number and hash)."""
+        log.info(self.event.value, action=self.event.value, audit=True, **self.log_fields())
 
 
 # Any constant shared by every guard process on the database; "GUAR" in ASCII.
@@ -140,33 +146,11 @@ class Transaction:
         self.pending.clear()
 
 
-class Ledger:
-    """Access to the ledger database: transactions with audit, and the clock."""
+def __getattr__(name: str) -> Any:
+    """``Ledger`` lives in ``guard.ledger.ledger``; importing it from here still works."""
+    if name == "Ledger":
+        from guard.ledger.ledger import Ledger  # noqa: PLC0415 - imported late: guard.ledger.ledger imports this module
 
-    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
-        """Use ``engine`` (already migrated) and ``clock`` for every timestamp."""
-        self.engine = engine
-        self.clock = clock
-
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """Run a transaction; its audit records are logged once it has committed."""
-        try:
-            with self.engine.begin() as conn:
-                tx = Transaction(conn, self.clock)
-                yield tx
-                tx.flush_audit()
-        except SQLAlchemyError as exc:
-            msg = f"ledger write failed: {exc.__class__.__name__}: {exc}"
-            raise LedgerError(msg) from exc
-        for record in tx.records:
-            record.emit()
-
-    def audit(self, event: AuditEvent, outcome: Outcome = Outcome.SUCCESS, **fields: Any) -> AuditRecord:
-        """Record one audit event on its own (no other state change)."""
-        with self.transaction() as tx:
-            return tx.audit(event, outcome, **fields)
-
-    def dispose(self) -> None:
-        """Close the connection pool."""
-        self.engine.dispose()
+        return Ledger
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Row, select
 
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import as_utc
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log
 
 #: The most records one call returns, whatever ``limit`` asks for.
@@ -98,7 +98,7 @@ def query_audit(  # noqa: PLR0913 - one keyword per filter
         query = query.where(audit_log.c.at <= _utc(until))
     if after_seq is not None:
         query = query.where(audit_log.c.seq > after_seq)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         rows = conn.execute(query.order_by(audit_log.c.seq).limit(limit)).all()
     return [_record(row) for row in rows]
 

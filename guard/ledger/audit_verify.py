@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
-from guard.ledger.audit import Ledger
 from guard.ledger.chain import GENESIS, ChainReport, check
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_anchor, audit_log
 
 _BATCH = 5000
@@ -17,7 +17,7 @@ _BATCH = 5000
 def _rows(ledger: Ledger, after: int) -> Iterator[Row[Any]]:
     """Every record with ``seq > after``, in order, fetched in batches (memory stays flat)."""
     while True:
-        with ledger.engine.connect() as conn:
+        with ledger.read() as conn:
             rows = conn.execute(select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(_BATCH)).all()
         if not rows:
             return
@@ -27,14 +27,14 @@ def _rows(ledger: Ledger, after: int) -> Iterator[Row[Any]]:
 
 def chain_anchor(ledger: Ledger) -> tuple[int, str] | None:
     """The retention anchor (sequence number and hash of the last removed record), if records were removed."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         row = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
     return None if row is None else (int(row.seq), str(row.hash))
 
 
 def count_records(ledger: Ledger) -> int:
     """How many records the ledger holds."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return int(conn.execute(select(func.count()).select_from(audit_log)).scalar_one())
 
 
@@ -44,7 +44,7 @@ def verify_chain(ledger: Ledger, *, tail: int | None = None, progress: Callable[
     A full walk also checks that the first record follows the anchor; a tail walk trusts the
     link into its first record. ``progress`` is called with the number of records checked so far.
     """
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         anchor = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
         head = conn.execute(select(func.max(audit_log.c.seq))).scalar()
     if tail is not None:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from guard.config.settings import ConfirmMode
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger, Transaction
-from guard.ledger.instances import as_utc, back_to_forwarding
+from guard.ledger.archive_loss import FoundBy, not_in_archive, send_back
+from guard.ledger.audit import Transaction
+from guard.ledger.instances import as_utc, subject_of
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
 
 OUTBOUND = "outbound"
@@ -63,11 +64,6 @@ def _needs_find(mode: ConfirmMode) -> bool:
     return mode in {ConfirmMode.FIND, ConfirmMode.BOTH}
 
 
-def subject_of(row: Row[Any]) -> dict[str, Any]:
-    """The study, instance and patient of an instance row, for an audit record."""
-    return {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
-
-
 def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> bool:
     """Make a forwarded instance ``confirmed`` when it has every proof ``mode`` requires."""
     row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
@@ -86,31 +82,6 @@ def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> 
     return True
 
 
-def send_back(tx: Transaction, instance_id: int, reason: str, max_resends: int) -> str:
-    """Return an instance the archive does not hold to forwarding, or dead-letter it after too many re-sends."""
-    row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
-    now = tx.clock()
-    reset = {
-        "commit_transaction_uid": None,
-        "commit_confirmed_at": None,
-        "find_confirmed_at": None,
-        "confirm_next_at": None,
-        "updated_at": now,
-    }
-    if row.resends >= max_resends:
-        final = f"archive does not keep it after {row.resends} re-send(s): {reason}"
-        tx.conn.execute(
-            update(instances)
-            .where(instances.c.id == instance_id)
-            .values(state=InstanceState.DEAD_LETTERED.value, last_error=final, **reset)
-        )
-        tx.audit(AuditEvent.INSTANCE_DEAD_LETTERED, Outcome.FAILURE, detail={"reason": final, "resends": row.resends}, **subject_of(row))
-        return InstanceState.DEAD_LETTERED.value
-    back_to_forwarding(tx, instance_id, resends=row.resends + 1, last_error=reason)
-    tx.audit(AuditEvent.INSTANCE_FAILED, Outcome.FAILURE, detail={"error": reason, "resend": row.resends + 1}, **subject_of(row))
-    return InstanceState.RECEIVED.value
-
-
 # -- Storage Commitment towards the archive ---------------------------------------------
 
 
@@ -122,7 +93,7 @@ def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(
     spares the archive an association per report.
     """
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         rows = conn.execute(
             select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid, instances.c.forwarded_at)
             .where(
@@ -222,7 +193,7 @@ def fail_outbound(ledger: Ledger, transaction_uid: str, error: str, backoff: Bac
 def expire_outbound(ledger: Ledger, backoff: Backoff) -> int:
     """Pending requests whose report never came: close them so their instances are asked about again."""
     # A read first, so that the common case (nothing expired) takes no write lock.
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         due = conn.execute(
             select(func.count()).where(
                 commitment_transactions.c.direction == OUTBOUND,
@@ -362,7 +333,7 @@ def apply_report(
 def due_for_find(ledger: Ledger, settle: timedelta) -> list[str]:
     """Studies with forwarded instances that still need C-FIND proof."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return list(
             conn.execute(
                 select(instances.c.study_uid)
@@ -377,13 +348,18 @@ def due_for_find(ledger: Ledger, settle: timedelta) -> list[str]:
         )
 
 
-def apply_find(ledger: Ledger, study_uid: str, held: set[str], policy: ConfirmPolicy) -> tuple[int, int]:
-    """Apply a C-FIND answer for a study: listed instances gain find proof, missing ones go back."""
+def apply_find(
+    ledger: Ledger, study_uid: str, held: set[str], policy: ConfirmPolicy, spool_exists: Callable[[str], bool] | None = None
+) -> tuple[int, int]:
+    """Apply a C-FIND answer for a study: listed instances gain find proof, the others are not in the archive (``not_in_archive``).
+
+    ``spool_exists`` tells whether a spool copy is really there (None: trust the ledger's record of it).
+    """
     confirmed = sent_back = 0
     with ledger.transaction() as tx:
         now = tx.clock()
         rows = tx.conn.execute(
-            select(instances.c.id, instances.c.sop_instance_uid).where(
+            select(instances).where(
                 instances.c.study_uid == study_uid,
                 instances.c.state == InstanceState.FORWARDED.value,
                 instances.c.find_confirmed_at.is_(None),
@@ -394,7 +370,8 @@ def apply_find(ledger: Ledger, study_uid: str, held: set[str], policy: ConfirmPo
                 tx.conn.execute(update(instances).where(instances.c.id == row.id).values(find_confirmed_at=now, updated_at=now))
                 confirmed += int(_promote_if_proven(tx, row.id, policy.mode))
             else:
-                send_back(tx, row.id, "not found in the archive by C-FIND after forwarding", policy.max_resends)
+                copy = row.spool_removed_at is None and bool(row.spool_path) and (spool_exists is None or spool_exists(row.spool_path))
+                not_in_archive(tx, row, found_by=FoundBy.FIND, has_copy=copy, max_resends=policy.max_resends)
                 sent_back += 1
     return confirmed, sent_back
 

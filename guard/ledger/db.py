@@ -16,7 +16,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from guard.ledger.ledger import translate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -63,5 +66,8 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the ledger schema to the newest revision."""
-    command.upgrade(alembic_config(engine), "head")
+    """Bring the ledger schema to the newest revision (a database that cannot be reached is a ``LedgerUnavailableError``)."""
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except SQLAlchemyError as exc:
+        raise translate(exc, "migration") from exc

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Join, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Join, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger, Transaction
+from guard.ledger.audit import Transaction
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, series, studies
 
 
@@ -210,6 +211,11 @@ def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -
     return bool(result.rowcount)
 
 
+def subject_of(row: Row[Any]) -> dict[str, Any]:
+    """The study, instance and patient of an instance row, for an audit record."""
+    return {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
+
+
 def _subject(claim: Claim) -> dict[str, Any]:
     return {"study_uid": claim.study_uid, "sop_instance_uid": claim.sop_instance_uid, "patient_id": claim.patient_id}
 
@@ -317,7 +323,7 @@ def newest_versions(condition: ColumnElement[bool]) -> Join:
 def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
     """Summarise what the ledger knows of one study."""
     joined = newest_versions(instances.c.study_uid == study_uid)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         rows = conn.execute(
             select(
                 instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts
@@ -334,16 +340,25 @@ def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
 
 
 @dataclass(frozen=True)
+class RecentStudy:
+    """A study and when its last instance arrived."""
+
+    study_uid: str
+    patient_id: str | None
+    last_received_at: str
+
+
+@dataclass(frozen=True)
 class Overview:
     """The whole ledger at a glance: instances per state and the most recent studies."""
 
     counts: dict[str, int]
-    recent_studies: list[dict[str, Any]]
+    recent_studies: list[RecentStudy]
 
 
 def overview(ledger: Ledger, limit: int = 10) -> Overview:
     """Counts per state over every instance, and the studies received most recently."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         counts = {r.state: int(r.n) for r in conn.execute(select(instances.c.state, func.count().label("n")).group_by(instances.c.state))}
         recent = conn.execute(
             select(studies.c.study_uid, studies.c.patient_id, studies.c.last_received_at)
@@ -353,12 +368,7 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
     return Overview(
         counts=counts,
         recent_studies=[
-            {
-                "study_uid": r.study_uid,
-                "patient_id": r.patient_id,
-                "last_received_at": (as_utc(r.last_received_at) or r.last_received_at).isoformat(),
-            }
-            for r in recent
+            RecentStudy(r.study_uid, r.patient_id, (as_utc(r.last_received_at) or r.last_received_at).isoformat()) for r in recent
         ],
     )
 
@@ -366,7 +376,7 @@ def overview(ledger: Ledger, limit: int = 10) -> Overview:
 def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
     """SOP Instance UID -> state of its newest version, for every instance of the study."""
     joined = newest_versions(instances.c.study_uid == study_uid)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
 
 
@@ -377,5 +387,5 @@ def mark_study_deleted(tx: Transaction, study_uid: str) -> None:
 
 def study_deleted_at(ledger: Ledger, study_uid: str) -> datetime | None:
     """When a permitted delete of the study was carried out, if it was and nothing arrived since."""
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return as_utc(conn.execute(select(studies.c.deleted_at).where(studies.c.study_uid == study_uid)).scalar())

@@ -15,8 +15,8 @@ from typing import Any
 from pydicom import Dataset
 from sqlalchemy import ColumnElement, and_, or_, select
 
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import newest_versions
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, series
 
 #: The column of each matching key, and the level whose identity it is.
@@ -68,7 +68,7 @@ def answer_from_ledger(ledger: Ledger, query: Dataset, *, retrieve_ae: str) -> I
         .execution_options(yield_per=500)
     )
     group: list[Any] = []
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         for row in conn.execute(statement):
             if group and tuple(group[0][:depth]) != tuple(row[:depth]):
                 yield _identifier(query, level, group, retrieve_ae)

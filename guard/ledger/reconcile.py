@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select, update
 
-from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
-from guard.ledger.instances import back_to_forwarding, newest_versions
+from guard.domain.states import InstanceState
+from guard.ledger.archive_loss import Disposition, FoundBy, not_in_archive
+from guard.ledger.instances import newest_versions
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances, studies
 
 IN_ARCHIVE_STATES = (InstanceState.FORWARDED.value, InstanceState.CONFIRMED.value)
@@ -25,7 +26,7 @@ def select_studies(ledger: Ledger, *, since: datetime | None, until: datetime | 
             query = query.where(studies.c.last_received_at >= since)
         if until is not None:
             query = query.where(studies.c.first_received_at <= until)
-        with ledger.engine.connect() as conn:
+        with ledger.read() as conn:
             chunk = list(conn.execute(query).scalars())
         yield from chunk
         if len(chunk) < batch:
@@ -40,7 +41,7 @@ def count_studies(ledger: Ledger, *, since: datetime | None, until: datetime | N
         query = query.where(studies.c.last_received_at >= since)
     if until is not None:
         query = query.where(studies.c.first_received_at <= until)
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return int(conn.execute(query).scalar_one())
 
 
@@ -51,45 +52,27 @@ class StudyReconciliation:
     checked: int
     requeued: list[str]
     lost: list[str]
+    dead_lettered: list[str] = field(default_factory=list)
 
 
-def reconcile_study(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> StudyReconciliation:
-    """Instances the ledger believes are in the archive but it does not list: re-queue from the spool, or alert."""
+def reconcile_study(
+    ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool], *, max_resends: int | None = None
+) -> StudyReconciliation:
+    """Instances the ledger believes are in the archive but it does not list are not in the archive (``not_in_archive``)."""
     requeued: list[str] = []
     lost: list[str] = []
+    dead: list[str] = []
     with ledger.transaction() as tx:
         rows = tx.conn.execute(
             select(instances)
             .select_from(newest_versions(instances.c.study_uid == study_uid))
             .where(instances.c.state.in_(IN_ARCHIVE_STATES)),
         ).all()
-        now = tx.clock()
         for row in rows:
             if row.sop_instance_uid in held:
                 continue
-            subject = {"study_uid": row.study_uid, "sop_instance_uid": row.sop_instance_uid, "patient_id": row.patient_id}
-            if row.spool_removed_at is None and row.spool_path and spool_exists(row.spool_path):
-                back_to_forwarding(tx, row.id)
-                tx.audit(
-                    AuditEvent.INSTANCE_REQUEUED,
-                    actor="reconcile",
-                    detail={"reason": "not listed by the archive", "was": row.state},
-                    **subject,
-                )
-                requeued.append(row.sop_instance_uid)
-            else:
-                tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
-                tx.audit(
-                    AuditEvent.SECURITY_ALERT,
-                    Outcome.FAILURE,
-                    actor="reconcile",
-                    detail={
-                        "alert": "lost-in-archive",
-                        "message": "the archive does not list it and no spool copy is left",
-                        "was": row.state,
-                    },
-                    **subject,
-                )
-                lost.append(row.sop_instance_uid)
-        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
-    return StudyReconciliation(checked=len(rows), requeued=requeued, lost=lost)
+            has_copy = row.spool_removed_at is None and bool(row.spool_path) and spool_exists(row.spool_path)
+            outcome = not_in_archive(tx, row, found_by=FoundBy.RECONCILE, has_copy=has_copy, max_resends=max_resends)
+            {Disposition.RESENT: requeued, Disposition.LOST: lost, Disposition.DEAD_LETTERED: dead}[outcome].append(row.sop_instance_uid)
+        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=tx.clock()))
+    return StudyReconciliation(checked=len(rows), requeued=requeued, lost=lost, dead_lettered=dead)

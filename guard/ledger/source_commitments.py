@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import INBOUND, TxnState
 from guard.ledger.instances import as_utc, newest_versions
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances
 
 # PS3.4 J.3.3.1 Failure Reasons used towards sources.
@@ -83,7 +83,7 @@ class InboundVerdict:
 def due_inbound(ledger: Ledger) -> list[str]:
     """Transaction UIDs of source requests due for a look."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         return list(
             conn.execute(
                 select(commitment_transactions.c.transaction_uid).where(
@@ -95,10 +95,15 @@ def due_inbound(ledger: Ledger) -> list[str]:
         )
 
 
-def evaluate_inbound(ledger: Ledger, transaction_uid: str) -> InboundVerdict:
-    """Success for confirmed instances; after the deadline, 0x0112 for never received and 0x0110 for unconfirmed."""
+def evaluate_inbound(ledger: Ledger, transaction_uid: str, *, arrival_grace: timedelta | None = None) -> InboundVerdict:
+    """Success for confirmed instances, 0x0112 for never received, 0x0110 for received but unconfirmed; ready when it may be sent.
+
+    The report is ready when every referenced instance is confirmed; or when every instance the
+    guard received is confirmed and ``arrival_grace`` has passed since the request (the others
+    are then taken as never coming: 0x0112); or at the deadline, whatever is still unconfirmed.
+    """
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         txn = conn.execute(select(commitment_transactions).where(commitment_transactions.c.transaction_uid == transaction_uid)).one()
         refs = conn.execute(select(commitment_references).where(commitment_references.c.transaction_uid == transaction_uid)).all()
         uids = [r.sop_instance_uid for r in refs]
@@ -113,8 +118,10 @@ def evaluate_inbound(ledger: Ledger, transaction_uid: str) -> InboundVerdict:
         else:
             reason = NO_SUCH_OBJECT_INSTANCE if state is None else PROCESSING_FAILURE
             failures.append((ref.sop_class_uid, ref.sop_instance_uid, reason))
-    deadline = as_utc(txn.deadline_at)
-    ready = not failures or (deadline is not None and now >= deadline)
+    deadline, created = as_utc(txn.deadline_at), as_utc(txn.created_at)
+    never_received = all(reason == NO_SUCH_OBJECT_INSTANCE for _, _, reason in failures)
+    grace_over = arrival_grace is not None and created is not None and now >= created + arrival_grace
+    ready = not failures or (never_received and grace_over) or (deadline is not None and now >= deadline)
     return InboundVerdict(transaction_uid, txn.peer_ae, txn.peer_address, ready, successes, failures, int(txn.attempts))
 
 

@@ -1,25 +1,24 @@
-"""Ledger queries for what happens after confirmation: re-verification, spool retention, and status."""
+"""Ledger queries for what happens after confirmation: re-verification and spool retention."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, select, update
 
-from guard.domain.states import AuditEvent, InstanceState, Outcome
-from guard.ledger.audit import Ledger
-from guard.ledger.confirmations import TxnState, subject_of
-from guard.ledger.instances import back_to_forwarding
-from guard.ledger.schema import commitment_references, commitment_transactions, instances, studies
+from guard.domain.states import AuditEvent, InstanceState
+from guard.ledger.archive_loss import FoundBy, not_in_archive
+from guard.ledger.instances import subject_of
+from guard.ledger.ledger import Ledger
+from guard.ledger.schema import instances, studies
 
 
 def due_for_reverification(ledger: Ledger, interval: timedelta, limit: int = 20) -> list[str]:
     """Studies with confirmed instances not verified within ``interval``, oldest first."""
     now = ledger.clock()
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         confirmed = select(instances.c.study_uid).where(instances.c.state == InstanceState.CONFIRMED.value).distinct().subquery()
         return list(
             conn.execute(
@@ -41,11 +40,15 @@ class Missing:
     spool_path: str | None
 
 
-def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool]) -> list[Missing]:
-    """Mark confirmed instances missing from the archive; re-send those the spool still holds."""
+def apply_reverification(
+    ledger: Ledger, study_uid: str, held: set[str], spool_exists: Callable[[str], bool], *, max_resends: int | None = None
+) -> list[Missing]:
+    """Confirmed instances the archive no longer lists are not in the archive (``not_in_archive``): re-sent or alerted.
+
+    ``max_resends`` bounds the re-sends of one instance before it is dead-lettered (None: no bound).
+    """
     lost: list[Missing] = []
     with ledger.transaction() as tx:
-        now = tx.clock()
         rows = tx.conn.execute(
             select(instances).where(instances.c.study_uid == study_uid, instances.c.state == InstanceState.CONFIRMED.value),
         ).all()
@@ -54,24 +57,8 @@ def apply_reverification(ledger: Ledger, study_uid: str, held: set[str], spool_e
                 continue
             has_copy = row.spool_removed_at is None and row.spool_path is not None and spool_exists(row.spool_path)
             lost.append(Missing(row.id, row.sop_instance_uid, row.spool_path if has_copy else None))
-            tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=now))
-            tx.audit(
-                AuditEvent.INSTANCE_MISSING,
-                Outcome.FAILURE,
-                detail={"spool_copy": has_copy, "reason": "not listed by the archive at re-verification"},
-                **subject_of(row),
-            )
-            if has_copy:
-                back_to_forwarding(tx, row.id)
-                tx.audit(AuditEvent.INSTANCE_REQUEUED, actor="reverify", detail={"reason": "missing-in-archive"}, **subject_of(row))
-            else:
-                tx.audit(
-                    AuditEvent.SECURITY_ALERT,
-                    Outcome.FAILURE,
-                    detail={"alert": "lost-in-archive", "message": "confirmed instance missing from the archive and no spool copy is left"},
-                    **subject_of(row),
-                )
-        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=now))
+            not_in_archive(tx, row, found_by=FoundBy.REVERIFY, has_copy=has_copy, max_resends=max_resends)
+        tx.conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(last_verified_at=tx.clock()))
     return lost
 
 
@@ -79,7 +66,7 @@ def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -
     """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
     now = ledger.clock()
     newer = instances.alias("newer")
-    with ledger.engine.connect() as conn:
+    with ledger.read() as conn:
         confirmed = conn.execute(
             select(instances.c.id, instances.c.spool_path)
             .where(
@@ -115,30 +102,3 @@ def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
         if result.rowcount:
             row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
             tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **subject_of(row))
-
-
-def pending_transactions(ledger: Ledger, study_uid: str | None = None) -> list[dict[str, Any]]:
-    """Commitment transactions still waiting (both directions), for ``guard status``."""
-    with ledger.engine.connect() as conn:
-        query = select(commitment_transactions).where(commitment_transactions.c.state == TxnState.PENDING)
-        if study_uid is not None:
-            query = query.where(commitment_transactions.c.study_uid == study_uid)
-        rows = conn.execute(query.order_by(commitment_transactions.c.created_at)).all()
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(commitment_references.c.transaction_uid, func.count())
-                .where(commitment_references.c.transaction_uid.in_([r.transaction_uid for r in rows]))
-                .group_by(commitment_references.c.transaction_uid),
-            ).all(),
-        )
-    return [
-        {
-            "transaction_uid": r.transaction_uid,
-            "direction": r.direction,
-            "peer_ae": r.peer_ae,
-            "references": int(counts.get(r.transaction_uid, 0)),
-            "created_at": str(r.created_at),
-            "deadline_at": str(r.deadline_at),
-        }
-        for r in rows
-    ]

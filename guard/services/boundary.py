@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import structlog
 
-from guard.domain.errors import GuardError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 log = structlog.get_logger("guard.services.boundary")
 
@@ -33,15 +32,12 @@ class FailureReporter:
         if self.failing:
             return
         self.failing = True
-        try:
-            self.ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.FAILURE,
-                actor=self.component,
-                detail={"alert": f"{self.component}-failed", "error": f"{exc.__class__.__name__}: {exc}"[:500]},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", component=self.component)
+        self.ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.FAILURE,
+            actor=self.component,
+            detail={"alert": f"{self.component}-failed", "error": f"{exc.__class__.__name__}: {exc}"[:500]},
+        )
 
     def succeeded(self) -> None:
         """The loop went round without an error."""

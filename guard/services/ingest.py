@@ -161,10 +161,7 @@ class IngestService:
     def refuse_service(self, calling_ae: str, peer_address: str, service: Service) -> None:
         """Audit a request for a service the source may not use (the handler answers 0x0124)."""
         detail = {"alert": "service-not-allowed", "reason": "service-not-allowed", "service": service.value}
-        try:
-            self.ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.REFUSED, actor=calling_ae, peer_address=peer_address, detail=detail)
-        except LedgerError:
-            log.exception("audit.unwritable", action="audit.unwritable", **detail)
+        self.ledger.audit_or_log(AuditEvent.SECURITY_ALERT, Outcome.REFUSED, actor=calling_ae, peer_address=peer_address, detail=detail)
 
     def is_archive(self, calling_ae: str) -> bool:
         """Whether ``calling_ae`` is the archive's AE title."""
@@ -313,7 +310,4 @@ class IngestService:
             "sop_class_uid": req.sop_class_uid[:200],
         }
         event = AuditEvent.SECURITY_ALERT if reason in _SECURITY_REASONS else AuditEvent.INSTANCE_RECEIVED
-        try:
-            self.ledger.audit(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)
-        except LedgerError:
-            log.exception("audit.unwritable", action="audit.unwritable", event=event.value, **detail)
+        self.ledger.audit_or_log(event, Outcome.FAILURE, actor=req.calling_ae, peer_address=req.peer_address, detail=detail)

@@ -15,12 +15,11 @@ import threading
 import time
 
 import structlog
-from sqlalchemy import insert, select, update
 
 from guard.config.settings import Settings
-from guard.ledger.audit import Ledger, chain_head
+from guard.ledger import audit_export
 from guard.ledger.audit_query import query_audit
-from guard.ledger.schema import audit_exports
+from guard.ledger.ledger import Ledger
 from guard.runtime import metrics
 from guard.services.audit.atna import Node, to_message
 from guard.services.audit.syslog import SyslogSender, rfc5424
@@ -32,17 +31,7 @@ EXPORTER = "atna-syslog"
 
 def export_cursor(ledger: Ledger, name: str = EXPORTER) -> int | None:
     """The last sequence number handled by exporter ``name`` (None: it never ran)."""
-    with ledger.engine.connect() as conn:
-        value = conn.execute(select(audit_exports.c.last_seq).where(audit_exports.c.name == name)).scalar()
-    return None if value is None else int(value)
-
-
-def _save_cursor(ledger: Ledger, seq: int, name: str = EXPORTER) -> None:
-    now = ledger.clock()
-    with ledger.engine.begin() as conn:
-        done = conn.execute(update(audit_exports).where(audit_exports.c.name == name).values(last_seq=seq, updated_at=now))
-        if done.rowcount == 0:
-            conn.execute(insert(audit_exports).values(name=name, last_seq=seq, updated_at=now))
+    return audit_export.export_cursor(ledger, name)
 
 
 class AtnaExporter:
@@ -74,11 +63,9 @@ class AtnaExporter:
                 messages.append(rfc5424(xml, at=record["at"], hostname=self.hostname, seq=int(record["seq"])))
         self.sender.send(messages)
         last = int(records[-1]["seq"])
-        _save_cursor(self.ledger, last)
+        audit_export.save_export_cursor(self.ledger, EXPORTER, last)
         metrics.AUDIT_EXPORT_SENT.inc(len(messages))
-        with self.ledger.engine.connect() as conn:
-            head, _ = chain_head(conn)
-        metrics.AUDIT_EXPORT_BACKLOG.set(max(0, head - last))
+        metrics.AUDIT_EXPORT_BACKLOG.set(max(0, audit_export.head_seq(self.ledger) - last))
         return len(records)
 
     def _loop(self) -> None:

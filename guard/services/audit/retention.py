@@ -27,13 +27,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-
 from guard.config.settings import Settings
-from guard.domain.states import AuditEvent
-from guard.ledger.audit import Ledger
-from guard.ledger.chain import GENESIS, HASHED_FIELDS, ChainBreak, ChainReport, canonical_time, check
-from guard.ledger.schema import audit_anchor, audit_log
+from guard.ledger import audit_export
+from guard.ledger.chain import ChainBreak, ChainReport, check
+from guard.ledger.ledger import Ledger
 from guard.services.audit.exporter import export_cursor
 
 FILE_KIND = "guard-audit-export-1"
@@ -48,34 +45,6 @@ class RetentionResult:
     last_seq: int
     records: int
     last_hash: str
-
-
-def _cut_point(ledger: Ledger, cutoff: datetime, *, limit_seq: int | None) -> tuple[int, int, str]:
-    """(anchor seq, last seq to remove, anchor hash): every record up to the last seq is older than ``cutoff``."""
-    with ledger.engine.connect() as conn:
-        anchor = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
-        first_new = conn.execute(select(func.min(audit_log.c.seq)).where(audit_log.c.at >= cutoff)).scalar()
-        head = conn.execute(select(func.max(audit_log.c.seq))).scalar()
-    start = int(anchor.seq) if anchor is not None else 0
-    end = int(first_new) - 1 if first_new is not None else int(head or 0)
-    if limit_seq is not None:
-        end = min(end, limit_seq)
-    return start, end, str(anchor.hash) if anchor is not None else GENESIS
-
-
-def _raw_rows(ledger: Ledger, after: int, until: int) -> Iterator[dict[str, Any]]:
-    while after < until:
-        with ledger.engine.connect() as conn:
-            rows = conn.execute(
-                select(audit_log).where(audit_log.c.seq > after, audit_log.c.seq <= until).order_by(audit_log.c.seq).limit(5000)
-            ).all()
-        if not rows:
-            return
-        for row in rows:
-            record = {name: getattr(row, name) for name in (*HASHED_FIELDS, "hash")}
-            record["at"] = canonical_time(record["at"])
-            yield record
-        after = int(rows[-1].seq)
 
 
 def _write_file(path: Path, header: dict[str, Any], rows: Iterator[dict[str, Any]]) -> tuple[int, str]:
@@ -109,23 +78,16 @@ def apply_retention(settings: Settings, ledger: Ledger, *, now: datetime | None 
     limit = export_cursor(ledger) if settings.audit.syslog_host else None
     if settings.audit.syslog_host and limit is None:
         return None  # the exporter has not delivered anything yet: keep everything for it
-    start, end, prev_hash = _cut_point(ledger, now - timedelta(days=days), limit_seq=limit)
+    cut = audit_export.retention_cut(ledger, now - timedelta(days=days), limit_seq=limit)
+    start, end, prev_hash = cut.start, cut.end, cut.prev_hash
     if end <= start:
         return None
     folder = settings.retention_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"audit-{start + 1:012d}-{end:012d}.jsonl.gz"
     header = {"kind": FILE_KIND, "first_seq": start + 1, "last_seq": end, "prev_hash": prev_hash}
-    count, last_hash = _write_file(path, header, _raw_rows(ledger, start, end))
-    with ledger.transaction() as tx:
-        tx.conn.execute(delete(audit_log).where(audit_log.c.seq <= end))
-        values = {"seq": end, "hash": last_hash, "cut_at": now, "export_file": path.name}
-        if tx.conn.execute(update(audit_anchor).where(audit_anchor.c.id == 1).values(**values)).rowcount == 0:
-            tx.conn.execute(insert(audit_anchor).values(id=1, **values))
-        tx.audit(
-            AuditEvent.AUDIT_EXPORTED,
-            detail={"file": path.name, "first_seq": start + 1, "last_seq": end, "records": count, "last_hash": last_hash},
-        )
+    count, last_hash = _write_file(path, header, audit_export.stored_records(ledger, start, end))
+    audit_export.remove_exported(ledger, end=end, last_hash=last_hash, file_name=path.name, first_seq=start + 1, records=count, at=now)
     return RetentionResult(path, start + 1, end, count, last_hash)
 
 

@@ -8,8 +8,8 @@ import structlog
 
 from guard.config.settings import Settings
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_verify import verify_chain
+from guard.ledger.ledger import Ledger
 from guard.runtime import metrics
 from guard.services.audit.exporter import AtnaExporter
 from guard.services.audit.retention import apply_retention

@@ -147,7 +147,7 @@ class Confirmer:
                 log.warning("confirm.find_failed", action="confirm.find_failed", study_uid=study_uid, error=str(exc))
                 postpone_find(self.ledger, study_uid, self.policy.backoff)
                 continue
-            apply_find(self.ledger, study_uid, held, self.policy)
+            apply_find(self.ledger, study_uid, held, self.policy, lambda p: self.spool.path_of(p).is_file())
 
     def _reverify(self) -> None:
         interval = timedelta(hours=self.cfg.reverify_interval_hours)
@@ -159,7 +159,9 @@ class Confirmer:
             except PeerError as exc:
                 log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
                 return
-            for missing in apply_reverification(self.ledger, study_uid, held, lambda p: self.spool.path_of(p).is_file()):
+            for missing in apply_reverification(
+                self.ledger, study_uid, held, lambda p: self.spool.path_of(p).is_file(), max_resends=self.cfg.max_resends
+            ):
                 MISSING_IN_ARCHIVE.inc()
                 if missing.spool_path is None:
                     LOST_IN_ARCHIVE.inc()
@@ -209,7 +211,7 @@ class Confirmer:
         for transaction_uid in due_inbound(self.ledger):
             if self._stop.is_set():
                 return
-            verdict = evaluate_inbound(self.ledger, transaction_uid)
+            verdict = evaluate_inbound(self.ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
             now = self.ledger.clock()
             if not verdict.ready:
                 postpone_inbound(self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))

@@ -45,7 +45,9 @@ def reconcile(
         except PeerError as exc:
             summary.errors[study_uid] = str(exc)
         else:
-            result = reconcile_study(ledger, study_uid, held, lambda p: spool.path_of(p).is_file())
+            result = reconcile_study(
+                ledger, study_uid, held, lambda p: spool.path_of(p).is_file(), max_resends=settings.confirm.max_resends
+            )
             summary.instances += result.checked
             summary.requeued += len(result.requeued)
             summary.lost += len(result.lost)

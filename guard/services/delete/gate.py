@@ -17,8 +17,8 @@ from guard.dicom.net import archive_peer, source_peer
 from guard.domain.decision import Decision, LiveEvidence, StudyFacts, decide_delete
 from guard.domain.errors import PeerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
+from guard.ledger.ledger import Ledger
 from guard.web.backends import Backend, BackendError
 
 

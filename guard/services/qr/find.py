@@ -139,10 +139,7 @@ class FindRelay:
         detail.update(model=request.model_name, query_level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
         if not detail.get("error"):
             detail.pop("error", None)
-        try:
-            self.ledger.audit(AuditEvent.QUERY_RELAYED, outcome, **request.subject(), detail=detail)
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", event=AuditEvent.QUERY_RELAYED.value)
+        self.ledger.audit_or_log(AuditEvent.QUERY_RELAYED, outcome, **request.subject(), detail=detail)
 
 
 class _CancelWatcher:

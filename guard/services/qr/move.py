@@ -554,7 +554,4 @@ class MoveRelay:
         detail["status"] = f"0x{int(detail['status']):04X}"
         detail.update(model=request.model_name, query_level=request.level, duration_ms=round((time.monotonic() - started) * 1000))
         detail = {k: v for k, v in detail.items() if v not in (None, "")}
-        try:
-            self.ledger.audit(AuditEvent.MOVE_RELAYED, outcome, **request.subject(), detail=detail)
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", event=AuditEvent.MOVE_RELAYED.value)
+        self.ledger.audit_or_log(AuditEvent.MOVE_RELAYED, outcome, **request.subject(), detail=detail)

@@ -16,7 +16,6 @@ from pydicom import Dataset
 
 from guard.config.settings import Settings
 from guard.domain import status as st
-from guard.domain.errors import GuardError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.audit import Ledger
 from guard.services.qr.common import FIND_MODELS, MOVE_MODELS, status_dataset
@@ -62,14 +61,11 @@ class QueryRetrieveRelay:
         calling = str(event.assoc.requestor.ae_title).strip()
         if self.settings.source(calling) is not None:
             return True
-        try:
-            self.ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.REFUSED,
-                actor=calling,
-                peer_address=str(event.assoc.requestor.address),
-                detail={"alert": f"{service}-from-non-source"},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert=f"{service}-from-non-source")
+        self.ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.REFUSED,
+            actor=calling,
+            peer_address=str(event.assoc.requestor.address),
+            detail={"alert": f"{service}-from-non-source"},
+        )
         return False

@@ -1,0 +1,111 @@
+"""The ``Ledger``: the one seam between the guard and its database.
+
+Every statement runs inside ``Ledger.transaction()`` (writes, with audit records) or
+``Ledger.read()`` (reads); both translate SQLAlchemy's exceptions into the guard's ledger
+errors (``guard.domain.errors``) with ``raise ... from exc``, so no caller above the ledger
+ever sees a driver exception, and whether to retry is decided by the error's type:
+
+- ``LedgerUnavailableError``: the database cannot be reached, the connection dropped, a lock
+  or the pool timed out, the disk is full (SQLite's "database or disk is full" is an
+  ``OperationalError``). Transient: answer 0xA700 or 503, retry later.
+- ``LedgerRejectedError``: the database refused the statement (integrity, schema, data).
+  Permanent: retrying the same statement will not help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from guard.domain.errors import LedgerError, LedgerRejectedError, LedgerUnavailableError
+from guard.domain.states import AuditEvent, Outcome
+from guard.ledger.audit import AuditRecord, Clock, Transaction
+
+log = structlog.get_logger("guard.audit")
+
+
+def utcnow() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def translate(exc: SQLAlchemyError, doing: str) -> LedgerError:
+    """The ledger error for a SQLAlchemy exception raised while ``doing`` (``read``, ``write``)."""
+    message = f"ledger {doing} failed: {exc.__class__.__name__}: {exc}"
+    unavailable = isinstance(exc, OperationalError | DisconnectionError | PoolTimeoutError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+    return LedgerUnavailableError(message) if unavailable else LedgerRejectedError(message)
+
+
+class Ledger:
+    """Access to the ledger database: transactions with audit, reads, and the clock."""
+
+    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
+        """Use ``engine`` (already migrated) and ``clock`` for every timestamp."""
+        self.engine = engine
+        self.clock = clock
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Run a transaction; its audit records are logged once it has committed."""
+        try:
+            with self.engine.begin() as conn:
+                tx = Transaction(conn, self.clock)
+                yield tx
+                tx.flush_audit()
+        except SQLAlchemyError as exc:
+            raise translate(exc, "write") from exc
+        for record in tx.records:
+            record.emit()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading, with the same error translation as ``transaction``."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise translate(exc, "read") from exc
+
+    def reachable(self) -> bool:
+        """Whether a trivial query succeeds now (for readiness; never raises a ledger error)."""
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except LedgerError:
+            return False
+        return True
+
+    def audit(self, event: AuditEvent, outcome: Outcome = Outcome.SUCCESS, **fields: Any) -> AuditRecord:
+        """Record one audit event on its own (no other state change)."""
+        with self.transaction() as tx:
+            return tx.audit(event, outcome, **fields)
+
+    def audit_or_log(self, event: AuditEvent, outcome: Outcome = Outcome.SUCCESS, **fields: Any) -> AuditRecord | None:
+        """Record one audit event; when the ledger cannot write it, log the whole record instead.
+
+        For refusals and alerts whose answer is already decided: a full disk or a database
+        down must neither change that answer nor lose the fact, so the record goes to the log
+        as an ``audit.unwritable`` line (every field of the record, none of them shadowing
+        the logger's own) and None is returned.
+        """
+        try:
+            return self.audit(event, outcome, **fields)
+        except LedgerError as exc:
+            detail = fields.pop("detail", None) or {}
+            unwritten = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, **fields)
+            line = {"audit": False, "audit_event": event.value, "error": str(exc), **unwritten.log_fields()}
+            log.exception("audit.unwritable", action="audit.unwritable", **line)
+            return None
+
+    def dispose(self) -> None:
+        """Close the connection pool."""
+        self.engine.dispose()
