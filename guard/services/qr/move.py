@@ -70,6 +70,31 @@ _POLL = 0.1
 BUFFERED_INSTANCES = 4
 
 
+#: Error Comment of the final response when the archive lists nothing the request names.
+NOTHING_LISTED = "the archive holds no instance matching the request"
+
+
+def _final_status(done: ArchiveDone | None, *, cancelled: bool, listed: bool, delivered: int, failed: bool) -> tuple[int, bool]:
+    """The final status of a relayed move, and whether the relay must answer it itself (not pynetdicom's counts).
+
+    Nothing delivered (the archive listed nothing, or every sub-operation failed): the archive's
+    own final failure status when it answered one (Orthanc: 0xC000 for a study it does not
+    hold), else 0xA702, Unable to perform sub-operations (PS3.4 C.4.2.1.5). Never Success for
+    a request the archive holds nothing of: the requester would take a move that did nothing
+    for a complete one.
+    """
+    if cancelled:
+        return st.CANCEL, False
+    if listed and not failed:
+        return st.SUCCESS, False
+    if listed and delivered:
+        return st.SUBOPERATIONS_COMPLETE_WITH_FAILURES, False
+    archive = None if done is None else done.status
+    if archive is not None and not st.is_success(archive) and archive not in {st.CANCEL, *st.PENDING_STATUSES}:
+        return archive, True
+    return st.UNABLE_TO_PERFORM_SUBOPERATIONS, not listed
+
+
 class MoveNotPossibleError(GuardError):
     """The relayed C-MOVE cannot start (pynetdicom answers 0xC513, Unable to Process)."""
 
@@ -320,14 +345,14 @@ class MoveRelay:
         if plan is None:
             self._audit(request, Outcome.FAILURE, started, destination=name, status=st.MOVE_UNABLE_TO_PROCESS, error=problem)
             raise MoveNotPossibleError(problem)
-        if not plan.expected:
-            self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
         try:
-            yield len(plan.expected)
+            # pynetdicom answers Success by itself for zero sub-operations, without asking the
+            # handler again; announcing one keeps the final answer the relay's (the archive's own
+            # status, or a failure with an Error Comment), never a Success for nothing moved.
+            yield max(1, len(plan.expected))
         except GeneratorExit:  # pynetdicom answered 0xA801 itself: no association with the destination
-            if plan.expected:
-                unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
-                self._audit(request, Outcome.FAILURE, started, **unreachable)
+            unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
+            self._audit(request, Outcome.FAILURE, started, **unreachable)
             raise
         problem = pin_problem(destination, tally.assoc)
         if problem:
@@ -425,14 +450,11 @@ class MoveRelay:
         not_delivered = sorted(missing)
         archive_status = None if done is None or done.status is None else f"0x{done.status:04X}"
         error = "" if done is None or done.status == st.SUCCESS else done.error or f"archive answered {archive_status}"
-        if cancelled:
-            status = st.CANCEL
-        elif not (failed or not_delivered):
-            status = st.SUCCESS
-        elif completed + warning == 0:
-            status = st.UNABLE_TO_PERFORM_SUBOPERATIONS
-        else:
-            status = st.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        status, explicit = _final_status(
+            done, cancelled=cancelled, listed=bool(plan.expected), delivered=completed + warning, failed=bool(failed or not_delivered)
+        )
+        if not plan.expected and not cancelled:
+            error = error or NOTHING_LISTED
         all_failed = failed + ([] if cancelled else not_delivered)
         self._audit(
             request,
@@ -450,7 +472,7 @@ class MoveRelay:
             error=error,
             cancelled=cancelled,
         )
-        if status == st.SUCCESS or (status != st.CANCEL and not not_delivered):
+        if not explicit and (status == st.SUCCESS or (status != st.CANCEL and not not_delivered)):
             return None
         comment = error or (f"{len(not_delivered)} instance(s) not delivered by the archive" if not_delivered else "")
         return status_dataset(status, comment), failed_list(all_failed)
