@@ -1,6 +1,7 @@
 """DICOM conversations used by confirmation: N-ACTION and C-FIND towards the archive, N-EVENT-REPORT towards a source.
 
-Every pynetdicom outcome is translated here into a value or a ``TransientPeerError``.
+Associations, the C-FIND loop and the translation of outcomes into ``PeerError`` are
+``guard.dicom.conversation``'s.
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ from typing import Any
 
 from pydicom import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE, build_role, evt
+from pynetdicom import build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from guard.dicom.net import Peer, open_association
-from guard.domain.errors import TransientPeerError
+from guard.dicom.conversation import associated, comment_of, find_all, outbound_ae, peer_failure, status_of
+from guard.dicom.net import Peer
+from guard.domain import status as st
 
 # PS3.4 J.3.1: the well-known SOP Instance UID of the Storage Commitment Push Model.
 COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
 ACTION_REQUEST_COMMIT = 1
 EVENT_ALL_SUCCEEDED = 1
 EVENT_SOME_FAILED = 2
-PENDING_STATUSES = {0xFF00, 0xFF01}
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,6 @@ def parse_report(ds: Dataset | None) -> Report | None:
     return Report(transaction_uid=str(ds.TransactionUID), successes=successes, failures=failures)
 
 
-def _ae(own_ae: str, timeout: float) -> AE:
-    ae = AE(ae_title=own_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    return ae
-
-
 def request_commitment(
     own_ae: str,
     archive: Peer,
@@ -76,28 +71,20 @@ def request_commitment(
     def _on_report(event: Any) -> tuple[int, None]:
         report = parse_report(event.event_information)
         if report is None:
-            return 0x0115, None
+            return st.INVALID_ARGUMENT_VALUE, None
         if on_report is not None:
             on_report(report, archive.ae_title)
         got_report.set()
-        return 0x0000, None
+        return st.SUCCESS, None
 
-    ae = _ae(own_ae, timeout)
-    ae.add_requested_context(StorageCommitmentPushModel)
-    assoc = open_association(ae, archive, [(evt.EVT_N_EVENT_REPORT, _on_report)])
-    try:
+    ae = outbound_ae(own_ae, timeout, [StorageCommitmentPushModel])
+    with associated(ae, archive, [(evt.EVT_N_EVENT_REPORT, _on_report)]) as assoc:
         status, _ = assoc.send_n_action(ds, ACTION_REQUEST_COMMIT, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
-        if status is None or "Status" not in status:
-            msg = "no N-ACTION response from the archive"
-            raise TransientPeerError(msg)
-        if int(status.Status) != 0x0000:
-            msg = f"archive answered the N-ACTION with 0x{int(status.Status):04X}"
-            raise TransientPeerError(msg, status=int(status.Status))
+        code = status_of(status, "N-ACTION", archive)
+        if code != st.SUCCESS:  # PS3.4 J.3.2.1.1: Success, or a failure (no report follows)
+            raise peer_failure(code, "N-ACTION", archive, comment_of(status))
         if report_wait > 0:
             got_report.wait(report_wait)
-    finally:
-        if assoc.is_established:
-            assoc.release()
 
 
 def find_study_instances(own_ae: str, archive: Peer, study_uid: str, *, timeout: float) -> set[str]:
@@ -107,27 +94,8 @@ def find_study_instances(own_ae: str, archive: Peer, study_uid: str, *, timeout:
     query.StudyInstanceUID = study_uid
     query.SeriesInstanceUID = ""
     query.SOPInstanceUID = ""
-    ae = _ae(own_ae, timeout)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = open_association(ae, archive, [])
-    found: set[str] = set()
-    try:
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            if status is None or "Status" not in status:
-                msg = "C-FIND to the archive got no response"
-                raise TransientPeerError(msg)
-            code = int(status.Status)
-            if code in PENDING_STATUSES:
-                if identifier is not None and "SOPInstanceUID" in identifier:
-                    found.add(str(identifier.SOPInstanceUID))
-                continue
-            if code != 0x0000:
-                msg = f"archive answered the C-FIND with 0x{code:04X}"
-                raise TransientPeerError(msg, status=code)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return found
+    found = find_all(own_ae, archive, query, StudyRootQueryRetrieveInformationModelFind, timeout=timeout)
+    return {str(identifier.SOPInstanceUID) for identifier in found if "SOPInstanceUID" in identifier}
 
 
 def deliver_report(
@@ -151,22 +119,14 @@ def deliver_report(
             item.FailureReason = reason
             items.append(item)
         ds.FailedSOPSequence = Sequence(items)
-    ae = _ae(own_ae, timeout)
-    ae.add_requested_context(StorageCommitmentPushModel)
+    ae = outbound_ae(own_ae, timeout, [StorageCommitmentPushModel])
     role = build_role(StorageCommitmentPushModel, scp_role=True)
-    assoc = open_association(ae, source, [], ext_neg=[role])
-    try:
+    with associated(ae, source, ext_neg=[role]) as assoc:
         event_type = EVENT_SOME_FAILED if failures else EVENT_ALL_SUCCEEDED
         status, _ = assoc.send_n_event_report(ds, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
-        if status is None or "Status" not in status:
-            msg = "no N-EVENT-REPORT response from the source"
-            raise TransientPeerError(msg)
-        if int(status.Status) != 0x0000:
-            msg = f"source answered the N-EVENT-REPORT with 0x{int(status.Status):04X}"
-            raise TransientPeerError(msg, status=int(status.Status))
-    finally:
-        if assoc.is_established:
-            assoc.release()
+        code = status_of(status, "N-EVENT-REPORT", source)
+        if code != st.SUCCESS:  # PS3.4 J.3.3.1.1: Success, or a failure
+            raise peer_failure(code, "N-EVENT-REPORT", source, comment_of(status))
 
 
 def _ref(sop_class: str, sop_uid: str) -> Dataset:

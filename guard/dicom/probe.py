@@ -18,12 +18,12 @@ from typing import Any
 
 import structlog
 from prometheus_client import Gauge
-from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from guard.config.settings import Settings
-from guard.dicom.net import Peer, archive_peer, open_association
-from guard.domain.errors import ArchiveUnreachableError
+from guard.dicom import conversation
+from guard.dicom.net import Peer, archive_peer
+from guard.domain.errors import PeerError
 
 log = structlog.get_logger("guard.probe")
 
@@ -51,24 +51,13 @@ class Reachability:
 
 def echo(own_ae: str, peer: Peer, timeout: float) -> Reachability:
     """One C-ECHO to ``peer``: reachable only when the association opens and the answer is Success (0x0000)."""
-    ae = AE(ae_title=own_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    ae.add_requested_context(Verification)
     started = time.monotonic()
     now = datetime.now(UTC).isoformat()
     where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     try:
-        assoc = open_association(ae, peer, [])
-    except ArchiveUnreachableError as exc:
+        conversation.echo(conversation.outbound_ae(own_ae, timeout, [Verification]), peer)
+    except PeerError as exc:
         return Reachability(reachable=False, checked_at=now, peer=where, error=str(exc))
-    try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    code = getattr(status, "Status", None)
-    if code != 0x0000:
-        error = "no response to C-ECHO" if code is None else f"C-ECHO answered 0x{int(code):04X}"
-        return Reachability(reachable=False, checked_at=now, peer=where, error=error)
     return Reachability(reachable=True, checked_at=now, peer=where, latency_ms=round((time.monotonic() - started) * 1000, 1))
 
 

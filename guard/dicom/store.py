@@ -4,7 +4,7 @@ One ``ArchiveSender`` holds at most one association. The presentation contexts i
 grow with the SOP classes and transfer syntaxes it meets; an instance is sent in the transfer
 syntax it was received in (compressed data is never recompressed), so an archive that does
 not accept that pair makes the failure permanent. pynetdicom outcomes become
-``TransientPeerError`` or ``PermanentPeerError`` here and nowhere else.
+``TransientPeerError`` or ``PermanentPeerError`` through ``guard.dicom.conversation``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pynetdicom import AE
 from pynetdicom.association import Association
 
 from guard.config.settings import ArchiveSettings
+from guard.dicom.conversation import expect_success, outbound_ae
 from guard.dicom.net import archive_peer, open_association
-from guard.domain import status as st
 from guard.domain.errors import PermanentPeerError, TransientPeerError
 
 # PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1..255) per association.
@@ -30,12 +29,7 @@ class ArchiveSender:
     def __init__(self, own_ae_title: str, archive: ArchiveSettings, *, timeout: float, max_pdu: int) -> None:
         """Send as ``own_ae_title`` to ``archive``."""
         self.archive = archive
-        self.ae = AE(ae_title=own_ae_title)
-        self.ae.acse_timeout = timeout
-        self.ae.dimse_timeout = timeout
-        self.ae.network_timeout = timeout
-        self.ae.connection_timeout = timeout
-        self.ae.maximum_pdu_size = max_pdu
+        self.ae = outbound_ae(own_ae_title, timeout, max_pdu=max_pdu)
         self.assoc: Association | None = None
         self.proposed: list[tuple[str, str]] = []
 
@@ -52,18 +46,12 @@ class ArchiveSender:
             self.close(abort=True)
             msg = f"sending failed: {exc.__class__.__name__}: {exc}"
             raise TransientPeerError(msg) from exc
-        if "Status" not in answer:
-            self.close(abort=True)
-            msg = "no C-STORE response from the archive (timeout or aborted association)"
-            raise TransientPeerError(msg)
-        status = int(answer.Status)
-        if st.is_success(status):
-            return status
-        comment = str(answer.get("ErrorComment", "")).strip()
-        detail = f"archive answered 0x{status:04X} ({st.describe(status)})" + (f": {comment}" if comment else "")
-        if st.is_transient(status):
-            raise TransientPeerError(detail, status=status)
-        raise PermanentPeerError(detail, status=status)
+        try:
+            return expect_success(answer, "C-STORE", archive_peer(self.archive))
+        except TransientPeerError as exc:
+            if exc.status is None:  # no response: the association's state is unknown
+                self.close(abort=True)
+            raise
 
     def _association_for(self, key: tuple[str, str]) -> Association:
         """An established association that proposed ``key``, reusing the current one if it did."""

@@ -1,8 +1,13 @@
-"""The retry policy: a pure function from a failure and its history to the next step."""
+"""The retry policy: a pure function from a failure and its history to the next step.
+
+``backoff_delay`` is the one place a retry delay is computed: forwarding (with jitter),
+confirmation and commitment reports towards sources (without, so their schedule is predictable).
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,15 +31,21 @@ class RetryDecision:
     reason: str
 
 
-def backoff_delay(attempt: int, base: float, cap: float, unit_random: float) -> float:
+def backoff_delay(attempt: int, base: float, cap: float, unit_random: float = 1.0) -> float:
     """Exponential backoff with "equal jitter": half the delay fixed, half random.
 
-    ``attempt`` counts from 1; ``unit_random`` is in [0, 1). The delay never exceeds ``cap``
+    ``attempt`` counts from 1; ``unit_random`` is in [0, 1], and 1.0 (the default) is the
+    un-jittered delay ``min(cap, base * 2 ** (attempt - 1))``. The delay never exceeds ``cap``
     and never falls below half of the un-jittered delay, so retries neither stampede nor stall.
     """
     exponent = min(max(attempt - 1, 0), 30)
     delay = min(cap, base * (2**exponent))
     return float(delay / 2 + (delay / 2) * unit_random)
+
+
+def backoff_schedule(base: float, cap: float) -> Callable[[int], timedelta]:
+    """The un-jittered ``backoff_delay`` per attempt, as a ``timedelta`` (the ledger's confirmation schedule)."""
+    return lambda attempt: timedelta(seconds=backoff_delay(attempt, base, cap))
 
 
 def decide_retry(

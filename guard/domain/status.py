@@ -19,6 +19,9 @@ PROCESSING_FAILURE = 0x0110
 NO_SUCH_OBJECT_INSTANCE = 0x0112
 NO_SUCH_ACTION_TYPE = 0x0123
 INVALID_ARGUMENT_VALUE = 0x0115
+INVALID_OBJECT_INSTANCE = 0x0117
+CLASS_INSTANCE_CONFLICT = 0x0119
+RESOURCE_LIMITATION = 0x0213
 
 
 def is_success(status: int) -> bool:
@@ -28,7 +31,7 @@ def is_success(status: int) -> bool:
 
 def is_transient(status: int) -> bool:
     """Out of resources (0xA7xx) and the general "try later" statuses are worth retrying."""
-    return 0xA700 <= status <= 0xA7FF or status in {0x0213, PROCESSING_FAILURE}
+    return 0xA700 <= status <= 0xA7FF or status in {RESOURCE_LIMITATION, PROCESSING_FAILURE}
 
 
 def describe(status: int) -> str:
@@ -58,3 +61,7 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 UNABLE_TO_PROCESS = 0xC001
 SUBOPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
+#: pynetdicom's C-MOVE SCP answer when the handler raised before the sub-operations (PS3.4 C.4.2.1.5: 0xCxxx).
+MOVE_UNABLE_TO_PROCESS = 0xC513
+#: The one set of pending statuses: more responses follow (PS3.4 C.4.1.1.4, C.4.2.1.5).
+PENDING_STATUSES = frozenset({PENDING, PENDING_WARNING})

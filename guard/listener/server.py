@@ -1,7 +1,10 @@
 """The guard's DICOM listener: association policy and thin handlers around ``IngestService``.
 
-Each handler is a boundary: whatever goes wrong inside becomes a specific DIMSE status and an
-audit record, never a Success and never a crash of the listener.
+Every handler runs inside one boundary (``guard.dicom.boundary.HandlerBoundary``): whatever
+goes wrong inside that it did not expect becomes a specific DIMSE status, a log line and a
+``security.alert`` (``alert: handler-failed``, throttled per address and cause), never a Success
+and never a crash of the listener. A DIMSE message pynetdicom cannot decode aborts its
+association and is audited the same way (``alert: dimse-undecodable``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from guard import runtime
 from guard.config.settings import Settings
 from guard.dicom import tls
+from guard.dicom.boundary import HandlerBoundary
 from guard.dicom.commitment import ACTION_REQUEST_COMMIT, parse_report
 from guard.dicom.net import NODELAY_HANDLER
 from guard.domain import status as st
@@ -31,6 +35,7 @@ from guard.listener.limits import Limits, limit_refusal, start_limited_server
 from guard.listener.tls_server import start_tls_server
 from guard.services.confirm.confirmer import Confirmer
 from guard.services.ingest import IngestService, RejectReason, StoreRequest
+from guard.services.qr.move import MoveNotPossibleError
 from guard.services.qr.relay import SUPPORTED_MODELS, QueryRetrieveRelay
 
 log = structlog.get_logger("guard.dicom")
@@ -86,19 +91,23 @@ class IngestServer:
         if qr is not None:  # Query/Retrieve FIND and MOVE SCP, relayed to the archive (guard.qr)
             for model in SUPPORTED_MODELS:
                 self.ae.add_supported_context(model)
+        self.boundary = HandlerBoundary(self.on_handler_failure)
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: ThreadedAssociationServer | None = None
 
     def handlers(self) -> list[Any]:
         """The event handlers bound to the listener."""
+        boundary = self.boundary
         return [
             NODELAY_HANDLER,
+            (evt.EVT_CONN_OPEN, boundary.guard_decoding),
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_REJECTED, self.on_rejected),
-            (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_ECHO, self.on_echo),
-            (evt.EVT_N_ACTION, self.on_n_action),
-            (evt.EVT_N_EVENT_REPORT, self.on_n_event_report),
+            # PS3.4 B.2.3: 0xA700 Out of Resources, the store may be retried.
+            (evt.EVT_C_STORE, boundary.plain("c-store", self.on_store, st.OUT_OF_RESOURCES)),
+            (evt.EVT_C_ECHO, boundary.plain("c-echo", self.on_echo, st.PROCESSING_FAILURE)),
+            (evt.EVT_N_ACTION, boundary.pairs("n-action", self.on_n_action, st.PROCESSING_FAILURE)),
+            (evt.EVT_N_EVENT_REPORT, boundary.pairs("n-event-report", self.on_n_event_report, st.PROCESSING_FAILURE)),
             *self.qr_handlers(),
         ]
 
@@ -106,7 +115,26 @@ class IngestServer:
         """C-FIND and C-MOVE handlers of the query/retrieve relay, when it is on."""
         if self.qr is None:
             return []
-        return [(evt.EVT_C_FIND, self.qr.on_find), (evt.EVT_C_MOVE, self.qr.on_move)]
+        return [
+            # PS3.4 C.4.1.1.4: 0xC001 Unable to process.
+            (evt.EVT_C_FIND, self.boundary.find("c-find", self.qr.on_find, st.UNABLE_TO_PROCESS)),
+            (evt.EVT_C_MOVE, self.boundary.move("c-move", self.qr.on_move, (MoveNotPossibleError,))),
+        ]
+
+    def on_handler_failure(self, address: str, cause: str, detail: dict[str, Any]) -> None:
+        """An unexpected error at the handler boundary (throttled per address and cause): a ``security.alert``."""
+        alert = "dimse-undecodable" if detail.get("service") == "dimse-decode" else "handler-failed"
+        actor = str(detail.get("calling_ae") or "") or None
+        try:
+            self.ingest.ledger.audit(
+                AuditEvent.SECURITY_ALERT,
+                Outcome.FAILURE,
+                actor=actor,
+                peer_address=address,
+                detail={"alert": alert, "cause": cause, **detail},
+            )
+        except GuardError:
+            log.exception("audit.unwritable", action="audit.unwritable", alert=alert)
 
     def start(self) -> None:
         """Open the listening ports (plain and/or DICOM TLS); associations are served on their own threads."""
@@ -289,10 +317,10 @@ class IngestServer:
                     receive_error=runtime.take_receive_error(path),
                 ),
             )
-        except Exception as exc:
-            log.exception("store.unexpected", action="store.unexpected")
+        except Exception:
+            # Nobody answers for the file once the store failed; the boundary answers the peer.
             path.unlink(missing_ok=True)
-            return _answer(st.OUT_OF_RESOURCES, f"internal error: {exc.__class__.__name__}"[:64])
+            raise
         return _answer(answer.status, answer.comment)
 
     def _calling_ae(self, event: Any) -> str:

@@ -34,8 +34,7 @@ from typing import Any
 
 import structlog
 from pydicom import Dataset
-from pydicom.sequence import Sequence
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StorageCommitmentPushModel,
@@ -44,8 +43,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from guard.dicom.net import NODELAY_HANDLER
+from guard.dicom.commitment import ACTION_REQUEST_COMMIT, COMMITMENT_INSTANCE_UID, deliver_report
+from guard.dicom.net import NODELAY_HANDLER, Peer
 from guard.domain import status as st
+from guard.domain.errors import PeerError
 from guard.domain.uids import is_valid_uid
 from guard.sandbox.index import LEVEL_KEYS, Index
 
@@ -55,16 +56,7 @@ _REJECTED_TRANSIENT = 0x02
 _SERVICE_PROVIDER_PRESENTATION = 0x03
 _TEMPORARY_CONGESTION = 0x01
 
-# PS3.4 J.3: the well-known SOP Instance UID, action and event types of Storage Commitment.
-COMMITMENT_INSTANCE_UID = "1.2.840.10008.1.20.1.1"
-_REQUEST_COMMIT = 1
-_ALL_SUCCEEDED = 1
-_SOME_FAILED = 2
-_CLASS_INSTANCE_CONFLICT = 0x0119
-_INVALID_OBJECT_INSTANCE = 0x0117
-_FIND_PENDING = 0xFF00
-_FIND_CANCEL = 0xFE00
-_IDENTIFIER_DOES_NOT_MATCH = 0xA900
+__all__ = ["COMMITMENT_INSTANCE_UID", "CommitReport", "Faults", "ReferenceArchive"]
 
 
 @dataclass
@@ -305,13 +297,13 @@ class ReferenceArchive:
             return
         study_root = str(event.request.AffectedSOPClassUID) == str(StudyRootQueryRetrieveInformationModelFind)
         if level not in LEVEL_KEYS or (study_root and level == "PATIENT"):
-            yield _IDENTIFIER_DOES_NOT_MATCH, None
+            yield st.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, None
             return
         for identifier in self._index.search(query, level):
             if event.is_cancelled:
-                yield _FIND_CANCEL, None
+                yield st.CANCEL, None
                 return
-            yield _FIND_PENDING, identifier
+            yield st.PENDING, identifier
 
     # Storage Commitment
 
@@ -354,44 +346,32 @@ class ReferenceArchive:
             if job.lie or (held and held_class in {None, sop_class}):
                 successes.append((sop_class, sop_uid))
             else:
-                reason = _CLASS_INSTANCE_CONFLICT if held else st.NO_SUCH_OBJECT_INSTANCE
+                reason = st.CLASS_INSTANCE_CONFLICT if held else st.NO_SUCH_OBJECT_INSTANCE
                 failures.append((sop_class, sop_uid, reason))
         succeeded = tuple(uid for _, uid in successes)
         failed = tuple(uid for _, uid, _ in failures)
-        try:
-            status, error = self._deliver(job, successes, failures), None
-        except Exception as exc:  # noqa: BLE001 - whatever pynetdicom raises, the outcome is recorded, never lost with the thread
-            status, error = None, f"{type(exc).__name__}: {exc}"
+        status, error = self._deliver(job, successes, failures)
         self._record(job, succeeded, failed, status, error)
 
-    def _deliver(self, job: _Pending, successes: list[tuple[str, str]], failures: list[tuple[str, str, int]]) -> int:
-        """Send the N-EVENT-REPORT on a new association, as SCP by role selection; return the answer."""
-        ds = Dataset()
-        ds.TransactionUID = job.transaction_uid
-        if successes:
-            ds.ReferencedSOPSequence = Sequence([_reference(c, u) for c, u in successes])
-        if failures:
-            ds.FailedSOPSequence = Sequence([_reference(c, u, reason) for c, u, reason in failures])
-        ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.report_timeout
-        ae.add_requested_context(StorageCommitmentPushModel)
-        role = build_role(StorageCommitmentPushModel, scp_role=True)
+    def _deliver(
+        self, job: _Pending, successes: list[tuple[str, str]], failures: list[tuple[str, str, int]]
+    ) -> tuple[int | None, str | None]:
+        """Send the N-EVENT-REPORT on a new association, as SCP by role selection; (the requester's answer, error)."""
         host, port = job.address
-        assoc = ae.associate(host, port, ae_title=job.requester, ext_neg=[role], evt_handlers=[NODELAY_HANDLER])
-        if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not be opened"
-            msg = f"association to {job.requester}@{host}:{port} {why}"
-            raise RuntimeError(msg)
         try:
-            event_type = _SOME_FAILED if failures else _ALL_SUCCEEDED
-            answer, _ = assoc.send_n_event_report(ds, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        if answer is None or "Status" not in answer:
-            msg = f"no N-EVENT-REPORT response from {job.requester}@{host}:{port}"
-            raise RuntimeError(msg)
-        return int(answer.Status)
+            deliver_report(
+                self.ae_title,
+                Peer(job.requester, host, port),
+                transaction_uid=job.transaction_uid,
+                successes=successes,
+                failures=failures,
+                timeout=self.report_timeout,
+            )
+        except PeerError as exc:
+            return exc.status, None if exc.status is not None else str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever pynetdicom raises, the outcome is recorded, never lost with the thread
+            return None, f"{type(exc).__name__}: {exc}"
+        return st.SUCCESS, None
 
     def _record(self, job: _Pending, succeeded: tuple[str, ...], failed: tuple[str, ...], status: int | None, error: str | None) -> None:
         report = CommitReport(job.requester, job.transaction_uid, succeeded, failed, status, error)
@@ -407,10 +387,10 @@ class ReferenceArchive:
 
 def _commit_request(event: Any) -> tuple[str, list[tuple[str, str]]] | int:
     """The Transaction UID and (SOP Class, SOP Instance) references of an N-ACTION, or the status refusing it."""
-    if event.action_type != _REQUEST_COMMIT:
+    if event.action_type != ACTION_REQUEST_COMMIT:
         return st.NO_SUCH_ACTION_TYPE
     if str(event.request.RequestedSOPInstanceUID) != COMMITMENT_INSTANCE_UID:
-        return _INVALID_OBJECT_INSTANCE
+        return st.INVALID_OBJECT_INSTANCE
     try:
         info = event.action_information
         transaction_uid = str(info.TransactionUID)
@@ -420,12 +400,3 @@ def _commit_request(event: Any) -> tuple[str, list[tuple[str, str]]] | int:
     if not is_valid_uid(transaction_uid) or not references:
         return st.INVALID_ARGUMENT_VALUE
     return transaction_uid, references
-
-
-def _reference(sop_class: str, sop_uid: str, reason: int | None = None) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = sop_class
-    item.ReferencedSOPInstanceUID = sop_uid
-    if reason is not None:
-        item.FailureReason = reason
-    return item

@@ -18,6 +18,7 @@ from guard.config.settings import ConfirmMode, Settings
 from guard.dicom.commitment import Report, deliver_report, find_study_instances, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
+from guard.domain.retry import backoff_schedule
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import (
     ConfirmPolicy,
@@ -39,9 +40,8 @@ from guard.spool import Spool
 log = structlog.get_logger("guard.confirm")
 
 
-def exponential(base: float, cap: float) -> Callable[[int], timedelta]:
-    """Backoff: ``base`` seconds doubled per attempt, at most ``cap``."""
-    return lambda attempt: timedelta(seconds=min(cap, base * (2 ** min(max(attempt - 1, 0), 30))))
+#: Backoff: ``base`` seconds doubled per attempt, at most ``cap`` (the one function, ``guard.domain.retry``).
+exponential = backoff_schedule
 
 
 class Confirmer:

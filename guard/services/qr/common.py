@@ -1,27 +1,20 @@
-"""What the query/retrieve relays share: information models, the request as received, outbound C-FIND.
+"""What the query/retrieve relays share: information models, the request as received, status answers.
 
-Every pynetdicom outcome of an outbound C-FIND is translated here into identifiers or a
-``PeerError`` (``TransientPeerError`` when the association could not be made or was lost).
+The outbound conversations themselves (C-FIND, C-MOVE, C-CANCEL) are ``guard.dicom.conversation``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
-from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
 )
-
-from guard.dicom.net import Peer, open_association
-from guard.domain import status as st
-from guard.domain.errors import PeerError, TransientPeerError
 
 #: C-FIND information models the guard relays, with a short name for the audit.
 FIND_MODELS: dict[str, str] = {
@@ -38,7 +31,6 @@ MODEL_NAMES: dict[str, str] = {
     str(StudyRootQueryRetrieveInformationModelMove): "study-root",
     str(PatientRootQueryRetrieveInformationModelMove): "patient-root",
 }
-PENDING_STATUSES = frozenset({st.PENDING, st.PENDING_WARNING})
 #: The unique keys of the query/retrieve levels (PS3.4 C.6.1.1, C.6.2.1).
 UNIQUE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -112,37 +104,3 @@ def failed_list(uids: list[str]) -> Dataset:
     ds = Dataset()
     ds.FailedSOPInstanceUIDList = uids
     return ds
-
-
-def relay_ae(own_ae: str, timeout: float, *contexts: str) -> AE:
-    """An AE for one outbound relay association, proposing ``contexts``."""
-    ae = AE(ae_title=own_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
-    for context in contexts:
-        ae.add_requested_context(context)
-    return ae
-
-
-def find_all(own_ae: str, peer: Peer, query: Dataset, model: str, *, timeout: float) -> Iterator[Dataset]:
-    """C-FIND ``peer`` and yield each matching identifier as it arrives.
-
-    Raises ``TransientPeerError`` when the peer cannot be reached or the association is lost,
-    ``PeerError`` (with the status) when the peer answers a failure.
-    """
-    assoc = open_association(relay_ae(own_ae, timeout, model), peer, [])
-    try:
-        for status, identifier in assoc.send_c_find(query, model):
-            if status is None or "Status" not in status:
-                msg = f"C-FIND to {peer.ae_title}: no response (association lost or timed out)"
-                raise TransientPeerError(msg)
-            code = int(status.Status)
-            if code in PENDING_STATUSES:
-                if identifier is not None:
-                    yield identifier
-                continue
-            if code != st.SUCCESS:
-                msg = f"{peer.ae_title} answered the C-FIND with 0x{code:04X}"
-                raise PeerError(msg, status=code)
-    finally:
-        if assoc.is_established:
-            assoc.release()

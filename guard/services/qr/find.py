@@ -23,13 +23,14 @@ import structlog
 from pydicom import Dataset
 
 from guard.config.settings import Settings
-from guard.dicom.net import archive_peer, open_association
+from guard.dicom import conversation
+from guard.dicom.net import Peer, archive_peer, open_association
 from guard.domain import status as st
-from guard.domain.errors import ArchiveUnreachableError, GuardError
+from guard.domain.errors import GuardError, TransientPeerError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.audit import Ledger
 from guard.ledger.query_answers import answer_from_ledger
-from guard.services.qr.common import PENDING_STATUSES, RelayRequest, read_request, relay_ae, status_dataset
+from guard.services.qr.common import RelayRequest, read_request, status_dataset
 
 log = structlog.get_logger("guard.services.qr.find")
 
@@ -55,12 +56,13 @@ class FindRelay:
             return
         archive = archive_peer(self.settings.archive)
         try:
-            assoc = open_association(relay_ae(self.settings.node.ae_title, self.settings.query.timeout, request.model), archive, [])
-        except (ArchiveUnreachableError, GuardError) as exc:
+            ae = conversation.outbound_ae(self.settings.node.ae_title, self.settings.query.timeout, [request.model])
+            assoc = open_association(ae, archive, [])
+        except GuardError as exc:
             yield from self._archive_unreachable(event, request, started, str(exc))
             return
         try:
-            matches, final, error, cancelled = yield from self._stream(event, request, assoc)
+            matches, final, error, cancelled = yield from self._stream(event, request, assoc, archive)
         except GeneratorExit:  # the requester's association ended while answers were streaming
             self._audit(request, Outcome.FAILURE, started, status=st.UNABLE_TO_PROCESS, error="requester association ended")
             raise
@@ -70,7 +72,9 @@ class FindRelay:
         if code != st.SUCCESS:
             yield final, None
 
-    def _stream(self, event: Any, request: RelayRequest, assoc: Any) -> Generator[FindYield, None, tuple[int, Dataset, str, bool]]:
+    def _stream(
+        self, event: Any, request: RelayRequest, assoc: Any, archive: Peer
+    ) -> Generator[FindYield, None, tuple[int, Dataset, str, bool]]:
         """Yield the archive's matches as they come; return (matches, final status, error, cancelled).
 
         A C-CANCEL is watched for on its own thread, so it reaches the archive even while the
@@ -78,25 +82,24 @@ class FindRelay:
         """
         matches, final, error = 0, status_dataset(st.SUCCESS), ""
         watcher = _CancelWatcher(event, assoc, request.model)
+        responses = conversation.find_responses(assoc, request.identifier or Dataset(), request.model, archive)
         try:
-            for status, identifier in assoc.send_c_find(request.identifier, request.model):
+            while not watcher.cancelled.is_set():
+                code, identifier = next(responses)
                 if watcher.cancelled.is_set():
-                    final = status_dataset(st.CANCEL)
                     break
-                if status is None or "Status" not in status:
-                    error = "archive association lost or timed out"
-                    final = status_dataset(st.UNABLE_TO_PROCESS, error)
-                    break
-                code = int(status.Status)
-                if code not in PENDING_STATUSES:
-                    if code != st.SUCCESS:
-                        error = f"archive answered 0x{code:04X}"
-                        final = status_dataset(code, str(status.get("ErrorComment", "")) or error)
-                    break
-                if identifier is not None:
-                    matches += 1
-                    yield code, self._as_answer(identifier)
+                matches += 1
+                yield code, self._as_answer(identifier)
+        except StopIteration as end:
+            code = int(end.value.Status)
+            if code != st.SUCCESS:
+                error = f"archive answered 0x{code:04X}"
+                final = status_dataset(code, conversation.comment_of(end.value) or error)
+        except TransientPeerError:
+            error = "archive association lost or timed out"
+            final = status_dataset(st.UNABLE_TO_PROCESS, error)
         finally:
+            responses.close()
             watcher.stop()
             if watcher.cancelled.is_set() and assoc.is_established:
                 assoc.abort()
@@ -155,21 +158,12 @@ class _CancelWatcher:
         while not self._done.wait(_CANCEL_POLL):
             if event.is_cancelled:
                 self.cancelled.set()
-                _cancel(assoc, model)
+                # Message ID 1: the only request on this association.
+                if not conversation.cancel(assoc, model, 1):
+                    log.warning("find.cancel_failed", action="find.cancel_failed")
                 return
 
     def stop(self) -> None:
         """The relay is over."""
         self._done.set()
         self._thread.join(timeout=2)
-
-
-def _cancel(assoc: Any, model: str) -> None:
-    """Send C-CANCEL for the relayed request (Message ID 1: the only request on this association)."""
-    for context in assoc.accepted_contexts:
-        if str(context.abstract_syntax) == model:
-            try:
-                assoc.send_c_cancel(1, context.context_id)
-            except (RuntimeError, ValueError, OSError):
-                log.warning("find.cancel_failed", action="find.cancel_failed")
-            return

@@ -32,32 +32,20 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-)
-from pynetdicom import build_context, evt
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from guard import runtime
 from guard.config.settings import Settings
-from guard.dicom import tls
-from guard.dicom.net import Peer, archive_peer, association_options, open_association, source_peer
+from guard.dicom import conversation
+from guard.dicom.conversation import find_all
+from guard.dicom.net import Peer, archive_peer, open_association, source_peer
+from guard.dicom.suboperations import COMMON_STORAGE_CLASSES, SubOperationTally, destination_contexts, destination_options, pin_problem
 from guard.domain import status as st
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.states import AuditEvent, Outcome
@@ -65,39 +53,46 @@ from guard.ledger.audit import Ledger
 from guard.ledger.query_answers import values_of
 from guard.services.qr.common import (
     MOVE_MODELS,
-    PENDING_STATUSES,
     UNIQUE_KEYS,
     RelayRequest,
     failed_list,
-    find_all,
     read_request,
-    relay_ae,
     status_dataset,
 )
 
 log = structlog.get_logger("guard.services.qr.move")
 
-#: Transfer syntaxes proposed per SOP class to the destination: uncompressed in one context
-#: (pynetdicom converts between them), and the usual compressed ones each in its own, since
-#: pynetdicom never transcodes. At most 128 contexts (PS3.8 9.3.2.2): 14 SOP classes.
-_COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, JPEG2000, RLELossless)
-_MAX_CONTEXTS = 128
-#: Proposed when the archive's C-FIND does not return SOP Class UIDs (1.2.840.10008.5.1.4.1.1.x):
-#: CT, enhanced CT, MR, enhanced MR, CR, DX, mammography, US, US multi-frame, secondary capture,
-#: PET, NM, XA, RF, breast tomosynthesis, basic text / enhanced / comprehensive SR, key object
-#: selection, grayscale presentation state, segmentation, encapsulated PDF, RT structure set,
-#: RT dose, RT plan, RT image.
-COMMON_STORAGE_CLASSES = tuple(
-    f"1.2.840.10008.5.1.4.1.1.{leaf}"
-    for leaf in (
-        "2", "2.1", "4", "4.1", "1", "1.1", "1.2", "6.1", "3.1", "7", "128", "20", "12.1", "12.2", "13.1.3",
-        "88.11", "88.22", "88.33", "88.59", "11.1", "66.4", "104.1", "481.3", "481.2", "481.5", "481.1",
-    )
-)  # fmt: skip
+__all__ = ["BUFFERED_INSTANCES", "COMMON_STORAGE_CLASSES", "MovePlan", "MoveRelay", "RelayRegistry", "move_destination"]
+
 _POLL = 0.1
 #: Instances taken from the archive ahead of the one being sent to the destination: receiving
 #: the next overlaps sending the current one. Each waits in its own temporary file.
 BUFFERED_INSTANCES = 4
+
+
+#: Error Comment of the final response when the archive lists nothing the request names.
+NOTHING_LISTED = "the archive holds no instance matching the request"
+
+
+def _final_status(done: ArchiveDone | None, *, cancelled: bool, listed: bool, delivered: int, failed: bool) -> tuple[int, bool]:
+    """The final status of a relayed move, and whether the relay must answer it itself (not pynetdicom's counts).
+
+    Nothing delivered (the archive listed nothing, or every sub-operation failed): the archive's
+    own final failure status when it answered one (Orthanc: 0xC000 for a study it does not
+    hold), else 0xA702, Unable to perform sub-operations (PS3.4 C.4.2.1.5). Never Success for
+    a request the archive holds nothing of: the requester would take a move that did nothing
+    for a complete one.
+    """
+    if cancelled:
+        return st.CANCEL, False
+    if listed and not failed:
+        return st.SUCCESS, False
+    if listed and delivered:
+        return st.SUBOPERATIONS_COMPLETE_WITH_FAILURES, False
+    archive = None if done is None else done.status
+    if archive is not None and not st.is_success(archive) and archive not in {st.CANCEL, *st.PENDING_STATUSES}:
+        return archive, True
+    return st.UNABLE_TO_PERFORM_SUBOPERATIONS, not listed
 
 
 class MoveNotPossibleError(GuardError):
@@ -204,24 +199,9 @@ class MovePlan:
     #: The archive listed instances without their SOP Class UID: propose the common classes too.
     classes_unknown: bool = False
 
-    def contexts(self) -> list[PresentationContext]:
+    def contexts(self) -> list[Any]:
         """Presentation contexts to propose to the destination, most common first."""
-        contexts: list[PresentationContext] = []
-        known = list(dict.fromkeys(c for c in self.expected.values() if c))
-        for sop_class in known:
-            if len(contexts) + 1 + len(_COMPRESSED) > _MAX_CONTEXTS:
-                break
-            contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]))
-            contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED)
-        if self.classes_unknown:
-            for sop_class in (c for c in COMMON_STORAGE_CLASSES if c not in known):
-                if len(contexts) + 1 + len(_COMPRESSED[:3]) > _MAX_CONTEXTS:
-                    break
-                contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-                contexts.extend(build_context(sop_class, syntax) for syntax in _COMPRESSED[:3])
-        # The archive listed none of the instances: the association is still needed for the
-        # protocol (every sub-operation will be reported failed), so propose Verification.
-        return contexts or [build_context(Verification)]
+        return destination_contexts(self.expected.values(), classes_unknown=self.classes_unknown)
 
 
 def move_destination(settings: Settings, ae_title: str) -> Peer | None:
@@ -236,32 +216,6 @@ def move_destination(settings: Settings, ae_title: str) -> Peer | None:
     return None
 
 
-@dataclass
-class _Tally:
-    """The destination's answers, per SOP Instance UID, seen on the sub-operation association."""
-
-    statuses: dict[str, int | None] = field(default_factory=dict)
-    assoc: Any = None
-
-    def on_established(self, event: Any) -> None:
-        """EVT_ESTABLISHED on the destination association: keep it, to check a pinned certificate."""
-        self.assoc = event.assoc
-
-    def on_response(self, event: Any) -> None:
-        """EVT_DIMSE_RECV on the destination association: note each C-STORE response's status."""
-        command = getattr(event.message, "command_set", None)
-        if command is None or "Status" not in command or "AffectedSOPInstanceUID" not in command:
-            return
-        self.statuses[str(command.AffectedSOPInstanceUID)] = int(command.Status)
-
-    def counts(self) -> tuple[int, int, list[str]]:
-        """(completed, warning, failed SOP Instance UIDs) among the relayed instances."""
-        completed = sum(1 for s in self.statuses.values() if s == st.SUCCESS)
-        warning = sum(1 for s in self.statuses.values() if s is not None and s != st.SUCCESS and st.is_success(s))
-        failed = [uid for uid, s in self.statuses.items() if s is None or not st.is_success(s)]
-        return completed, warning, failed
-
-
 class _ArchiveMove(threading.Thread):
     """The guard's own C-MOVE to the archive (destination: the guard), on its own thread."""
 
@@ -274,19 +228,17 @@ class _ArchiveMove(threading.Thread):
 
     def run(self) -> None:
         done = ArchiveDone(None, "no final response from the archive")
+        archive = archive_peer(self.settings.archive)
         try:
-            ae = relay_ae(self.settings.node.ae_title, self.settings.query.timeout, self.request.model)
+            ae = conversation.outbound_ae(self.settings.node.ae_title, self.settings.query.timeout, [self.request.model])
             ae.dimse_timeout = self.settings.query.move_idle_timeout
-            self.assoc = open_association(ae, archive_peer(self.settings.archive), [])
-            responses = self.assoc.send_c_move(
-                self.request.identifier, self.settings.node.ae_title, self.request.model, msg_id=self.relay.message_id
-            )
-            for status, _ in responses:
-                if status is None or "Status" not in status:
-                    break
-                if int(status.Status) not in PENDING_STATUSES:
-                    done = ArchiveDone(int(status.Status), str(status.get("ErrorComment", "")))
-                    break
+            self.assoc = open_association(ae, archive, [])
+            responses = conversation.move_responses(
+                self.assoc, self.request.identifier or Dataset(), self.settings.node.ae_title, self.request.model, archive,
+                msg_id=self.relay.message_id,
+            )  # fmt: skip
+            final, _ = conversation.drain(responses)
+            done = ArchiveDone(int(final.Status), conversation.comment_of(final))
         except (PeerError, RuntimeError, ValueError, OSError) as exc:
             done = ArchiveDone(None, str(exc))
         finally:
@@ -299,13 +251,8 @@ class _ArchiveMove(threading.Thread):
         assoc = self.assoc
         if assoc is None or not assoc.is_established:
             return
-        for context in assoc.accepted_contexts:
-            if str(context.abstract_syntax) == self.request.model:
-                try:
-                    assoc.send_c_cancel(self.relay.message_id, context.context_id)
-                except (RuntimeError, ValueError, OSError):
-                    assoc.abort()
-                return
+        if not conversation.cancel(assoc, self.request.model, self.relay.message_id):
+            assoc.abort()
 
     def abort(self) -> None:
         """Give up on the archive's move."""
@@ -313,23 +260,7 @@ class _ArchiveMove(threading.Thread):
             self.assoc.abort()
 
 
-def _pin_problem(destination: Peer, assoc: Any) -> str:
-    """Why the destination's TLS certificate is not the pinned one (the association is then aborted), or empty.
-
-    pynetdicom opens the sub-operation association itself, so the pin is checked here, after it
-    is established and before anything is sent on it.
-    """
-    if not (destination.tls and destination.tls_fingerprint) or assoc is None:
-        return ""
-    try:
-        tls.check_pin(assoc, destination.ae_title, destination.tls_fingerprint)
-    except tls.CertificatePinError as exc:
-        assoc.abort()
-        return str(exc)
-    return ""
-
-
-def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: _Tally) -> Iterator[Any]:
+def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: SubOperationTally) -> Iterator[Any]:
     """Yield one instance to pynetdicom, which sends it to the destination; its file is removed after."""
     if item.sop_instance_uid not in pending:
         # Not asked for (or sent twice): not relayed, and not a failure of the move.
@@ -409,27 +340,25 @@ class MoveRelay:
             yield None, None
             return
         plan, problem = self._plan(request)
-        tally = _Tally()
-        handlers = [(evt.EVT_DIMSE_RECV, tally.on_response), (evt.EVT_ESTABLISHED, tally.on_established)]
-        options = association_options(destination, handlers)
-        yield destination.host, destination.port, {**options, "contexts": plan.contexts() if plan else []}
+        tally = SubOperationTally()
+        yield destination.host, destination.port, destination_options(destination, tally, plan.contexts() if plan else [])
         if plan is None:
-            self._audit(request, Outcome.FAILURE, started, destination=name, status=0xC513, error=problem)
+            self._audit(request, Outcome.FAILURE, started, destination=name, status=st.MOVE_UNABLE_TO_PROCESS, error=problem)
             raise MoveNotPossibleError(problem)
-        if not plan.expected:
-            self._audit(request, Outcome.SUCCESS, started, destination=name, status=st.SUCCESS, expected=0)
         try:
-            yield len(plan.expected)
+            # pynetdicom answers Success by itself for zero sub-operations, without asking the
+            # handler again; announcing one keeps the final answer the relay's (the archive's own
+            # status, or a failure with an Error Comment), never a Success for nothing moved.
+            yield max(1, len(plan.expected))
         except GeneratorExit:  # pynetdicom answered 0xA801 itself: no association with the destination
-            if plan.expected:
-                unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
-                self._audit(request, Outcome.FAILURE, started, **unreachable)
+            unreachable = {"destination": name, "status": st.MOVE_DESTINATION_UNKNOWN, "error": "cannot associate with the destination"}
+            self._audit(request, Outcome.FAILURE, started, **unreachable)
             raise
-        pin_problem = _pin_problem(destination, tally.assoc)
-        if pin_problem:
-            failure = {"destination": name, "status": st.UNABLE_TO_PERFORM_SUBOPERATIONS, "error": pin_problem}
+        problem = pin_problem(destination, tally.assoc)
+        if problem:
+            failure = {"destination": name, "status": st.UNABLE_TO_PERFORM_SUBOPERATIONS, "error": problem}
             self._audit(request, Outcome.FAILURE, started, **failure)
-            yield status_dataset(st.UNABLE_TO_PERFORM_SUBOPERATIONS, pin_problem), failed_list(sorted(plan.expected))
+            yield status_dataset(st.UNABLE_TO_PERFORM_SUBOPERATIONS, problem), failed_list(sorted(plan.expected))
             return
         yield from self._relay(event, request, started, name, plan, tally)
 
@@ -462,7 +391,9 @@ class MoveRelay:
         expected = {uid: found.get(uid, "") for uid in named} if named else found
         return MovePlan(expected, classes_unknown=any(not c for c in found.values())), ""
 
-    def _relay(self, event: Any, request: RelayRequest, started: float, name: str, plan: MovePlan, tally: _Tally) -> Iterator[Any]:
+    def _relay(
+        self, event: Any, request: RelayRequest, started: float, name: str, plan: MovePlan, tally: SubOperationTally
+    ) -> Iterator[Any]:
         """The sub-operations: the archive's instances relayed one by one, then the final answer."""
         pending = set(plan.expected)
         relay = self.registry.open(self.settings.archive.ae_title, set(plan.expected))
@@ -508,7 +439,7 @@ class MoveRelay:
         started: float,
         name: str,
         plan: MovePlan,
-        tally: _Tally,
+        tally: SubOperationTally,
         missing: set[str],
         done: ArchiveDone | None,
         *,
@@ -519,14 +450,11 @@ class MoveRelay:
         not_delivered = sorted(missing)
         archive_status = None if done is None or done.status is None else f"0x{done.status:04X}"
         error = "" if done is None or done.status == st.SUCCESS else done.error or f"archive answered {archive_status}"
-        if cancelled:
-            status = st.CANCEL
-        elif not (failed or not_delivered):
-            status = st.SUCCESS
-        elif completed + warning == 0:
-            status = st.UNABLE_TO_PERFORM_SUBOPERATIONS
-        else:
-            status = st.SUBOPERATIONS_COMPLETE_WITH_FAILURES
+        status, explicit = _final_status(
+            done, cancelled=cancelled, listed=bool(plan.expected), delivered=completed + warning, failed=bool(failed or not_delivered)
+        )
+        if not plan.expected and not cancelled:
+            error = error or NOTHING_LISTED
         all_failed = failed + ([] if cancelled else not_delivered)
         self._audit(
             request,
@@ -544,7 +472,7 @@ class MoveRelay:
             error=error,
             cancelled=cancelled,
         )
-        if status == st.SUCCESS or (status != st.CANCEL and not not_delivered):
+        if not explicit and (status == st.SUCCESS or (status != st.CANCEL and not not_delivered)):
             return None
         comment = error or (f"{len(not_delivered)} instance(s) not delivered by the archive" if not_delivered else "")
         return status_dataset(status, comment), failed_list(all_failed)

@@ -32,15 +32,16 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from guard.config.settings import Settings
-from guard.dicom.net import Peer, open_association, source_peer
+from guard.dicom import conversation
+from guard.dicom.conversation import find_all
+from guard.dicom.net import Peer, source_peer
 from guard.domain import status as st
-from guard.domain.errors import ConfigError, GuardError
+from guard.domain.errors import ConfigError, GuardError, TransientPeerError
 from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.domain.uids import is_valid_uid
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import study_facts
 from guard.ledger.query_answers import values_of
-from guard.services.qr.common import PENDING_STATUSES, find_all, relay_ae
 
 log = structlog.get_logger("guard.services.qr.pull")
 
@@ -279,31 +280,39 @@ class Puller:
 
     def _move(self, uid: str) -> tuple[int, str]:
         """C-MOVE the study from the source to the guard; (completed sub-operations, problem or empty)."""
-        ae = relay_ae(self.settings.node.ae_title, self.settings.query.timeout, StudyRootQueryRetrieveInformationModelMove)
+        model = StudyRootQueryRetrieveInformationModelMove
+        ae = conversation.outbound_ae(self.settings.node.ae_title, self.settings.query.timeout, [model])
         ae.dimse_timeout = self.settings.query.move_idle_timeout
-        assoc = open_association(ae, self.source, [])
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = uid
-        completed = 0
-        try:
-            for status, identifier in assoc.send_c_move(query, self.settings.node.ae_title, StudyRootQueryRetrieveInformationModelMove):
-                if status is None or "Status" not in status:
-                    return completed, "the source stopped answering (association lost or timed out)"
-                now = int(status.get("NumberOfCompletedSuboperations", completed) or 0) + int(
-                    status.get("NumberOfWarningSuboperations", 0) or 0
+        progress = _Progress(self.observer)
+        with conversation.associated(ae, self.source) as assoc:
+            try:
+                final, identifier = conversation.drain(
+                    conversation.move_responses(assoc, query, self.settings.node.ae_title, model, self.source), progress.seen
                 )
-                if now > completed:
-                    self.observer.on_instances(now - completed)
-                    completed = now
-                code = int(status.Status)
-                if code in PENDING_STATUSES:
-                    continue
-                return completed, _move_problem(code, status, identifier, self.settings.node.ae_title)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        return completed, "no final C-MOVE response"
+            except TransientPeerError:
+                return progress.completed, "the source stopped answering (association lost or timed out)"
+        progress.seen(final)
+        return progress.completed, _move_problem(int(final.Status), final, identifier, self.settings.node.ae_title)
+
+
+@dataclass
+class _Progress:
+    """Completed (and warning) sub-operations of a pull's C-MOVE, passed on to the observer as they grow."""
+
+    observer: PullObserver
+    completed: int = 0
+
+    def seen(self, response: Dataset) -> None:
+        """A C-MOVE response: report the sub-operations completed since the last one."""
+        now = int(response.get("NumberOfCompletedSuboperations", self.completed) or 0) + int(
+            response.get("NumberOfWarningSuboperations", 0) or 0
+        )
+        if now > self.completed:
+            self.observer.on_instances(now - self.completed)
+            self.completed = now
 
 
 def _move_problem(code: int, status: Dataset, identifier: Dataset | None, own_ae: str) -> str:
