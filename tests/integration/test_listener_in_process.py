@@ -133,3 +133,21 @@ def test_a_command_set_without_command_field_is_aborted_and_audited(tmp_path: Pa
         assert alert["cause"] == "dimse-decode:AttributeError"
         assert "CommandField" in alert["error"]
         assert _echo(service) == 0x0000
+
+
+def test_every_association_shares_the_supported_contexts_computed_once(tmp_path: Path) -> None:
+    """An inbound association negotiates against the listener's own supported contexts, not a per-association deep copy."""
+    with running_guard(tmp_path) as (service, _archive):
+        assert service.server is not None
+        assert service.server.server is not None
+        listener = service.server.server
+        own = {id(cx) for cx in service.server.ae.supported_contexts}
+        assoc = _scu(Verification).associate("127.0.0.1", service.settings.node.port, ae_title=GUARD_AE)
+        try:
+            assert assoc.is_established
+            [inbound] = wait_until(lambda: [a for a in listener.active_associations if a.is_established], 10, message="no association")
+            used = inbound.acceptor.supported_contexts
+            assert len(used) > 100
+            assert {id(cx) for cx in used} <= own
+        finally:
+            assoc.release()

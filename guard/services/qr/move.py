@@ -21,13 +21,14 @@ For one request from a source (pynetdicom's generator protocol for EVT_C_MOVE):
    At most ``BUFFERED_INSTANCES`` wait per relay (the archive is answered only when there is
    room), so receiving the next overlaps sending the current one and the disk holds a handful.
 5. Pending responses carry the remaining/completed/failed/warning counts; the final response
-   is Success, 0xB000 with the Failed SOP Instance UID List when some failed, 0xA702 when all
-   failed, or Cancel (0xFE00) after a C-CANCEL, which is passed on to the archive.
+   is Success, 0xB000 with the Failed SOP Instance UID List when some failed, the archive's own
+   failure status (else 0xA702) when nothing was delivered, including when the archive lists
+   nothing for the request (never Success then), or Cancel (0xFE00) after a C-CANCEL, which is
+   passed on to the archive.
 """
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -59,15 +60,13 @@ from guard.services.qr.common import (
     read_request,
     status_dataset,
 )
+from guard.services.qr.inflight import BUFFERED_INSTANCES, ActiveRelay, ArchiveDone, Arrival, RelayRegistry
 
 log = structlog.get_logger("guard.services.qr.move")
 
-__all__ = ["BUFFERED_INSTANCES", "COMMON_STORAGE_CLASSES", "MovePlan", "MoveRelay", "RelayRegistry", "move_destination"]
+__all__ = ["BUFFERED_INSTANCES", "COMMON_STORAGE_CLASSES", "Arrival", "MovePlan", "MoveRelay", "RelayRegistry", "move_destination"]
 
 _POLL = 0.1
-#: Instances taken from the archive ahead of the one being sent to the destination: receiving
-#: the next overlaps sending the current one. Each waits in its own temporary file.
-BUFFERED_INSTANCES = 4
 
 
 #: Error Comment of the final response when the archive lists nothing the request names.
@@ -97,98 +96,6 @@ def _final_status(done: ArchiveDone | None, *, cancelled: bool, listed: bool, de
 
 class MoveNotPossibleError(GuardError):
     """The relayed C-MOVE cannot start (pynetdicom answers 0xC513, Unable to Process)."""
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """One instance the archive sent for a relayed move, waiting in its temporary file to be relayed."""
-
-    path: Path
-    sop_instance_uid: str
-
-
-@dataclass(frozen=True)
-class ArchiveDone:
-    """The archive's final C-MOVE response (``status`` None: no response at all)."""
-
-    status: int | None
-    error: str = ""
-
-
-class ActiveRelay:
-    """The in-flight state of one relayed move shared with the listener's C-STORE threads."""
-
-    def __init__(self, message_id: int, archive_ae: str, expected: set[str]) -> None:
-        """Relay instances from ``archive_ae`` sent under ``message_id``."""
-        self.message_id = message_id
-        self.archive_ae = archive_ae
-        self.expected = expected
-        self.inbox: queue.Queue[Arrival | ArchiveDone] = queue.Queue()
-        self._room = threading.Semaphore(BUFFERED_INSTANCES)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def deliver(self, arrival: Arrival, timeout: float) -> bool:
-        """Take an instance once there is room (bounded wait); its file then belongs to the relay.
-
-        False when the relay has ended or had no room in time: the caller keeps the file.
-        """
-        if not self._room.acquire(timeout=timeout):
-            return False
-        with self._lock:
-            if self._closed:
-                self._room.release()
-                return False
-            self.inbox.put(arrival)
-        return True
-
-    def done_with(self, arrival: Arrival) -> None:
-        """The instance was sent on (or dropped): remove its temporary file and make room for the next."""
-        arrival.path.unlink(missing_ok=True)
-        self._room.release()
-
-    def close(self) -> None:
-        """No more instances: the files of those still waiting are removed."""
-        with self._lock:
-            self._closed = True
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, Arrival):
-                self.done_with(item)
-
-
-class RelayRegistry:
-    """The relays in flight, keyed by the Message ID of the guard's C-MOVE to the archive."""
-
-    def __init__(self) -> None:
-        """Start with none."""
-        self._lock = threading.Lock()
-        self._relays: dict[int, ActiveRelay] = {}
-        self._ids = itertools.cycle(range(1, 65536))  # Message ID is US (PS3.7 E.1)
-
-    def open(self, archive_ae: str, expected: set[str]) -> ActiveRelay:
-        """Register a relay under a Message ID no other relay in flight uses."""
-        with self._lock:
-            message_id = next(i for i in self._ids if i not in self._relays)
-            relay = self._relays[message_id] = ActiveRelay(message_id, archive_ae, expected)
-        return relay
-
-    def close(self, relay: ActiveRelay) -> None:
-        """Forget a relay and fail what still waits for it."""
-        with self._lock:
-            self._relays.pop(relay.message_id, None)
-        relay.close()
-
-    def match(self, calling_ae: str, originator_ae: str, originator_id: int | None, sop_instance_uid: str) -> ActiveRelay | None:
-        """The relay an incoming C-STORE belongs to, if any (only ever from the archive)."""
-        with self._lock:
-            if originator_ae and originator_id is not None:
-                relay = self._relays.get(originator_id)
-                return relay if relay is not None and relay.archive_ae == calling_ae else None
-            return next((r for r in self._relays.values() if r.archive_ae == calling_ae and sop_instance_uid in r.expected), None)
 
 
 @dataclass(frozen=True)
