@@ -7,12 +7,14 @@ Each pynetdicom outcome arrives as a guard error whose type says what to do: ret
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
+from guard import runtime
 from guard.config.settings import ArchiveSettings
 from guard.dicom.commitment import deliver_report, find_study_instances, request_commitment
 from guard.dicom.net import Peer
@@ -26,12 +28,20 @@ from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from tests.support.datasets import Study
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-IMPLICIT = "1.2.840.10008.1.2"
+#: The transfer syntax ``make_study`` writes its files in: the guard sends the spool file as it is.
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(autouse=True)
+def _runtime_as_in_production(tmp_path: Path) -> None:
+    """Pynetdicom set up as ``guard serve`` sets it (data sets sent from their files as they are), whatever ran before."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    runtime.configure_dicom(incoming)
 
 
 @pytest.fixture
@@ -54,7 +64,7 @@ def _stored(archive: ReferenceArchive, tmp_path: Path, count: int) -> Study:
     study = make_study(tmp_path / "study", count)
     with _sender(archive) as sender:
         for path in study.paths:
-            sender.send(path, CT, IMPLICIT)
+            sender.send(path, CT, EXPLICIT)
     return study
 
 
@@ -62,9 +72,9 @@ def test_store_reuses_one_association_and_the_archive_holds_every_instance(archi
     """Three C-STOREs of one SOP class and syntax go over one association; each is answered Success and kept."""
     study = make_study(tmp_path / "study", 3)
     with _sender(archive) as sender:
-        statuses = [sender.send(study.paths[0], CT, IMPLICIT)]
+        statuses = [sender.send(study.paths[0], CT, EXPLICIT)]
         first = sender.assoc
-        statuses += [sender.send(path, CT, IMPLICIT) for path in study.paths[1:]]
+        statuses += [sender.send(path, CT, EXPLICIT) for path in study.paths[1:]]
         assert sender.assoc is first
     assert statuses == [0x0000] * 3
     assert archive.held_uids() == set(study.sop_instance_uids)
@@ -81,7 +91,7 @@ def test_a_store_failure_status_is_transient_or_permanent_by_the_status(
     study = make_study(tmp_path / "study", 1)
     archive.faults.status = status
     with _sender(archive) as sender, pytest.raises(error) as raised:
-        sender.send(study.paths[0], CT, IMPLICIT)
+        sender.send(study.paths[0], CT, EXPLICIT)
     assert type(raised.value) is error
     assert getattr(raised.value, "status", None) == status
 
@@ -91,11 +101,11 @@ def test_a_refused_or_aborted_store_is_unreachable_or_transient(archive: Referen
     study = make_study(tmp_path / "study", 1)
     archive.faults.refuse = True
     with _sender(archive) as sender, pytest.raises(ArchiveUnreachableError):
-        sender.send(study.paths[0], CT, IMPLICIT)
+        sender.send(study.paths[0], CT, EXPLICIT)
     archive.faults.clear()
     archive.faults.abort = True
     with _sender(archive) as sender, pytest.raises(TransientPeerError) as raised:
-        sender.send(study.paths[0], CT, IMPLICIT)
+        sender.send(study.paths[0], CT, EXPLICIT)
     assert raised.value.status is None
     assert sender.assoc is None
 
