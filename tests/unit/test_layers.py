@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -57,3 +58,16 @@ def test_a_service_importing_the_listener_breaks_the_contract(tmp_path: Path) ->
     result = _lint_imports(tree)
     assert result.returncode != 0
     assert "guard.services.ingest -> guard.listener.server" in result.stdout
+
+
+def test_services_name_sop_classes_but_never_open_associations() -> None:
+    """The services import from pynetdicom only its SOP class UIDs: every association is made in guard.dicom."""
+    offending = []
+    for path in sorted((ROOT / "guard" / "services").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "pynetdicom":
+                if node.module != "pynetdicom.sop_class":
+                    offending.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                offending += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names if a.name.split(".")[0] == "pynetdicom"]
+    assert offending == []
