@@ -24,13 +24,12 @@ starts nothing and reads no configuration of its own. Choices made here:
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
-from pydantic import BaseModel, Field
 
 import guard.runtime.metrics  # noqa: F401 - imported for its side effect: the guard's counters are in the default registry
 from guard import __version__
@@ -43,11 +42,22 @@ from guard.domain.uids import is_valid_uid
 from guard.http.auth import Authenticator, Principal
 from guard.http.limits import install_request_limits
 from guard.http.metrics import LedgerCollector, count_decision
-from guard.http.problems import Problem, ProblemError, install_problem_handlers, problem_openapi
+from guard.http.models import (
+    AuditPage,
+    AuditRecordView,
+    BackendFailedProblem,
+    Deletable,
+    DeletePermitted,
+    DeleteRefusedProblem,
+    Health,
+    Ready,
+    StudyView,
+)
+from guard.http.problems import ProblemError, install_problem_handlers, problem_openapi
 from guard.http.status import add_status
 from guard.ledger.audit_query import query_audit
 from guard.ledger.ledger import Ledger
-from guard.ledger.study_report import StudyState, study_report
+from guard.ledger.study_report import study_report
 from guard.services.delete.gate import DeleteGate, DeleteOutcome
 
 #: Most audit records one page of ``GET /audit`` returns.
@@ -67,125 +77,6 @@ StudyUID = Annotated[str, Path(description="Study Instance UID.", json_schema_ex
 Readiness = Callable[[], dict[str, bool]]
 
 log = structlog.get_logger("guard.http")
-
-
-# -- response models (they are the OpenAPI document) -----------------------------------------
-
-
-class Health(BaseModel):
-    """The process is alive."""
-
-    status: Literal["ok"] = "ok"
-
-
-class Ready(BaseModel):
-    """Readiness and the checks it rests on."""
-
-    status: Literal["ready", "not-ready"]
-    checks: dict[str, bool]
-
-
-class Deletable(BaseModel):
-    """The delete gate's decision for the study now, without carrying anything out."""
-
-    decision: Literal["permitted", "refused"]
-    reasons: list[str] = Field(description="Refusal reason codes; empty when permitted.")
-    sentence: str
-    evidence: dict[str, Any]
-
-
-class DeadLetter(BaseModel):
-    """An instance of the study that will not be forwarded without a person acting."""
-
-    sop_instance_uid: str
-    reason: str | None
-    status: str | None
-    attempts: int
-
-
-class PendingCommitment(BaseModel):
-    """A Storage Commitment transaction of the study still waiting."""
-
-    transaction_uid: str
-    direction: str
-    peer_ae: str
-    references: int
-    created_at: str
-    deadline_at: str
-
-
-class StudyView(BaseModel):
-    """What the guard knows of one study (the same report as ``guard status STUDY_UID --json``) and whether it may be deleted now."""
-
-    study_uid: str
-    known: bool
-    state: StudyState = Field(description="Where the study stands as a whole; see the administrator's guide for each state.")
-    instances: int = Field(description="Instances of the study (newest version of each SOP Instance).")
-    counts: dict[str, int] = Field(description="Instances per state.")
-    last_received_at: str | None = Field(description="When the last instance of the study arrived (UTC).")
-    deleted_at: str | None = Field(description="When a permitted delete was carried out, if nothing arrived since (UTC).")
-    dead_letters: list[DeadLetter]
-    pending_commitments: list[PendingCommitment]
-    deletable: Deletable
-
-
-class DeletePermitted(BaseModel):
-    """The delete was permitted and carried out by the backend."""
-
-    decision: Literal["permitted"] = "permitted"
-    study_uid: str
-    reasons: list[str] = Field(default_factory=list)
-    sentence: str
-    evidence: dict[str, Any]
-    carried_out: Literal[True] = True
-    backend: str = Field(description="Who carried it out: decision-only (the caller deletes), orthanc or dicomweb.")
-
-
-class DeleteRefusedProblem(Problem):
-    """A refused delete (409): the problem document with the decision."""
-
-    decision: Literal["refused"]
-    study_uid: str
-    reasons: list[str]
-    sentence: str
-    evidence: dict[str, Any]
-
-
-class BackendFailedProblem(Problem):
-    """A permitted delete the backend could not carry out (502)."""
-
-    decision: Literal["permitted"]
-    carried_out: Literal[False]
-    study_uid: str
-    backend: str
-    backend_error: str
-    sentence: str
-    evidence: dict[str, Any]
-
-
-class AuditRecordView(BaseModel):
-    """One audit record."""
-
-    seq: int
-    at: str | None
-    event: str
-    outcome: str
-    actor: str | None
-    peer_address: str | None
-    patient_id: str | None
-    study_uid: str | None
-    series_uid: str | None
-    sop_instance_uid: str | None
-    detail: dict[str, Any]
-    prev_hash: str = Field(description="Hash of the record before this one in the chain.")
-    hash: str = Field(description="SHA-256 of this record's canonical encoding and prev_hash.")
-
-
-class AuditPage(BaseModel):
-    """A page of audit records, oldest first; ``next`` is the ``after`` cursor of the next page, null on the last."""
-
-    records: list[AuditRecordView]
-    next: int | None
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ class Authenticator:
 
     def _alert(self, request: Request, alert: str, extra: dict[str, Any]) -> None:
         uid = str(request.path_params.get("uid", ""))
-        self.ledger.audit(
+        # The refusal stands whether or not the ledger can record it (then it is logged instead).
+        self.ledger.audit_or_log(
             AuditEvent.SECURITY_ALERT,
             Outcome.REFUSED,
             actor=extra.get("identity"),

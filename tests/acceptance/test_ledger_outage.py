@@ -20,7 +20,8 @@ from tests.support.waiting import wait_until
 STUDY = "1.2.826.0.1.3680043.10.1077.900"
 PROBLEM = "urn:guard:problem:ledger-unavailable"
 READS = (f"/studies/{STUDY}", "/audit", f"/audit?study={STUDY}", "/status")
-COMMANDS = (("status", STUDY), ("status", STUDY, "--json"), ("status",), ("audit",), ("audit", "verify"))
+COMMANDS = (("status", STUDY), ("status", STUDY, "--json"), ("audit",), ("audit", "verify"), ("delete", STUDY))
+TOKEN = "outage-admin-token"
 
 
 def _answers(base: str) -> dict[str, int]:
@@ -32,10 +33,12 @@ def _answers(base: str) -> dict[str, int]:
 def test_reads_answer_503_and_the_cli_fails_clearly_while_the_ledger_is_down(
     guard_factory: GuardFactory, ref_archive: ReferenceArchive
 ) -> None:
-    """Database stopped: GET /studies/{uid}, /audit, /status answer 503 ledger-unavailable; the CLI exits 1 with one line."""
+    """Database stopped: reads answer 503 ledger-unavailable, deletes 401 or 503 (never permitted); the CLI exits 1 with one line."""
     with private_cluster() as cluster:
         http_port = free_port()
-        guard = guard_factory(archive_port=ref_archive.port, ledger_url=cluster.url, http={"bind": "127.0.0.1", "port": http_port})
+        guard = guard_factory(
+            archive_port=ref_archive.port, ledger_url=cluster.url, http={"bind": "127.0.0.1", "port": http_port, "token": TOKEN}
+        )
         guard.start()
         base = f"http://127.0.0.1:{http_port}"
         assert set(_answers(base).values()) == {200}
@@ -48,6 +51,10 @@ def test_reads_answer_503_and_the_cli_fails_clearly_while_the_ledger_is_down(
                 assert answer.headers["content-type"].startswith("application/problem+json")
                 assert answer.json()["type"] == PROBLEM
             assert client.get("/readyz").status_code == 503
+            # A delete is refused either way: without a token 401 (the alert only logged), with one 503, never permitted.
+            assert client.delete(f"/studies/{STUDY}").status_code == 401
+            refused = client.delete(f"/studies/{STUDY}", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert (refused.status_code, refused.json()["type"]) == (503, PROBLEM)
             assert "guard_ledger_up 0.0" in client.get("/metrics").text
         for command in COMMANDS:
             done = guard.cli(*command)
@@ -55,6 +62,9 @@ def test_reads_answer_503_and_the_cli_fails_clearly_while_the_ledger_is_down(
             assert "Traceback" not in done.stderr
             lines = [line for line in done.stderr.splitlines() if "ledger is unavailable" in line]
             assert len(lines) == 1, done.stderr
+
+        unwritten = [r for r in guard.log_records() if r.get("event") == "audit.unwritable"]
+        assert any(r.get("alert") == "bad-token" for r in unwritten)
 
         cluster.start()
         wait_until(lambda: set(_answers(base).values()) == {200}, 30, interval=0.5, message="reads did not recover")
