@@ -232,15 +232,12 @@ class ListenerSupervisor:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         message = f"the DICOM listener process {pid} ended ({how}); restarting it"
         log.error("listener.exited", action="listener.exited", pid=pid, returncode=code, message=message)
-        try:
-            self.ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.FAILURE,
-                actor=self.settings.node.ae_title,
-                detail={"alert": "listener-process-exited", "pid": pid, "returncode": code, "message": message},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", audit_event=AuditEvent.SECURITY_ALERT.value, pid=pid)
+        self.ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.FAILURE,
+            actor=self.settings.node.ae_title,
+            detail={"alert": "listener-process-exited", "pid": pid, "returncode": code, "message": message},
+        )
 
 
 def parent_alive(expected_parent: int) -> bool:

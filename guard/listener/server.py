@@ -147,16 +147,9 @@ class IngestServer:
         """An unexpected error at the handler boundary (throttled per address and cause): a ``security.alert``."""
         alert = "dimse-undecodable" if detail.get("service") == "dimse-decode" else "handler-failed"
         actor = str(detail.get("calling_ae") or "") or None
-        try:
-            self.ingest.ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.FAILURE,
-                actor=actor,
-                peer_address=address,
-                detail={"alert": alert, "cause": cause, **detail},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert=alert)
+        self.ingest.ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT, Outcome.FAILURE, actor=actor, peer_address=address, detail={"alert": alert, "cause": cause, **detail}
+        )
 
     def start(self) -> None:
         """Open the listening ports (plain and/or DICOM TLS); associations are served on their own threads."""
@@ -219,15 +212,12 @@ class IngestServer:
     def on_tls_refused(self, address: str, reason: str, error: str) -> None:
         """A TLS handshake on the TLS listener failed: no association, a security alert (PS3.15 B.1)."""
         log.warning("tls.refused", action="tls.refused", peer_address=address, reason=reason, error=error)
-        try:
-            self.ingest.ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.REFUSED,
-                peer_address=address,
-                detail={"alert": "tls-handshake-refused", "reason": reason, "error": error},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert="tls-handshake-refused")
+        self.ingest.ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.REFUSED,
+            peer_address=address,
+            detail={"alert": "tls-handshake-refused", "reason": reason, "error": error},
+        )
 
     def _tls_policy_refused(self, event: Any) -> bool:
         """Refuse (and audit) a peer configured for TLS that came in plain, or with a certificate other than its pin."""
@@ -306,10 +296,7 @@ class IngestServer:
 
     def _audit(self, event: AuditEvent, actor: str | None, address: str, detail: dict[str, Any]) -> None:
         """Audit a refusal; a ledger that cannot write is logged (the refusal stands)."""
-        try:
-            self.ingest.ledger.audit(event, Outcome.REFUSED, actor=actor, peer_address=address, detail=detail)
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", audit_event=event.value, **detail)
+        self.ingest.ledger.audit_or_log(event, Outcome.REFUSED, actor=actor, peer_address=address, detail=detail)
 
     def on_rejected(self, event: Any) -> None:
         """Rejections decided inside pynetdicom (e.g. too many associations) are logged here."""
@@ -395,13 +382,10 @@ class IngestServer:
 
     def _alert(self, event: Any, alert: str) -> None:
         ledger: Ledger = self.ingest.ledger
-        try:
-            ledger.audit(
-                AuditEvent.SECURITY_ALERT,
-                Outcome.REFUSED,
-                actor=self._calling_ae(event),
-                peer_address=_peer_address(event),
-                detail={"alert": alert},
-            )
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert=alert)
+        ledger.audit_or_log(
+            AuditEvent.SECURITY_ALERT,
+            Outcome.REFUSED,
+            actor=self._calling_ae(event),
+            peer_address=_peer_address(event),
+            detail={"alert": alert},
+        )

@@ -47,8 +47,5 @@ def reload_certificates(settings: Settings, ledger: Ledger, https: HttpsReload |
     if errors:
         detail["errors"] = errors
         log.error("certificates.reload_failed", action="certificates.reload_failed", errors=errors)
-    try:
-        ledger.audit(AuditEvent.CONFIG_LOADED, outcome, actor=settings.node.ae_title, detail=detail)
-    except GuardError:
-        log.exception("audit.unwritable", action="audit.unwritable", reload="certificates")
+    ledger.audit_or_log(AuditEvent.CONFIG_LOADED, outcome, actor=settings.node.ae_title, detail=detail)
     return not errors
