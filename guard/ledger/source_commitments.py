@@ -13,14 +13,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, select, update
 
 from guard.domain.states import AuditEvent, InstanceState, Outcome
+from guard.domain.status import NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE
 from guard.ledger.confirmations import INBOUND, TxnState
 from guard.ledger.instances import as_utc, newest_versions
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import commitment_references, commitment_transactions, instances
 
-# PS3.4 J.3.3.1 Failure Reasons used towards sources.
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-PROCESSING_FAILURE = 0x0110
+# PS3.4 J.3.3.1 Failure Reasons used towards sources: 0x0112 (never received), 0x0110 (not yet confirmed).
 
 
 def record_inbound(

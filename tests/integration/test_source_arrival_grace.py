@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
+from guard.domain.status import NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE
 from guard.ledger.instances import ReceivedInstance, record_received
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances
-from guard.ledger.source_commitments import NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE, evaluate_inbound, record_inbound
+from guard.ledger.source_commitments import evaluate_inbound, record_inbound
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 STUDY = "1.2.826.0.1.3680043.10.1077.55"
