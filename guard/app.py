@@ -64,9 +64,17 @@ class GuardService:
             tls_contexts.load()  # unusable certificate files stop the start, naming the file
         ledger = self.ledger = open_ledger(self.settings)
         self.audit_tasks = AuditTasks(self.settings, ledger).start()
+        unknown = self.settings.unknown_environment
+        for variable in unknown:
+            log.warning("config.unknown_variable", action="config.unknown_variable", variable=variable.name, suggestion=variable.suggestion)
         ledger.audit(
             AuditEvent.CONFIG_LOADED,
-            detail={"digest": digest(self.settings), "path": self.config_path, "builtin_archive": self.settings.archive.builtin},
+            detail={
+                "digest": digest(self.settings),
+                "path": self.config_path,
+                "builtin_archive": self.settings.archive.builtin,
+                "unknown_environment": [variable.name for variable in unknown],
+            },
         )
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
