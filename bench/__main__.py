@@ -24,7 +24,7 @@ import pydicom
 import pynetdicom
 
 from bench.report import render, write_json
-from bench.runs import BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
+from bench.runs import DEFAULT_WORKERS, BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
 from bench.stacks import ProfilerError
 from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--pdu", type=int, default=131072, help="storescu -pdu on both paths; 0 = DCMTK default (default 131072)")
     parser.add_argument("--archive-pdu", type=int, help="Orthanc MaximumPduLength (default: Orthanc's own, 16384)")
-    parser.add_argument("--workers", type=int, default=2, help="guard forwarding workers (default 2, the guard's default)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"guard forwarding workers (default {DEFAULT_WORKERS}, the guard's default, forward.workers)",
+    )
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the archive (default 0.05)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take (default: 60 + 0.3 s per instance, at least 120)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the guard with py-spy (collapsed stacks) into DIR")
