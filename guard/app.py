@@ -79,9 +79,9 @@ class GuardService:
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
         self.confirmer = Confirmer(self.settings, ledger, self.spool)
-        # The confirmer polls on its own: commitment requests wait for a study to go quiet
-        # (confirm.batch_wait), so waking it per forwarded batch would only cost ledger queries.
-        self.forwarder = Forwarder(self.settings, ledger, self.spool)
+        # Each forwarded batch wakes the confirmer: an idle confirmer looks for work less and less
+        # often (guard.domain.pacing), and commitment requests must not wait for its next look.
+        self.forwarder = Forwarder(self.settings, ledger, self.spool, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))

@@ -210,7 +210,12 @@ class ForwardSettings(_Section):
     max_age_hours: float = Field(72.0, gt=0, description="Age after which a still-failing instance is dead-lettered.")
     backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds; doubles each attempt.")
     backoff_max: float = Field(300.0, gt=0, description="Longest retry delay in seconds.")
-    idle_poll: float = Field(0.5, gt=0, description="Seconds between looks for new work when idle.")
+    idle_poll: float = Field(
+        0.5,
+        gt=0,
+        description="Seconds between looks for new work right after work; while nothing comes the wait stretches to 5 s"
+        " (a received instance wakes the workers at once).",
+    )
     timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout towards the archive, seconds.")
     idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
 
@@ -218,7 +223,12 @@ class ForwardSettings(_Section):
 class ConfirmSettings(_Section):
     """How and when the guard asks the archive for proof, and how long it keeps spool copies."""
 
-    poll_interval: float = Field(1.0, gt=0, description="Seconds between rounds of the confirmation loop.")
+    poll_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between rounds of the confirmation loop while it has work; with none the wait stretches to 5 s"
+        " (forwarded instances and reports wake it at once).",
+    )
     max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
     batch_wait: float = Field(
         2.0,
