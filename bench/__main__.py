@@ -5,6 +5,7 @@ Examples::
     .venv/bin/python -m bench                      # 200 and 2,000 instances
     .venv/bin/python -m bench --quick              # a 50-instance smoke check
     .venv/bin/python -m bench --sizes 200 --repeat 3 --output /tmp/bench.json
+    .venv/bin/python -m bench --idle 60 --sizes 200  # also the idle phase (python -m bench.idle)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import pydicom
 import pynetdicom
 
+from bench.idle import render_idle, run_idle
 from bench.report import render, write_json
 from bench.runs import DEFAULT_WORKERS, BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
 from bench.stacks import ProfilerError
@@ -62,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra py-spy record argument, e.g. --profile-arg=--gil (repeatable)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (generated studies) for inspection")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first measure an idle guard's CPU for this many seconds per window (python -m bench.idle); 0 skips (default)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1 or any(size < 1 for size in args.sizes or ()):
         parser.error("--repeat and --sizes must be positive")
@@ -193,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 with a message when a run cannot complete (targets never fail it)."""
     args = parse_args(argv)
     try:
+        if args.idle > 0:
+            print(render_idle(run_idle(args.idle)))
         run(args)
     except (BenchError, PeerError, ProfilerError, TimeoutError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
