@@ -5,6 +5,7 @@ Examples::
     .venv/bin/python -m bench                      # 200 and 2,000 instances
     .venv/bin/python -m bench --quick              # a 50-instance smoke check
     .venv/bin/python -m bench --sizes 200 --repeat 3 --output /tmp/bench.json
+    .venv/bin/python -m bench --idle 60 --sizes 200  # also the idle phase (python -m bench.idle)
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 import pydicom
 import pynetdicom
 
+from bench.idle import render_idle, run_idle
 from bench.report import render, write_json
-from bench.runs import BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
+from bench.runs import DEFAULT_WORKERS, BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
 from bench.stacks import ProfilerError
 from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
@@ -45,7 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--pdu", type=int, default=131072, help="storescu -pdu on both paths; 0 = DCMTK default (default 131072)")
     parser.add_argument("--archive-pdu", type=int, help="Orthanc MaximumPduLength (default: Orthanc's own, 16384)")
-    parser.add_argument("--workers", type=int, default=2, help="guard forwarding workers (default 2, the guard's default)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"guard forwarding workers (default {DEFAULT_WORKERS}, the guard's default, forward.workers)",
+    )
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the archive (default 0.05)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take (default: 60 + 0.3 s per instance, at least 120)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the guard with py-spy (collapsed stacks) into DIR")
@@ -57,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra py-spy record argument, e.g. --profile-arg=--gil (repeatable)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (generated studies) for inspection")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first measure an idle guard's CPU for this many seconds per window (python -m bench.idle); 0 skips (default)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1 or any(size < 1 for size in args.sizes or ()):
         parser.error("--repeat and --sizes must be positive")
@@ -188,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 with a message when a run cannot complete (targets never fail it)."""
     args = parse_args(argv)
     try:
+        if args.idle > 0:
+            print(render_idle(run_idle(args.idle)))
         run(args)
     except (BenchError, PeerError, ProfilerError, TimeoutError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)

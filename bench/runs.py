@@ -22,6 +22,7 @@ import httpx
 
 from bench.procfs import MachineCpu, RssSampler, cpu_seconds, status_kib
 from bench.stacks import start_profiler, stop_profiler
+from guard.config.settings import ForwardSettings
 from tests.support.datasets import Study
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
@@ -29,6 +30,8 @@ from tests.support.orthanc import Orthanc
 from tests.support.waiting import wait_until
 
 ARCHIVE_AE = "ARCHIVE"
+#: The guard's own default number of forwarding workers, which the benchmark uses unless told otherwise.
+DEFAULT_WORKERS = ForwardSettings().workers
 DIRECT = "direct"
 THROUGH_GUARD = "guard"
 #: Forwarding settings for a benchmark (the test defaults use a 3 s lease and tiny backoffs).
@@ -45,7 +48,7 @@ class BenchConfig:
 
     storescu_pdu: int | None = 131072
     archive_pdu: int | None = None
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     poll_interval: float = 0.05
     timeout: float = 600.0
     profile_dir: Path | None = None

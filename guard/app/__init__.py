@@ -72,20 +72,28 @@ class GuardService:
             tls_contexts.load()  # unusable certificate files stop the start, naming the file
         ledger = self.ledger = open_ledger(self.settings)
         self.audit_tasks = AuditTasks(self.settings, ledger).start()
+        unknown = self.settings.unknown_environment
+        for variable in unknown:
+            log.warning("config.unknown_variable", action="config.unknown_variable", variable=variable.name, suggestion=variable.suggestion)
         ledger.audit(
             AuditEvent.CONFIG_LOADED,
-            detail={"digest": digest(self.settings), "path": self.config_path, "builtin_archive": self.settings.archive.builtin},
+            detail={
+                "digest": digest(self.settings),
+                "path": self.config_path,
+                "builtin_archive": self.settings.archive.builtin,
+                "unknown_environment": [variable.name for variable in unknown],
+            },
         )
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
         self.confirmer = Confirmer(self.settings, ledger, self.spool)
-        # The confirmer polls on its own: commitment requests wait for a study to go quiet
-        # (confirm.batch_wait), so waking it per forwarded batch would only cost ledger queries.
-        self.forwarder = Forwarder(self.settings, ledger, self.spool)
+        # Each forwarded batch wakes the confirmer: an idle confirmer looks for work less and less
+        # often (guard.domain.pacing), and commitment requests must not wait for its next look.
+        self.forwarder = Forwarder(self.settings, ledger, self.spool, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
-        dicom_port = self._start_listener(ledger, self.forwarder, self.gate)
+        dicom_port = self._start_listener(ledger, self.forwarder, self.confirmer, self.gate)
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
             self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", dicom_port)
@@ -109,13 +117,13 @@ class GuardService:
             },
         )
 
-    def _start_listener(self, ledger: Ledger, forwarder: Forwarder, gate: DeleteGate) -> int:
+    def _start_listener(self, ledger: Ledger, forwarder: Forwarder, confirmer: Confirmer, gate: DeleteGate) -> int:
         """Start the DICOM listener here or in its own process; the port it bound."""
         if self.settings.node.listener_process:
-            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake).start()
+            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake).start()
             return self.listener.port
         ingest = IngestService(self.settings, ledger, self.spool, on_received=forwarder.wake, gate=gate)
-        self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
+        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger))
         self.server.start()
         return self.server.port
 

@@ -13,7 +13,9 @@ the child. The child sends:
 
 - ``port N`` once its listening socket is bound (the main process waits for it at start);
 - ``alive`` every ``HEARTBEAT`` seconds (readiness: the listener is "up" only while these arrive);
-- ``received`` after each new instance (wakes the forwarder at once instead of at its next poll).
+- ``received`` after each new instance (wakes the forwarder at once instead of at its next poll);
+- ``confirm`` after a commitment request from a source or a report from the archive (wakes the
+  confirmation loops).
 
 Supervision: when the child exits for any reason but a requested stop, the main process audits a
 ``security.alert`` (``listener-process-exited``, with the exit code or signal), reports not ready,
@@ -92,12 +94,15 @@ class ChildChannel:
 class ListenerSupervisor:
     """The main process's side: starts the listener process, hears it, restarts it when it dies."""
 
-    def __init__(self, settings: Settings, config_path: str | None, ledger: Ledger, on_received: Callable[[], None]) -> None:
-        """Supervise a listener for ``settings``; ``on_received`` is called for each ``received`` message."""
+    def __init__(
+        self, settings: Settings, config_path: str | None, ledger: Ledger, on_received: Callable[[], None], on_confirm: Callable[[], None]
+    ) -> None:
+        """Supervise a listener for ``settings``; ``on_received`` and ``on_confirm`` are called for those messages."""
         self.settings = settings
         self.config_path = config_path
         self.ledger = ledger
         self.on_received = on_received
+        self.on_confirm = on_confirm
         self.port = settings.node.port
         self._process: subprocess.Popen[bytes] | None = None
         self._last_alive = 0.0
@@ -197,6 +202,8 @@ class ListenerSupervisor:
     def _handle(self, message: str) -> None:
         if message == "received":
             self.on_received()
+        elif message == "confirm":
+            self.on_confirm()
         elif message == "alive":
             self._last_alive = time.monotonic()
         elif message.startswith("port "):

@@ -388,6 +388,9 @@ def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration and print the effective values, secrets redacted."""
     settings = _settings(config)
     out.print_json(json.dumps(redacted(settings)))
+    for unknown in settings.unknown_environment:
+        hint = f"; did you mean {unknown.suggestion}?" if unknown.suggestion else ""
+        err.print(f"[yellow]warning: unknown environment variable {unknown.name} ignored{hint}[/yellow]", highlight=False, soft_wrap=True)
     if settings.archive.builtin:
         err.print(
             "[yellow]warning: no archive.host configured; the built-in reference archive"

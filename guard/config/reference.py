@@ -24,7 +24,11 @@ case), which wins over the file, for example `GUARD_ARCHIVE__PORT=4242`. Lists s
 Every value is validated when the guard starts (and by `guard config check`); an invalid value
 stops the start with a message naming the key, for example
 `archive.port: Input should be less than or equal to 65535 (got 70000)`.
-Unknown keys are errors too, so a typo never passes silently.
+An unknown key in the file is an error too, naming the key and the nearest valid one
+(`archive.prot: unknown key; did you mean archive.port?`), so a typo never passes silently.
+An unknown `GUARD_*` environment variable is ignored with a warning: it is logged
+(`config.unknown_variable`), listed in the `config.loaded` audit record and by
+`guard config check`. `GUARD_CONFIG` is the only `GUARD_*` variable that is not a setting.
 """
 
 

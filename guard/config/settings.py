@@ -11,18 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from guard.config.unknown import UnknownKey, environment_names, unknown_environment, unknown_file_keys
 from guard.domain.admission import ALL_SERVICES, Service, parse_address_entry
 from guard.domain.errors import ConfigError
 from guard.domain.redaction import MASK, is_secret_key, scrub, scrub_text
@@ -213,7 +217,12 @@ class ForwardSettings(_Section):
     max_age_hours: float = Field(72.0, gt=0, description="Age after which a still-failing instance is dead-lettered.")
     backoff_base: float = Field(2.0, gt=0, description="First retry delay in seconds; doubles each attempt.")
     backoff_max: float = Field(300.0, gt=0, description="Longest retry delay in seconds.")
-    idle_poll: float = Field(0.5, gt=0, description="Seconds between looks for new work when idle.")
+    idle_poll: float = Field(
+        0.5,
+        gt=0,
+        description="Seconds between looks for new work right after work; while nothing comes the wait stretches to 5 s"
+        " (a received instance wakes the workers at once).",
+    )
     timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout towards the archive, seconds.")
     idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
 
@@ -221,7 +230,12 @@ class ForwardSettings(_Section):
 class ConfirmSettings(_Section):
     """How and when the guard asks the archive for proof, and how long it keeps spool copies."""
 
-    poll_interval: float = Field(1.0, gt=0, description="Seconds between rounds of the confirmation loop.")
+    poll_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between rounds of the confirmation loop while it has work; with none the wait stretches to 5 s"
+        " (forwarded instances and reports wake it at once).",
+    )
     max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
     batch_wait: float = Field(
         2.0,
@@ -443,6 +457,19 @@ class HttpSettings(_Section):
         return self
 
 
+class _KnownEnvironment(EnvSettingsSource):
+    """The environment source, reading only the ``GUARD_*`` variables that name a setting.
+
+    An unknown one is a warning (``Settings.unknown_environment``), never a start failure:
+    a container's environment carries variables for other programs too.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        known = {name.lower() for name in environment_names(self.settings_cls)}
+        loaded = super()._load_env_vars()  # names lower case: the model is case-insensitive
+        return {name: value for name, value in loaded.items() if not name.startswith("guard_") or name in known}
+
+
 class Settings(BaseSettings):
     """The whole configuration of one guard."""
 
@@ -454,6 +481,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
     toml_path: ClassVar[Path | None] = None
+    _unknown_environment: tuple[UnknownKey, ...] = PrivateAttr(default=())
 
     node: NodeSettings = NodeSettings()
     ledger: LedgerSettings = LedgerSettings()
@@ -488,15 +516,20 @@ class Settings(BaseSettings):
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - replaced by _KnownEnvironment
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files: the container passes real environment
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - secrets come from token_file
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Environment first, then the TOML file, then defaults."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _KnownEnvironment(settings_cls)]
         if cls.toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_path))
         return tuple(sources)
+
+    @property
+    def unknown_environment(self) -> tuple[UnknownKey, ...]:
+        """``GUARD_*`` variables found at load time that set nothing (ignored, logged and audited)."""
+        return self._unknown_environment
 
     @property
     def spool_dir(self) -> Path:
@@ -525,26 +558,46 @@ class Settings(BaseSettings):
         return self.http.token.get_secret_value()
 
 
-def _format_errors(exc: ValidationError) -> str:
-    """Turn a pydantic error into lines of ``section.key: problem``."""
-    lines = []
-    for err in exc.errors():
+def _format_errors(errors: list[Any], unknown: list[UnknownKey]) -> str:
+    """Lines of ``section.key: problem``: the file's unknown keys (with the key meant), then pydantic's errors."""
+    lines = [f"{key.name}: unknown key" + (f"; did you mean {key.suggestion}?" if key.suggestion else "") for key in unknown]
+    already = {key.name.replace("[", ".").replace("]", "") for key in unknown}  # sources[0].hots is pydantic's sources.0.hots
+    for err in errors:
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         problem = err["msg"]
         if err["type"] == "extra_forbidden":
+            if key in already:
+                continue
             problem = "unknown key"
         shown = MASK if any(is_secret_key(str(part)) for part in err["loc"]) else scrub_text(repr(err.get("input")))
         lines.append(f"{key}: {problem} (got {shown})" if err["type"] != "missing" else f"{key}: {problem}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _unknown_file_keys(path: Path | None) -> list[UnknownKey]:
+    """The keys of the file the model does not know (none without a file)."""
+    if path is None:
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read configuration {path}: {exc}"
+        raise ConfigError(msg) from exc
+    return unknown_file_keys(data, Settings)
+
+
 def load_settings(path: Path | None = None) -> Settings:
-    """Load and validate the configuration from ``path`` (or ``GUARD_CONFIG``) and the environment."""
+    """Load and validate the configuration from ``path`` (or ``GUARD_CONFIG``) and the environment.
+
+    An unknown key in the file is an error, reported with the nearest valid key; an unknown
+    ``GUARD_*`` variable is ignored and kept in ``unknown_environment`` for the caller to warn about.
+    """
     if path is None and os.environ.get(CONFIG_ENV):
         path = Path(os.environ[CONFIG_ENV])
     if path is not None and not path.is_file():
         msg = f"configuration file not found: {path}"
         raise ConfigError(msg)
+    unknown = _unknown_file_keys(path)
 
     class _Loaded(Settings):
         toml_path = path
@@ -552,11 +605,15 @@ def load_settings(path: Path | None = None) -> Settings:
     try:
         loaded = _Loaded()
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from exc
+        raise ConfigError(_format_errors(exc.errors(), unknown)) from exc
     except (OSError, ValueError) as exc:  # TOML syntax errors are ValueErrors
         msg = f"cannot read configuration {path}: {exc}"
         raise ConfigError(msg) from exc
-    return Settings.model_validate(loaded.model_dump())
+    if unknown:  # normally caught above as extra keys; kept for keys pydantic would let through
+        raise ConfigError(_format_errors([], unknown))
+    settings = Settings.model_validate(loaded.model_dump())
+    settings._unknown_environment = tuple(unknown_environment(os.environ, Settings))  # noqa: SLF001 - set once, by the loader
+    return settings
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler
 
 from guard.config.settings import NodeSettings
+from guard.dicom.net import QuietAssociationServer
 from guard.domain.throttle import RefusalThrottle, Reporter
 
 #: Hard ceiling for a P-DATA-TF PDU when ``node.max_pdu`` is 0 (no limit proposed).
@@ -330,8 +331,8 @@ class _Slot:
     released: bool = False
 
 
-class LimitedAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with per-address accounting at accept and at association.
+class LimitedAssociationServer(QuietAssociationServer):
+    """pynetdicom's threaded server (without its idle garbage collections) with per-address accounting at accept and at association.
 
     A connection is tracked by its file descriptor from accept to the end of its association
     (a TLS wrapper keeps the descriptor), and by its ``Association`` once that exists.

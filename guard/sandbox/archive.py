@@ -44,7 +44,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from guard.dicom.commitment import ACTION_REQUEST_COMMIT, COMMITMENT_INSTANCE_UID, deliver_report
-from guard.dicom.net import NODELAY_HANDLER, Peer
+from guard.dicom.net import NODELAY_HANDLER, Peer, start_quiet_server
 from guard.domain import status as st
 from guard.domain.errors import PeerError
 from guard.domain.uids import is_valid_uid
@@ -197,7 +197,7 @@ class ReferenceArchive:
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_N_ACTION, self._on_n_action),
         ]
-        self.server = self.ae.start_server((self.bind, self.requested_port), block=False, evt_handlers=handlers)
+        self.server = start_quiet_server(self.ae, (self.bind, self.requested_port), handlers, name="reference-archive")
         return self
 
     def stop(self) -> None:

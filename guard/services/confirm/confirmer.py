@@ -8,6 +8,7 @@ a boundary: an error is logged and the next round tries again.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from guard.config.settings import ConfirmMode, Settings
 from guard.dicom.commitment import Report, deliver_report, find_study_instances, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
+from guard.domain.pacing import idle_wait
 from guard.domain.retry import backoff_schedule
 from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import (
@@ -47,9 +49,14 @@ exponential = backoff_schedule
 class Confirmer:
     """Runs the confirmation loops and answers the DICOM handlers' commitment events."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool) -> None:
-        """Confirm per ``settings.archive.confirm`` and ``settings.confirm``."""
+    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, *, wake_loops: Callable[[], None] | None = None) -> None:
+        """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
+
+        ``wake_loops`` replaces the local wake when the loops run in another process (the
+        listener process hands reports and requests to the main process's loops).
+        """
         self.settings = settings
+        self._wake_loops = wake_loops
         self.cfg = settings.confirm
         self.ledger = ledger
         self.spool = spool
@@ -83,35 +90,47 @@ class Confirmer:
 
     def wake(self) -> None:
         """Run a round soon (new forwarded instances, a new request)."""
+        if self._wake_loops is not None:
+            self._wake_loops()
         self._wake.set()
 
-    def _loop(self, name: str, round_fn: Callable[[], None]) -> None:
-        """Run rounds until stopped; each round is a boundary whose errors are reported (log + audit)."""
+    def _loop(self, name: str, round_fn: Callable[[], bool]) -> None:
+        """Run rounds until stopped; each round is a boundary whose errors are reported (log + audit).
+
+        A round that found nothing to do, and no wake-up, let the wait stretch (``idle_wait``):
+        a guard with nothing to do does not query the ledger every ``poll_interval``.
+        """
         reporter = FailureReporter(self.ledger, name)
+        active = time.monotonic()
         while not self._stop.is_set():
             try:
-                round_fn()
+                if round_fn():
+                    active = time.monotonic()
                 reporter.succeeded()
             except Exception as exc:  # noqa: BLE001 - the loop boundary: report, and the next round tries again
                 reporter.failed(exc)
-            self._wake.wait(self.cfg.poll_interval)
+                active = time.monotonic()
+            if self._wake.wait(idle_wait(self.cfg.poll_interval, time.monotonic() - active)):
+                active = time.monotonic()
             self._wake.clear()
 
     # -- towards the archive ------------------------------------------------------------
 
-    def _confirm_round(self) -> None:
-        expire_outbound(self.ledger, self.policy.backoff)
+    def _confirm_round(self) -> bool:
+        """One round; whether it found anything to do."""
+        busy = expire_outbound(self.ledger, self.policy.backoff) > 0
         if self.mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}:
-            self._request_commitments()
+            busy = self._request_commitments() or busy
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
-            self._find_confirmations()
-        self._reverify()
-        self._clean_spool()
+            busy = self._find_confirmations() or busy
+        busy = self._reverify() or busy
+        return self._clean_spool() or busy
 
-    def _request_commitments(self) -> None:
-        for study_uid, refs in due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)):
+    def _request_commitments(self) -> bool:
+        due = list(due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)))
+        for study_uid, refs in due:
             if self._stop.is_set():
-                return
+                break
             transaction_uid = generate_uid()
             open_outbound(
                 self.ledger,
@@ -134,13 +153,15 @@ class Confirmer:
             except PeerError as exc:
                 COMMITMENT_REQUESTS.labels(outcome="failed").inc()
                 fail_outbound(self.ledger, transaction_uid, str(exc), self.policy.backoff)
-                return
+                break
             COMMITMENT_REQUESTS.labels(outcome="sent").inc()
+        return bool(due)
 
-    def _find_confirmations(self) -> None:
-        for study_uid in due_for_find(self.ledger, timedelta(seconds=self.cfg.find_delay)):
+    def _find_confirmations(self) -> bool:
+        due = list(due_for_find(self.ledger, timedelta(seconds=self.cfg.find_delay)))
+        for study_uid in due:
             if self._stop.is_set():
-                return
+                break
             try:
                 held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
             except PeerError as exc:
@@ -148,26 +169,30 @@ class Confirmer:
                 postpone_find(self.ledger, study_uid, self.policy.backoff)
                 continue
             apply_find(self.ledger, study_uid, held, self.policy, lambda p: self.spool.path_of(p).is_file())
+        return bool(due)
 
-    def _reverify(self) -> None:
+    def _reverify(self) -> bool:
         interval = timedelta(hours=self.cfg.reverify_interval_hours)
-        for study_uid in due_for_reverification(self.ledger, interval):
+        due = list(due_for_reverification(self.ledger, interval))
+        for study_uid in due:
             if self._stop.is_set():
-                return
+                break
             try:
                 held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
             except PeerError as exc:
                 log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
-                return
+                break
             for missing in apply_reverification(
                 self.ledger, study_uid, held, lambda p: self.spool.path_of(p).is_file(), max_resends=self.cfg.max_resends
             ):
                 MISSING_IN_ARCHIVE.inc()
                 if missing.spool_path is None:
                     LOST_IN_ARCHIVE.inc()
+        return bool(due)
 
-    def _clean_spool(self) -> None:
-        for instance_id, relative in removable_spool_copies(self.ledger, timedelta(hours=self.cfg.spool_grace_hours)):
+    def _clean_spool(self) -> bool:
+        due = list(removable_spool_copies(self.ledger, timedelta(hours=self.cfg.spool_grace_hours)))
+        for instance_id, relative in due:
             try:
                 self.spool.path_of(relative).unlink(missing_ok=True)
             except OSError as exc:
@@ -175,6 +200,7 @@ class Confirmer:
                 continue
             mark_spool_removed(self.ledger, instance_id)
             SPOOL_REMOVED.inc()
+        return bool(due)
 
     def on_archive_report(self, report: Report, reporter_ae: str, peer_address: str | None) -> bool:
         """An N-EVENT-REPORT from the archive; False when it names no transaction the guard opened."""
@@ -189,7 +215,7 @@ class Confirmer:
         )
         if result.latency_seconds is not None:
             COMMITMENT_LATENCY.observe(result.latency_seconds)
-        if result.sent_back:
+        if result.known:  # instances confirmed or sent back: spool copies and source reports may be due
             self.wake()
         return result.known
 
@@ -207,10 +233,12 @@ class Confirmer:
         )
         self.wake()
 
-    def _reports_round(self) -> None:
-        for transaction_uid in due_inbound(self.ledger):
+    def _reports_round(self) -> bool:
+        """One round of reports to sources; whether any request was due."""
+        due = list(due_inbound(self.ledger))
+        for transaction_uid in due:
             if self._stop.is_set():
-                return
+                break
             verdict = evaluate_inbound(self.ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
             now = self.ledger.clock()
             if not verdict.ready:
@@ -239,3 +267,4 @@ class Confirmer:
                 postpone_inbound(self.ledger, transaction_uid, now + delay, error=str(exc), count_attempt=True)
                 continue
             mark_inbound_reported(self.ledger, verdict, host)
+        return bool(due)

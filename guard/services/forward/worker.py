@@ -20,6 +20,7 @@ import structlog
 from guard.config.settings import Settings
 from guard.dicom.store import ArchiveSender
 from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
+from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.audit import Ledger
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
@@ -40,9 +41,11 @@ class Forwarder:
         ledger: Ledger,
         spool: Spool,
         sender_factory: SenderFactory | None = None,
+        on_forwarded: Callable[[], None] | None = None,
     ) -> None:
-        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker."""
+        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker; ``on_forwarded`` after each batch."""
         self.settings = settings
+        self.on_forwarded = on_forwarded
         self.cfg = settings.forward
         self.ledger = ledger
         self.spool = spool
@@ -131,10 +134,13 @@ class Forwarder:
         claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
         if claims:
             self._forward_batch(owner, sender, claims)
+            if self.on_forwarded is not None:
+                self.on_forwarded()
             return time.monotonic()
-        if sender.assoc is not None and time.monotonic() - idle_since > self.cfg.idle_release:
+        idle = time.monotonic() - idle_since
+        if sender.assoc is not None and idle > self.cfg.idle_release:
             sender.close()
-        self._wake.wait(self.cfg.idle_poll)
+        self._wake.wait(idle_wait(self.cfg.idle_poll, idle))
         self._wake.clear()
         return idle_since
 

@@ -1,0 +1,28 @@
+"""The benchmark runs the guard with the guard's own defaults, and says so from the settings model."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from bench.__main__ import parse_args
+from bench.runs import BenchConfig
+from guard.config.settings import ForwardSettings
+
+
+def test_benchmark_workers_default_is_the_guards_default() -> None:
+    """Without --workers, the benchmark's guard forwards with forward.workers' default, not a number of its own."""
+    expected = ForwardSettings().workers
+    assert parse_args([]).workers == expected
+    assert BenchConfig().workers == expected
+
+
+def test_benchmark_help_states_the_guards_default() -> None:
+    """``python -m bench --help`` names the default number of workers the settings model has."""
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), pytest.raises(SystemExit):
+        parse_args(["--help"])
+    flat = " ".join(text.getvalue().split())
+    assert f"guard forwarding workers (default {ForwardSettings().workers}, the guard's default" in flat

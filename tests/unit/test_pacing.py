@@ -1,0 +1,33 @@
+"""How long an idle loop waits: its interval right after work, a quarter of the quiet time later, bounded."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guard.domain.pacing import IDLE_WAIT_MAX, idle_wait
+
+
+def test_right_after_work_the_configured_interval() -> None:
+    """A loop that has just worked looks again after its configured interval."""
+    assert idle_wait(0.5, 0.0) == 0.5
+
+
+def test_the_wait_stretches_with_the_quiet_time() -> None:
+    """Idle for 8 s, a loop polling every 0.5 s waits 2 s; idle for an hour, the longest wait."""
+    assert idle_wait(0.5, 8.0) == 2.0
+    assert idle_wait(0.5, 3600.0) == IDLE_WAIT_MAX
+
+
+def test_a_long_configured_interval_is_kept() -> None:
+    """An interval longer than the longest idle wait is never shortened."""
+    assert idle_wait(30.0, 0.0) == 30.0
+    assert idle_wait(30.0, 3600.0) == 30.0
+
+
+@given(st.floats(0.01, 100.0), st.floats(0.0, 1e6))
+def test_bounds(interval: float, idle_for: float) -> None:
+    """Never shorter than the interval, never longer than it or the longest wait, never past a quarter of the quiet time."""
+    wait = idle_wait(interval, idle_for)
+    assert interval <= wait <= max(interval, IDLE_WAIT_MAX)
+    assert wait <= max(interval, idle_for / 4)
