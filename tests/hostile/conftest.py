@@ -20,7 +20,7 @@ from tests.support.dcmtk import echoscu
 from tests.support.fixtures import require_tools
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.ports import free_port
-from tests.support.waiting import wait_for_port, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, wait_for_port, wait_until
 
 #: Short limits so the suite stays fast; production defaults are in docs/configuration.md.
 HOSTILE_NODE = {
@@ -53,7 +53,7 @@ def hostile_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
     )
     try:
         guard.start()
-        wait_for_port("127.0.0.1", guard.config["http"]["port"], 30)
+        wait_for_port("127.0.0.1", guard.config["http"]["port"], STARTUP_TIMEOUT)
         yield guard
     finally:
         guard.stop()
