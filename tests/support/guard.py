@@ -175,7 +175,7 @@ class GuardProcess:
             rows = conn.execute(query).mappings().all()
         return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a ``guard`` command against this guard's configuration."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         env["COLUMNS"] = "200"
