@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest's options for `make test`: four workers (the tests mostly wait on their peers), each
-# running whole files so a module's peers and fixtures stay together; the slowest tests listed.
+# test to the next free worker except the hostile-input cases, which share one guard and stay
+# together (tests/conftest.py); the slowest tests listed at the end.
 # Serially: make test PYTEST_ARGS=-n0. See docs/development.md, "Running the tests".
-PYTEST_ARGS ?= -n 4 --dist loadfile --durations=25
+PYTEST_ARGS ?= -n 4 --dist loadgroup --durations=25
 
 .PHONY: run test lint typecheck unit bench peers install clean test-container
 

@@ -23,6 +23,8 @@ from tests.support.postgres import scratch_database
 pytest_plugins = ["tests.support.fixtures"]
 
 TESTS_DIR = Path(__file__).parent.resolve()
+HOSTILE_DIR = TESTS_DIR / "hostile"
+HOSTILE_GROUP = "hostile"
 
 
 @pytest.fixture(scope="session")
@@ -88,15 +90,21 @@ def pytest_configure(config: pytest.Config) -> None:
     catalogue.watch_in_process_ledgers()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the catalogue check last, and tell it whether the whole suite is running in this process.
 
     A pytest-xdist worker runs only a share of the suite: its catalogue test checks what it saw,
-    and the controller checks the union of all workers (``pytest_sessionfinish`` below).
+    and the controller checks the union of all workers (``pytest_sessionfinish`` below). The
+    hostile-input cases share one guard (a package fixture): under ``--dist loadgroup`` they stay
+    on one worker, so that guard starts once; every other test goes to whichever worker is free.
     """
     last = [item for item in items if item.name == LAST]
     items[:] = [item for item in items if item.name != LAST] + last
     config.stash[catalogue.WHOLE_SUITE] = not _is_worker(config) and _whole_suite_requested(config)
+    for item in items:
+        if HOSTILE_DIR in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(HOSTILE_GROUP))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
