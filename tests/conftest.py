@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.schema import metadata
-from tests.support import catalogue
+from tests.support import catalogue, workers
 from tests.support.postgres import scratch_database
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -65,16 +65,8 @@ LAST = "test_audit_catalogue_matches_the_events_the_suite_produced"
 
 #: What the pytest-xdist controller learns during the run, for its catalogue check.
 _RUN: dict[str, bool] = {"catalogue_test_ran": False, "worker_lost": False}
-
-
-def _is_worker(config: pytest.Config) -> bool:
-    """Whether this process is a pytest-xdist worker (it runs a share of the tests)."""
-    return hasattr(config, "workerinput")
-
-
-def _is_controller(config: pytest.Config) -> bool:
-    """Whether this process is the pytest-xdist controller (it runs no test, its workers do)."""
-    return config.pluginmanager.has_plugin("dsession")
+#: How many hostile-input cases each worker ran and found contained.
+_HOSTILE_CASES: list[int] = []
 
 
 def _whole_suite_requested(config: pytest.Config) -> bool:
@@ -101,7 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     last = [item for item in items if item.name == LAST]
     items[:] = [item for item in items if item.name != LAST] + last
-    config.stash[catalogue.WHOLE_SUITE] = not _is_worker(config) and _whole_suite_requested(config)
+    config.stash[catalogue.WHOLE_SUITE] = not workers.is_worker(config) and _whole_suite_requested(config)
     for item in items:
         if HOSTILE_DIR in item.path.parents:
             item.add_marker(pytest.mark.xdist_group(HOSTILE_GROUP))
@@ -121,6 +113,7 @@ def pytest_testnodedown(node: Any, error: object) -> None:
         _RUN["worker_lost"] = True
         return
     catalogue.SEEN.update(output[catalogue.WORKER_OUTPUT])
+    _HOSTILE_CASES.append(output.get(workers.HOSTILE_CASES, 0))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -132,11 +125,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     failed). A disagreement is reported as a failed test and fails the run.
     """
     config = session.config
-    if _is_worker(config):
+    if workers.is_worker(config):
         config.workeroutput[catalogue.WORKER_OUTPUT] = sorted(catalogue.SEEN)  # type: ignore[attr-defined]
         return
     complete = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not (session.shouldstop or session.shouldfail)
-    if not (_is_controller(config) and _RUN["catalogue_test_ran"] and complete and not _RUN["worker_lost"]):
+    if not (workers.is_controller(config) and _RUN["catalogue_test_ran"] and complete and not _RUN["worker_lost"]):
         return
     whole_suite = _whole_suite_requested(config)
     problems = catalogue.disagreements(catalogue.SEEN, whole_suite=whole_suite)
@@ -157,6 +150,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say whether the audit catalogue was checked both ways (only when the whole suite ran)."""
+    """Say whether the audit catalogue was checked both ways (only when the whole suite ran), and how many hostile cases ran."""
     if catalogue.CHECKED_BOTH_WAYS:
         terminalreporter.write_line(f"audit catalogue: all {catalogue.CHECKED_BOTH_WAYS[0]} documented events produced by the suite")
+    if sum(_HOSTILE_CASES):  # in the pytest-xdist controller; a serial run prints it from tests/hostile/conftest.py
+        terminalreporter.write_line(workers.hostile_summary(sum(_HOSTILE_CASES)))

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from guard.ledger.schema import audit_log
 from guard.sandbox.archive import ReferenceArchive
+from tests.support import workers
 from tests.support.dcmtk import echoscu
 from tests.support.fixtures import require_tools
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
@@ -99,7 +100,13 @@ def contained(hostile_guard: GuardProcess, request: pytest.FixtureRequest) -> It
     _ran.append(request.node.name)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its count to the controller, which prints the line (tests/conftest.py)."""
+    if workers.is_worker(session.config):
+        session.config.workeroutput[workers.HOSTILE_CASES] = len(_ran)  # type: ignore[attr-defined]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how many hostile cases ran, each followed by a successful C-ECHO."""
     if _ran:
-        terminalreporter.write_line(f"hostile-input suite: {len(_ran)} cases, C-ECHO answered after every one")
+        terminalreporter.write_line(workers.hostile_summary(len(_ran)))
