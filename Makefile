@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest's options for `make test`: four workers (the tests mostly wait on their peers), each
+# test to the next free worker except the hostile-input cases, which share one guard and stay
+# together (tests/conftest.py); the slowest tests listed at the end.
+# Serially: make test PYTEST_ARGS=-n0. See docs/development.md, "Running the tests".
+PYTEST_ARGS ?= -n 4 --dist loadgroup --durations=25
 
 .PHONY: run test lint typecheck unit bench peers install clean test-container
 
@@ -31,7 +36,7 @@ typecheck: install
 	$(BIN)/mypy --strict guard
 
 test: install peers lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -16,12 +17,14 @@ from sqlalchemy import Engine, text
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.schema import metadata
-from tests.support import catalogue
+from tests.support import catalogue, workers
 from tests.support.postgres import scratch_database
 
 pytest_plugins = ["tests.support.fixtures"]
 
 TESTS_DIR = Path(__file__).parent.resolve()
+HOSTILE_DIR = TESTS_DIR / "hostile"
+HOSTILE_GROUP = "hostile"
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,18 @@ def ledger(ledger_engine: Engine) -> Ledger:
 
 LAST = "test_audit_catalogue_matches_the_events_the_suite_produced"
 
+#: What the pytest-xdist controller learns during the run, for its catalogue check.
+_RUN: dict[str, bool] = {"catalogue_test_ran": False, "worker_lost": False}
+#: How many hostile-input cases each worker ran and found contained.
+_HOSTILE_CASES: list[int] = []
+
+
+def _whole_suite_requested(config: pytest.Config) -> bool:
+    """Whether the command line asks for every test: no path but ``tests``, no ``-k``, ``-m``, ``--deselect`` or ``--lf``."""
+    option = config.option
+    narrowed = bool(option.keyword or option.markexpr or option.deselect or getattr(option, "lf", False))
+    return not narrowed and [Path(a).resolve() for a in config.args] in ([], [TESTS_DIR])
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Watch the audit records written in this process (for the catalogue check)."""
@@ -67,16 +82,76 @@ def pytest_configure(config: pytest.Config) -> None:
     catalogue.watch_in_process_ledgers()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the catalogue check last, and tell it whether the whole suite is running."""
+    """Run the catalogue check last, and tell it whether the whole suite is running in this process.
+
+    A pytest-xdist worker runs only a share of the suite: its catalogue test checks what it saw,
+    and the controller checks the union of all workers (``pytest_sessionfinish`` below). The
+    hostile-input cases share one guard (a package fixture): under ``--dist loadgroup`` they stay
+    on one worker, so that guard starts once; every other test goes to whichever worker is free.
+    """
     last = [item for item in items if item.name == LAST]
     items[:] = [item for item in items if item.name != LAST] + last
-    option = config.option
-    narrowed = bool(option.keyword or option.markexpr or option.deselect or getattr(option, "lf", False))
-    config.stash[catalogue.WHOLE_SUITE] = not narrowed and [Path(a).resolve() for a in config.args] in ([], [TESTS_DIR])
+    config.stash[catalogue.WHOLE_SUITE] = not workers.is_worker(config) and _whole_suite_requested(config)
+    for item in items:
+        if HOSTILE_DIR in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group(HOSTILE_GROUP))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In the controller, note that a worker ran the catalogue test (the union is checked only then)."""
+    if report.when == "call" and report.nodeid.endswith(f"::{LAST}"):
+        _RUN["catalogue_test_ran"] = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Gather the audit events a pytest-xdist worker saw (it sends them when it finishes)."""
+    output = getattr(node, "workeroutput", None)
+    if error is not None or output is None or catalogue.WORKER_OUTPUT not in output:
+        _RUN["worker_lost"] = True
+        return
+    catalogue.SEEN.update(output[catalogue.WORKER_OUTPUT])
+    _HOSTILE_CASES.append(output.get(workers.HOSTILE_CASES, 0))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A worker hands its events to the controller; the controller checks the catalogue against all of them.
+
+    The controller's check is the catalogue test's, over the whole run: emitted ⊆ documented
+    always, documented ⊆ emitted when the whole suite ran. It runs only when the catalogue test
+    ran and every worker finished its share (a run stopped early or a lost worker has already
+    failed). A disagreement is reported as a failed test and fails the run.
+    """
+    config = session.config
+    if workers.is_worker(config):
+        config.workeroutput[catalogue.WORKER_OUTPUT] = sorted(catalogue.SEEN)  # type: ignore[attr-defined]
+        return
+    complete = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) and not (session.shouldstop or session.shouldfail)
+    if not (workers.is_controller(config) and _RUN["catalogue_test_ran"] and complete and not _RUN["worker_lost"]):
+        return
+    whole_suite = _whole_suite_requested(config)
+    problems = catalogue.disagreements(catalogue.SEEN, whole_suite=whole_suite)
+    if not problems:
+        if whole_suite:
+            catalogue.CHECKED_BOTH_WAYS.append(len(catalogue.documented_events()))
+        return
+    report = pytest.TestReport(
+        nodeid=f"tests/test_audit_catalogue.py::{LAST}[all workers]",
+        location=("tests/test_audit_catalogue.py", None, f"{LAST}[all workers]"),
+        keywords={},
+        outcome="failed",
+        longrepr="audit events of all workers:\n" + "\n".join(problems),
+        when="call",
+    )
+    config.hook.pytest_runtest_logreport(report=report)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say whether the audit catalogue was checked both ways (only when the whole suite ran)."""
+    """Say whether the audit catalogue was checked both ways (only when the whole suite ran), and how many hostile cases ran."""
     if catalogue.CHECKED_BOTH_WAYS:
         terminalreporter.write_line(f"audit catalogue: all {catalogue.CHECKED_BOTH_WAYS[0]} documented events produced by the suite")
+    if sum(_HOSTILE_CASES):  # in the pytest-xdist controller; a serial run prints it from tests/hostile/conftest.py
+        terminalreporter.write_line(workers.hostile_summary(sum(_HOSTILE_CASES)))

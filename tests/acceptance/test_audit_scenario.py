@@ -51,7 +51,9 @@ def test_a_study_history_reads_first_receipt_to_last_decision(
     http_port = free_port()
     guard = guard_factory(
         archive_port=orthanc_archive.dicom_port,
-        confirm={"batch_wait": 6},  # the study waits this long before the commitment request: time for a refused delete
+        # The study waits this long before the commitment request: time for a refused delete. A
+        # `guard delete` takes seconds to start on a loaded machine (it imports the whole guard).
+        confirm={"batch_wait": 20},
         delete={"source_check": False},
         http={"port": http_port, "bind": "127.0.0.1"},
     )

@@ -24,7 +24,7 @@ import yaml
 
 from guard.config.settings import load_settings
 from tests.support.ports import free_port
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -148,7 +148,7 @@ def test_entrypoint_execs_the_guard_so_sigterm_stops_it_cleanly(tmp_path: Path) 
     with log_path.open("wb") as log:
         proc = subprocess.Popen(["sh", str(ENTRYPOINT)], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_until(lambda: port_is_open("127.0.0.1", http_port) or proc.poll() is not None, 30, message="guard did not start")
+        wait_until(lambda: port_is_open("127.0.0.1", http_port) or proc.poll() is not None, STARTUP_TIMEOUT, message="guard did not start")
         assert proc.poll() is None, log_path.read_text()
         health = _run_entrypoint(env, "health", "--ready")  # the image's HEALTHCHECK command
         assert health.returncode == 0, health.stdout + health.stderr

@@ -66,7 +66,8 @@ def test_delete_gate_with_orthanc_pacs_and_archive(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, pacs: Orthanc, synthetic_study: StudyFactory, tmp_path: Path
 ) -> None:
     """Refused with the right reason in each unsafe situation (the PACS keeps the study); permitted and carried out once safe."""
-    guard = _start_guard(guard_factory, orthanc_archive, pacs, batch_wait=4)
+    # Long enough for `guard delete` to start and refuse before the commitment request, even on a loaded machine.
+    guard = _start_guard(guard_factory, orthanc_archive, pacs, batch_wait=20)
     study = synthetic_study(4)
 
     code, text = _delete(guard, "1.2.3.4.5.6.7")
@@ -169,8 +170,10 @@ def test_http_delete_carries_out_on_the_pacs_and_the_archive_keeps_everything(
 ) -> None:
     """Through the running guard's admin API: 401 without a token, then 200 permitted; the PACS copy is gone, the archive's is whole."""
     http_port = free_port()
+    # One commitment request for the study (the latency count below): the three instances must be
+    # forwarded within batch_wait of each other, which a loaded machine can stretch past 0.2 s.
     guard = _start_guard(
-        guard_factory, orthanc_archive, pacs, batch_wait=0.2, http={"bind": "127.0.0.1", "port": http_port, "token": "s3cret-token"}
+        guard_factory, orthanc_archive, pacs, batch_wait=5, http={"bind": "127.0.0.1", "port": http_port, "token": "s3cret-token"}
     )
     base = f"http://127.0.0.1:{http_port}"
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200

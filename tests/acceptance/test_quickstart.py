@@ -33,7 +33,7 @@ from tests.support.availability import unavailable
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.fixtures import StudyFactory
 from tests.support.ports import free_port
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -85,7 +85,9 @@ def test_fresh_clone_make_run_confirms_a_study_and_the_delete_gate_refuses_then_
         # Its own session: Ctrl-C reaches make and the guard together, as in a terminal.
         make = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until(lambda: port_is_open("127.0.0.1", http_port) or make.poll() is not None, 60, message="make run did not start")
+        wait_until(
+            lambda: port_is_open("127.0.0.1", http_port) or make.poll() is not None, STARTUP_TIMEOUT, message="make run did not start"
+        )
         assert make.poll() is None, log_path.read_text()[-3000:]
         assert (clone / "var" / "ledger.sqlite").is_file()  # the sandbox keeps everything under the clone's var/
 

@@ -14,7 +14,7 @@ import pytest
 from tests.support.dcmtk import echoscu, store_responses, storescu
 from tests.support.fixtures import StudyFactory
 from tests.support.ports import free_port
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -36,7 +36,9 @@ def test_sandbox_receives_forwards_to_the_builtin_archive_and_reports(tmp_path: 
     log = (tmp_path / "guard.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "guard", "serve"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_until(lambda: port_is_open("127.0.0.1", port) or proc.poll() is not None, 30, message="sandbox guard did not start")
+        wait_until(
+            lambda: port_is_open("127.0.0.1", port) or proc.poll() is not None, STARTUP_TIMEOUT, message="sandbox guard did not start"
+        )
         assert proc.poll() is None, (tmp_path / "guard.log").read_text()
         assert echoscu("127.0.0.1", port, calling_ae="STORESCU").returncode == 0
         study = synthetic_study(2)

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 
 from guard.ledger.schema import audit_log
 from guard.sandbox.archive import ReferenceArchive
+from tests.support import workers
 from tests.support.dcmtk import echoscu
 from tests.support.fixtures import require_tools
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.ports import free_port
-from tests.support.waiting import wait_for_port, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, wait_for_port, wait_until
 
 #: Short limits so the suite stays fast; production defaults are in docs/configuration.md.
 HOSTILE_NODE = {
@@ -53,7 +54,7 @@ def hostile_guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardPro
     )
     try:
         guard.start()
-        wait_for_port("127.0.0.1", guard.config["http"]["port"], 30)
+        wait_for_port("127.0.0.1", guard.config["http"]["port"], STARTUP_TIMEOUT)
         yield guard
     finally:
         guard.stop()
@@ -99,7 +100,13 @@ def contained(hostile_guard: GuardProcess, request: pytest.FixtureRequest) -> It
     _ran.append(request.node.name)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its count to the controller, which prints the line (tests/conftest.py)."""
+    if workers.is_worker(session.config):
+        session.config.workeroutput[workers.HOSTILE_CASES] = len(_ran)  # type: ignore[attr-defined]
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how many hostile cases ran, each followed by a successful C-ECHO."""
     if _ran:
-        terminalreporter.write_line(f"hostile-input suite: {len(_ran)} cases, C-ECHO answered after every one")
+        terminalreporter.write_line(workers.hostile_summary(len(_ran)))

@@ -2,6 +2,10 @@
 
 Two sources: every ledger transaction in the test process (integration tests), and the ledger
 of every ``guard`` process a test ran (read when the test stops it).
+
+Under pytest-xdist each worker sees only the tests it ran: a worker hands its events to the
+controller when it finishes (``workeroutput``), and the controller checks their union once all
+workers are done (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,12 +30,26 @@ CHECKED_BOTH_WAYS: list[int] = []
 #: Whether this run collected the whole suite (set by tests/conftest.py).
 WHOLE_SUITE = pytest.StashKey[bool]()
 
+#: Key of a worker's events in pytest-xdist's ``workeroutput``.
+WORKER_OUTPUT = "audit_events"
+
 CATALOGUE = Path(__file__).parents[2] / "docs" / "audit-events.md"
 
 
 def documented_events() -> set[str]:
     """The event names that docs/audit-events.md has a section for."""
     return set(re.findall(r"^### `([a-z_]+\.[a-z_]+)`", CATALOGUE.read_text(encoding="utf-8"), flags=re.MULTILINE))
+
+
+def disagreements(seen: set[str], *, whole_suite: bool) -> list[str]:
+    """What is wrong between the catalogue and the events ``seen``: one sentence per problem, none when they agree."""
+    documented = documented_events()
+    problems = []
+    if seen - documented:
+        problems.append(f"emitted but not in docs/audit-events.md: {sorted(seen - documented)}")
+    if whole_suite and documented - seen:
+        problems.append(f"in the catalogue but no test produced it: {sorted(documented - seen)}")
+    return problems
 
 
 def watch_in_process_ledgers() -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, select
 from guard.ledger.schema import audit_log, instances
 from tests.support import catalogue
 from tests.support.ports import free_port
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 GUARD_AE = "GUARD"
 SOURCE_AE = "STORESCU"
@@ -81,7 +81,7 @@ class GuardProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 30) -> Self:
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> Self:
         """Start the process and wait until it serves."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_toml(self.config))
@@ -175,7 +175,7 @@ class GuardProcess:
             rows = conn.execute(query).mappings().all()
         return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a ``guard`` command against this guard's configuration."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         env["COLUMNS"] = "200"

@@ -14,7 +14,7 @@ import httpx
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, PeerError, find_tool
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -61,7 +61,7 @@ class Orthanc:
         extra_config: Mapping[str, Any] | None = None,
         check_called_aet: bool = True,
         verbose: bool = False,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         """Choose ports and settings; nothing runs until ``start`` (or ``with``)."""
         self.workdir = workdir

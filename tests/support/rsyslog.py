@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.support.certs import CertFiles
 from tests.support.ports import free_port
 from tests.support.processes import ManagedProcess, PeerError, find_tool
-from tests.support.waiting import wait_for_port
+from tests.support.waiting import STARTUP_TIMEOUT, wait_for_port
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Rsyslog:
         ]
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 20.0) -> Rsyslog:
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> Rsyslog:
         """Start rsyslogd in the foreground and wait for its port."""
         pidfile = self.folder / "rsyslogd.pid"
         pidfile.unlink(missing_ok=True)

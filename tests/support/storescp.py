@@ -10,7 +10,7 @@ from pydicom import dcmread
 
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.processes import ManagedProcess, PeerError, find_tool
-from tests.support.waiting import port_is_open, wait_until
+from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -51,7 +51,7 @@ class Storescp:
         fork: bool = False,
         track_completion: bool = True,
         extra_args: Sequence[str] = (),
-        startup_timeout: float = 10.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         """Choose the port and options; nothing runs until ``start`` (or ``with``).
 

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: How long a peer (the guard, Orthanc, storescp, rsyslogd) may take to start. Generous on
+#: purpose: on a loaded machine (parallel test workers, other jobs) importing the guard alone can
+#: take tens of seconds. Readiness is polled, so a quick start costs no more than before.
+STARTUP_TIMEOUT = 120.0
+
 
 def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05, message: str = "") -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
