@@ -2,7 +2,9 @@
 
 The admin API takes no request bodies of any size (a delete's reason is a query parameter),
 so a body over ``MAX_BODY`` bytes is answered 413 before the application sees it, whether it
-announces its length or streams it chunked. Requests answered 400, 404, 413, 414, 422 or 431
+announces its length or streams it chunked: the body is read (at most ``MAX_BODY`` bytes of it)
+before any handler runs, because a handler that never reads its body (every handler here)
+would otherwise be served, and a delete carried out, whatever streamed after the headers. Requests answered 400, 404, 413, 414, 422 or 431
 (a hostile UID, a probed path, an oversized body, a malformed parameter) are audited as
 ``security.alert`` with ``reason`` ``invalid-request``, ``unknown-path`` or
 ``request-too-large``, at most once per 10 seconds per client address and reason
@@ -40,10 +42,6 @@ _AUDITED = {
 }
 
 
-class _TooLargeError(Exception):
-    """The body went past ``MAX_BODY`` while streaming."""
-
-
 class RequestLimits:
     """ASGI middleware: refuse oversized bodies with 413; report refused requests."""
 
@@ -64,25 +62,40 @@ class RequestLimits:
         if not declared.isdigit() or int(declared) > self.max_body:
             await self._too_large(send, client, path)
             return
-        state = {"received": 0, "started": False}
-        try:
-            await self.app(scope, self._limited(receive, state), self._watching(send, state, client, path))
-        except _TooLargeError:
-            if not state["started"]:
-                await self._too_large(send, client, path)
+        first = await self._read_body(receive)
+        if first is None:
+            await self._too_large(send, client, path)
+            return
+        state = {"started": False}
+        await self.app(scope, self._replaying(first, receive), self._watching(send, state, client, path))
 
-    def _limited(self, receive: Receive, state: dict[str, Any]) -> Receive:
-        """``receive`` that raises once the streamed body passes the limit."""
-
-        async def limited_receive() -> Message:
+    async def _read_body(self, receive: Receive) -> Message | None:
+        """The whole body as one message (or the disconnect that cut it short); None once it passes the limit."""
+        parts: list[bytes] = []
+        received = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_body:
-                    raise _TooLargeError
-            return message
+            if message["type"] != "http.request":
+                return message
+            body = bytes(message.get("body", b""))
+            received += len(body)
+            if received > self.max_body:
+                return None
+            parts.append(body)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
 
-        return limited_receive
+    @staticmethod
+    def _replaying(first: Message, receive: Receive) -> Receive:
+        """``receive`` that hands out the body already read, then waits on the connection (for its disconnect)."""
+        pending = [first]
+
+        async def replaying_receive() -> Message:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        return replaying_receive
 
     def _watching(self, send: Send, state: dict[str, Any], client: str, path: str) -> Send:
         """``send`` that reports a refused request when its status goes out."""
