@@ -25,7 +25,7 @@ Three layers, cheapest first:
 
 from __future__ import annotations
 
-import contextlib
+import select
 import socket
 import struct
 import threading
@@ -33,11 +33,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from guard import runtime
 from guard.config.settings import NodeSettings
 from guard.domain.throttle import RefusalThrottle, Reporter
 
@@ -321,28 +321,13 @@ class LimitedRequestHandler(RequestHandler):
         assoc = self.server.slot_assoc(self.request)
         if assoc is not None:
             assoc.join()
-            discard_partial_dataset(assoc)
+            # Whatever the association ended on (an abort mid-data-set, a release, a command sent
+            # twice, a message never served), no file it was receiving stays in the spool.
+            runtime.release_incoming(assoc)
             sock = assoc.dul.socket
             idle = isinstance(sock, GuardedSocket) and sock.idle_for() >= 0.9 * sock.limits.network_timeout
             if idle and assoc.accepted_contexts and not assoc.is_released and self.server.report_idle is not None:
                 self.server.report_idle(str(self.client_address[0]), "idle-timeout", {"limit": "network_timeout"})
-
-
-def discard_partial_dataset(assoc: Any) -> None:
-    """Remove the temporary file of a C-STORE cut off by an abort or a lost connection (invariant 6).
-
-    pynetdicom streams a data set into a file as it arrives; when the association ends before
-    the last fragment, nobody answers for that file, so it is closed and removed here.
-    """
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
-    path = getattr(message, "_data_set_path", None)
-    if handle is not None:
-        with contextlib.suppress(OSError):
-            handle.close()
-    if path is not None:
-        with contextlib.suppress(OSError):
-            Path(path).unlink(missing_ok=True)
 
 
 @dataclass
@@ -363,11 +348,17 @@ def peer_has_closed(request: Any) -> bool:
     try:
         if request.fileno() < 0:  # closed here, or detached into a TLS socket that its thread serves
             return False
+        # A socket with a timeout waits that long in recv() even with MSG_DONTWAIT: ask select first.
+        readable, _, _ = select.select([request], [], [], 0)
+        if not readable:
+            return False
         return bool(request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
-    except (BlockingIOError, InterruptedError, ValueError):
+    except (BlockingIOError, InterruptedError, TimeoutError, ValueError):
         return False
-    except OSError:
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
         return True
+    except OSError:
+        return False
 
 
 class LimitedAssociationServer(ThreadedAssociationServer):
