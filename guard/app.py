@@ -24,6 +24,7 @@ from guard.services.delete.gate import DeleteGate
 from guard.services.forward.worker import Forwarder
 from guard.services.ingest import IngestService
 from guard.services.qr.relay import QueryRetrieveRelay
+from guard.services.sweep import SpoolSweep
 from guard.spool import Spool
 from guard.web.backends import make_backend
 
@@ -54,6 +55,7 @@ class GuardService:
         self.server: IngestServer | None = None
         self.probe: ArchiveProbe | None = None
         self.audit_tasks: AuditTasks | None = None
+        self.sweep: SpoolSweep | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -77,6 +79,8 @@ class GuardService:
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        # What a crash left in the spool goes before the listener opens (and then periodically).
+        self.sweep = SpoolSweep(self.settings, ledger, self.spool).start()
         ingest = IngestService(self.settings, ledger, self.spool, on_received=self.forwarder.wake, gate=self.gate)
         self.server = IngestServer(self.settings, ingest, self.confirmer, QueryRetrieveRelay(self.settings, ledger))
         self.server.start()
@@ -135,10 +139,9 @@ class GuardService:
             self.probe.stop()
         if self.server is not None:
             self.server.stop()
-        if self.forwarder is not None:
-            self.forwarder.stop()
-        if self.confirmer is not None:
-            self.confirmer.stop()
+        for worker in (self.sweep, self.forwarder, self.confirmer):
+            if worker is not None:
+                worker.stop()
         if self.reference_archive is not None:
             self.reference_archive.stop()
         if self.ledger is not None:
