@@ -4,10 +4,12 @@ The admin API takes no request bodies of any size (a delete's reason is a query 
 so a body over ``MAX_BODY`` bytes is answered 413 before the application sees it, whether it
 announces its length or streams it chunked: the body is read (at most ``MAX_BODY`` bytes of it)
 before any handler runs, because a handler that never reads its body (every handler here)
-would otherwise be served, and a delete carried out, whatever streamed after the headers. Requests answered 400, 404, 413, 414, 422 or 431
+would otherwise be served, and a delete carried out, whatever streamed after the headers. A
+body that does not arrive within ``BODY_TIMEOUT`` seconds is answered 408 (the connection is
+not held for a client that announced a body and never sends it). Requests answered 400, 404, 413, 414, 422 or 431
 (a hostile UID, a probed path, an oversized body, a malformed parameter) are audited as
 ``security.alert`` with ``reason`` ``invalid-request``, ``unknown-path`` or
-``request-too-large``, at most once per 10 seconds per client address and reason
+``request-too-large`` (and 408 as ``request-timeout``), at most once per 10 seconds per client address and reason
 (``guard.domain.throttle``), so a scan cannot flood the ledger. Refused tokens (401) are audited by
 the token check itself.
 """
@@ -32,6 +34,8 @@ log = structlog.get_logger("guard.http")
 
 #: Largest request body accepted, in bytes.
 MAX_BODY = 64 * 1024
+#: Longest wait for the whole request body, in seconds.
+BODY_TIMEOUT = 10.0
 _AUDITED = {
     400: "invalid-request",
     404: "unknown-path",
@@ -62,7 +66,12 @@ class RequestLimits:
         if not declared.isdigit() or int(declared) > self.max_body:
             await self._too_large(send, client, path)
             return
-        first = await self._read_body(receive)
+        first: Message | None = {"type": "http.disconnect"}
+        with anyio.move_on_after(BODY_TIMEOUT) as waited:
+            first = await self._read_body(receive)
+        if waited.cancelled_caught:
+            await self._refuse(send, client, path, 408, "request-timeout", f"the request body did not arrive within {BODY_TIMEOUT:.0f} s")
+            return
         if first is None:
             await self._too_large(send, client, path)
             return
@@ -111,18 +120,16 @@ class RequestLimits:
         return watching_send
 
     async def _too_large(self, send: Send, client: str, path: str) -> None:
-        body = json.dumps(
-            {
-                "type": f"{PROBLEM_PREFIX}request-too-large",
-                "title": "Request too large",
-                "status": 413,
-                "detail": f"request bodies are limited to {self.max_body} bytes",
-            }
-        ).encode()
+        await self._refuse(send, client, path, 413, "request-too-large", f"request bodies are limited to {self.max_body} bytes")
+
+    async def _refuse(self, send: Send, client: str, path: str, status: int, reason: str, detail: str) -> None:
+        """Answer ``status`` with a problem document, close the connection, and report ``reason``."""
+        title = reason.replace("-", " ").capitalize()
+        body = json.dumps({"type": f"{PROBLEM_PREFIX}{reason}", "title": title, "status": status, "detail": detail}).encode()
         headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        await self._report(client, "request-too-large", {"status": 413, "path": path})
+        await self._report(client, reason, {"status": status, "path": path})
 
     async def _report(self, client: str, reason: str, detail: dict[str, Any]) -> None:
         await anyio.to_thread.run_sync(self.report, client, reason, detail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from guard.config.settings import Settings
 from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
-from guard.http.limits import MAX_BODY
+from guard.http.limits import BODY_TIMEOUT, MAX_BODY
 from guard.http.server import AdminServer
 from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
@@ -114,3 +115,16 @@ def test_chunked_body_within_the_limit_is_served(api: Api) -> None:
     seed(api.ledger, study, 1)
     status = send_chunked(api.server.port, "GET", f"/studies/{study}", MAX_BODY, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 200
+
+
+def test_a_body_announced_and_never_sent_is_answered_408(api: Api) -> None:
+    """A request announcing a 10-byte body and sending none is answered 408 after BODY_TIMEOUT, not held open for ever."""
+    study = new_study_uid()
+    seed(api.ledger, study, 1)
+    head = f"GET /studies/{study} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Length: 10\r\n\r\n"
+    with socket.create_connection((LOOPBACK, api.server.port), timeout=BODY_TIMEOUT + 10) as sock:
+        started = time.monotonic()
+        sock.sendall(head.encode())
+        answer = sock.recv(4096)
+    assert answer.split(b"\r\n", 1)[0].split()[1] == b"408"
+    assert BODY_TIMEOUT - 1 <= time.monotonic() - started < BODY_TIMEOUT + 10
