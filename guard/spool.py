@@ -8,6 +8,12 @@ Layout under the spool root::
 UIDs are validated against the DICOM UID grammar before they become path components, so a
 hostile UID cannot leave the spool. A file is fsynced, renamed into place, and its folder
 fsynced before the ledger hears of it (invariant 1).
+
+What a crash leaves behind (a temporary file in ``.incoming``, a complete file renamed into
+place whose ledger row was never committed) is listed here (``leftover_incoming``,
+``stored_files``) and removed by ``guard.services.sweep``, which decides what may go;
+``remove_if_unchanged`` takes the same lock as the rename in ``place``, so a file placed again
+under the same name is never the one removed.
 """
 
 from __future__ import annotations
@@ -15,15 +21,46 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import stat
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from guard.domain.errors import SpoolError
-from guard.domain.uids import require_uid
+from guard.domain.uids import is_valid_uid, require_uid
 
 _CHUNK = 1 << 20
 _PREAMBLE = 128 + 4  # preamble and "DICM" (PS3.10 7.1)
+#: A spooled file's name: ``<SOPInstanceUID>-<sha256>.dcm`` (anything else in a study folder is not the guard's).
+_STORED_NAME = re.compile(r"(?P<sop>[0-9.]{1,64})-[0-9a-f]{64}\.dcm")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a path held when it was listed: a rename over the path (the same instance placed again) changes it."""
+
+    inode: int
+    ctime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        """The identity in ``st``."""
+        return cls(st.st_ino, st.st_ctime_ns, st.st_size)
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """A file found in the spool, with when it was last written or renamed (``touched``, seconds since the epoch)."""
+
+    path: Path
+    relative_path: str
+    study_uid: str
+    identity: FileIdentity
+    touched: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +100,8 @@ class Spool:
         """Use ``root``; its folders are created by ``prepare``."""
         self.root = root
         self.incoming = root / ".incoming"
+        # Held across the rename in ``place`` and the check-and-remove in ``remove_if_unchanged``.
+        self._rename_lock = threading.Lock()
 
     def prepare(self) -> None:
         """Create the spool folders."""
@@ -87,7 +126,8 @@ class Spool:
                 folder.mkdir(parents=True, exist_ok=True)
                 _fsync_dir(self.root)
             relative = f"{study}/{sop}-{digest}.dcm"
-            temp_path.replace(self.root / relative)
+            with self._rename_lock:
+                temp_path.replace(self.root / relative)
             _fsync_dir(folder)
         except OSError as exc:
             msg = f"spool write failed: {exc.strerror or exc}"
@@ -116,3 +156,51 @@ class Spool:
         """Remove a temporary file that will not be kept; missing or unremovable is fine (it is not in the spool proper)."""
         with contextlib.suppress(OSError):
             temp_path.unlink(missing_ok=True)
+
+    def leftover_incoming(self) -> list[SpoolEntry]:
+        """The files in ``.incoming`` (temporary files of receives, finished or not)."""
+        return [entry for path in self._files_in(self.incoming) if (entry := self._entry(path, "")) is not None]
+
+    def stored_files(self) -> Iterator[SpoolEntry]:
+        """Every file in a study folder named as the spool names its files (``<study>/<sop>-<sha256>.dcm``)."""
+        try:
+            folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_valid_uid(p.name))
+        except OSError:
+            return
+        for folder in folders:
+            for path in self._files_in(folder):
+                match = _STORED_NAME.fullmatch(path.name)
+                if match is not None and is_valid_uid(match["sop"]) and (entry := self._entry(path, folder.name)) is not None:
+                    yield entry
+
+    def remove_if_unchanged(self, entry: SpoolEntry) -> bool:
+        """Remove ``entry``'s file if its path still holds the same file as when it was listed; whether it was removed."""
+        with self._rename_lock:
+            try:
+                if FileIdentity.of(entry.path.lstat()) != entry.identity:
+                    return False
+                entry.path.unlink()
+            except OSError:
+                return False
+        with contextlib.suppress(OSError):
+            _fsync_dir(entry.path.parent)
+        return True
+
+    @staticmethod
+    def _files_in(folder: Path) -> list[Path]:
+        try:
+            return sorted(p for p in folder.iterdir() if not p.is_symlink() and p.is_file())
+        except OSError:
+            return []
+
+    def _entry(self, path: Path, study_uid: str) -> SpoolEntry | None:
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        # ctime moves with a rename, mtime with a write: a file renamed into place keeps its old mtime.
+        touched = max(st.st_mtime, st.st_ctime)
+        relative = path.relative_to(self.root).as_posix()
+        return SpoolEntry(path=path, relative_path=relative, study_uid=study_uid, identity=FileIdentity.of(st), touched=touched)

@@ -31,6 +31,7 @@ from guard.services.delete.gate import DeleteGate
 from guard.services.forward.worker import Forwarder
 from guard.services.ingest import IngestService
 from guard.services.qr.relay import QueryRetrieveRelay
+from guard.services.sweep import SpoolSweep
 from guard.spool import Spool
 from guard.web.backends import make_backend
 
@@ -62,6 +63,7 @@ class GuardService:
         self.listener: ListenerSupervisor | None = None
         self.probe: ArchiveProbe | None = None
         self.audit_tasks: AuditTasks | None = None
+        self.sweep: SpoolSweep | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -93,6 +95,8 @@ class GuardService:
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        # What a crash left in the spool goes before the listener opens (and then periodically).
+        self.sweep = SpoolSweep(self.settings, ledger, self.spool).start()
         dicom_port = self._start_listener(ledger, self.forwarder, self.confirmer, self.gate)
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
@@ -171,10 +175,9 @@ class GuardService:
         if self.probe is not None:
             self.probe.stop()
         self._stop_listener()
-        if self.forwarder is not None:
-            self.forwarder.stop()
-        if self.confirmer is not None:
-            self.confirmer.stop()
+        for worker in (self.sweep, self.forwarder, self.confirmer):
+            if worker is not None:
+                worker.stop()
         if self.reference_archive is not None:
             self.reference_archive.stop()
         if self.ledger is not None:

@@ -108,6 +108,14 @@ class NodeSettings(_Section):
     max_pending: int = Field(
         64, ge=1, description="Most connections from all addresses that have not yet sent their A-ASSOCIATE-RQ; more are closed at once."
     )
+    accept_backlog: int = Field(
+        128,
+        ge=1,
+        description=(
+            "Connections the operating system queues for the DICOM listener before it accepts them"
+            " (the listen backlog; capped by the kernel's somaxconn); beyond it new connections wait or fail."
+        ),
+    )
     network_timeout: float = Field(
         60.0,
         gt=0,

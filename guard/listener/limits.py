@@ -5,8 +5,11 @@ Three layers, cheapest first:
 1. At accept (``LimitedAssociationServer.verify_request``, in the accept loop, before any
    thread): connections that have not yet sent their A-ASSOCIATE-RQ are capped per address and
    in total (``node.max_pending_per_address``, ``node.max_pending``); over the cap the connection
-   is closed at once. These refusals are audited at most once per ``guard.domain.throttle.AUDIT_WINDOW`` seconds per
-   address and reason, with the count, so a flood cannot turn into a flood of ledger writes.
+   is closed at once. A connection whose peer closes it before asking (a port probe, a health
+   check) gives its place back at once and is not audited. These refusals are audited at most
+   once per ``guard.domain.throttle.AUDIT_WINDOW`` seconds per address and reason, with the
+   count, so a flood cannot turn into a flood of ledger writes. The kernel queues up to
+   ``node.accept_backlog`` connections before the accept loop takes them.
 2. At the A-ASSOCIATE-RQ (``admit_association``, called from the EVT_REQUESTED handler):
    associations are capped per address and in total; over the cap the peer gets
    A-ASSOCIATE-RJ rejected-transient, service-provider (presentation), local-limit-exceeded
@@ -22,18 +25,19 @@ Three layers, cheapest first:
 
 from __future__ import annotations
 
-import contextlib
+import select
+import socket
 import struct
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
+from guard import runtime
 from guard.config.settings import NodeSettings
 from guard.dicom.net import QuietAssociationServer
 from guard.domain.throttle import RefusalThrottle, Reporter
@@ -68,6 +72,7 @@ class Limits:
     max_pdu: int = 262144
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
+    accept_backlog: int = 128
 
     @classmethod
     def from_settings(cls, node: NodeSettings) -> Limits:
@@ -80,6 +85,7 @@ class Limits:
             max_pdu=node.max_pdu,
             network_timeout=node.network_timeout,
             acse_timeout=node.acse_timeout,
+            accept_backlog=node.accept_backlog,
         )
 
     def max_pdu_length(self, pdu_type: int) -> int:
@@ -177,12 +183,15 @@ class GuardedSocket(AssociationSocket):
     limits: Limits
     report: Reporter | None
     peer: str
+    #: The peer closed the connection before sending an A-ASSOCIATE-RQ (a port probe).
+    left_unasked: bool
 
     def guard(self, limits: Limits, report: Reporter | None, peer: str) -> None:
         """Apply ``limits``; report violations by ``peer`` to ``report``."""
         self.limits = limits
         self.report = report
         self.peer = peer
+        self.left_unasked = False
         self._pdu_type: int | None = None
         self._command = bytearray()
         self._dataset_bytes = 0
@@ -207,7 +216,9 @@ class GuardedSocket(AssociationSocket):
         deadline = time.monotonic() + self.limits.network_timeout
         if self._pdu_type is None:
             header = self._read(nr_bytes, deadline)
-            if len(header) == 6:
+            if not header:
+                self._peer_closed()
+            elif len(header) == 6:
                 pdu_type, _, length = struct.unpack(">BBL", header)
                 if length > self.limits.max_pdu_length(pdu_type):
                     detail = {"pdu_type": pdu_type, "length": length, "limit": self.limits.max_pdu_length(pdu_type)}
@@ -219,6 +230,20 @@ class GuardedSocket(AssociationSocket):
         if pdu_type == _P_DATA_TF and len(body) == nr_bytes:
             self._inspect(body)
         return body
+
+    def _peer_closed(self) -> None:
+        """The peer closed the connection; before its A-ASSOCIATE-RQ, end the wait for one now.
+
+        pynetdicom handles that close (Evt17 in Sta2, action AA-5, PS3.8 9.2) by stopping the
+        ARTIM timer and nothing else, so the association thread would keep waiting for a request
+        until ``acse_timeout`` and the connection would stay counted as pending: four port probes
+        would lock their address out. An empty item on the queue the acceptor waits on is what it
+        gets when that wait times out, and it then closes the connection.
+        """
+        dul = self.assoc.dul
+        if dul.state_machine.current_state == "Sta2" and self.assoc.requestor.primitive is None:
+            self.left_unasked = True
+            dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
     def _read(self, nr_bytes: int, deadline: float) -> bytearray:
         """Read exactly ``nr_bytes`` unless the peer closes; TimeoutError once ``deadline`` passes."""
@@ -297,38 +322,44 @@ class LimitedRequestHandler(RequestHandler):
         assoc = self.server.slot_assoc(self.request)
         if assoc is not None:
             assoc.join()
-            discard_partial_dataset(assoc)
+            # Whatever the association ended on (an abort mid-data-set, a release, a command sent
+            # twice, a message never served), no file it was receiving stays in the spool.
+            runtime.release_incoming(assoc)
             sock = assoc.dul.socket
             idle = isinstance(sock, GuardedSocket) and sock.idle_for() >= 0.9 * sock.limits.network_timeout
             if idle and assoc.accepted_contexts and not assoc.is_released and self.server.report_idle is not None:
                 self.server.report_idle(str(self.client_address[0]), "idle-timeout", {"limit": "network_timeout"})
 
 
-def discard_partial_dataset(assoc: Any) -> None:
-    """Remove the temporary file of a C-STORE cut off by an abort or a lost connection (invariant 6).
-
-    pynetdicom streams a data set into a file as it arrives; when the association ends before
-    the last fragment, nobody answers for that file, so it is closed and removed here.
-    """
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
-    handle = getattr(message, "_data_set_file", None)
-    path = getattr(message, "_data_set_path", None)
-    if handle is not None:
-        with contextlib.suppress(OSError):
-            handle.close()
-    if path is not None:
-        with contextlib.suppress(OSError):
-            Path(path).unlink(missing_ok=True)
-
-
 @dataclass
 class _Slot:
     address: str
+    request: Any = None
     opened: float = field(default_factory=time.monotonic)
     assoc: Any = None
     requested: bool = False
     admitted: bool = False
     released: bool = False
+    #: The peer closed before its A-ASSOCIATE-RQ: a probe, never audited as no-association-request.
+    left_unasked: bool = False
+
+
+def peer_has_closed(request: Any) -> bool:
+    """Whether the peer of an accepted, not yet wrapped socket has closed its end (EOF or reset), without reading anything."""
+    try:
+        if request.fileno() < 0:  # closed here, or detached into a TLS socket that its thread serves
+            return False
+        # A socket with a timeout waits that long in recv() even with MSG_DONTWAIT: ask select first.
+        readable, _, _ = select.select([request], [], [], 0)
+        if not readable:
+            return False
+        return bool(request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+    except (BlockingIOError, InterruptedError, TimeoutError, ValueError):
+        return False
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+        return True
+    except OSError:
+        return False
 
 
 class LimitedAssociationServer(QuietAssociationServer):
@@ -356,17 +387,50 @@ class LimitedAssociationServer(QuietAssociationServer):
         self._by_assoc: dict[int, _Slot] = {}
         self._slots_lock = threading.Lock()
         self.daemon_threads = True
+        self.listen_backlog(limits.accept_backlog)
+
+    def listen_backlog(self, backlog: int) -> None:
+        """Queue up to ``backlog`` connections in the kernel before they are accepted.
+
+        socketserver listens with a backlog of 5, already at construction: a burst of senders
+        (a PACS opening many associations at once) would find connections refused or delayed
+        while the acceptor catches up. Listening again on the listening socket updates its
+        backlog (Linux, BSD); the kernel caps it at ``net.core.somaxconn``.
+        """
+        self.request_queue_size = backlog
+        listening: socket.socket = self.socket  # type: ignore[assignment] # socketserver's listening socket, set at construction
+        listening.listen(backlog)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Refuse a connection over the pending caps before it gets a thread."""
         address = str(client_address[0])
         reason = self.accounting.open_connection(address)
+        if reason is not None and self._release_closed_pending():
+            reason = self.accounting.open_connection(address)
         if reason is not None:
             self.report_refusal(address, reason, {"limit": "pending"})
             return False
         with self._slots_lock:
-            self._slots[request.fileno()] = _Slot(address)
+            self._slots[request.fileno()] = _Slot(address, request=request)
         return True
+
+    def _release_closed_pending(self) -> int:
+        """Give back the places of pending connections whose peer has already closed; how many.
+
+        A port probe connects and leaves at once; its own thread frees its place as soon as it
+        sees the close, but that thread may not have run yet when the next connection from the
+        same address is accepted, so at a cap the accept loop looks for itself (a non-blocking
+        peek at each pending socket, reading nothing).
+        """
+        with self._slots_lock:
+            pending = [(key, slot) for key, slot in self._slots.items() if not slot.requested and not slot.released]
+        released = 0
+        for key, slot in pending:
+            if peer_has_closed(slot.request):
+                slot.left_unasked = True
+                self._release(key, slot)
+                released += 1
+        return released
 
     def bind_slot(self, request: Any, assoc: Any) -> None:
         """Attach the connection's slot to its association."""
@@ -435,7 +499,9 @@ class LimitedAssociationServer(QuietAssociationServer):
                 self._by_assoc.pop(id(slot.assoc), None)
         self.accounting.close(slot.address, admitted=slot.admitted, requested=slot.requested)
         # Dropped by the ARTIM timer, not a port probe that connected and left (health checks).
-        if not slot.requested and time.monotonic() - slot.opened >= 0.9 * self.limits.acse_timeout:
+        sock = getattr(getattr(slot.assoc, "dul", None), "socket", None)
+        probe = slot.left_unasked or (isinstance(sock, GuardedSocket) and sock.left_unasked)
+        if not slot.requested and not probe and time.monotonic() - slot.opened >= 0.9 * self.limits.acse_timeout:
             self.report_refusal(slot.address, "no-association-request", {"limit": "acse_timeout"})
 
 

@@ -14,6 +14,11 @@ that the rest of the code never touches globals:
   or read-only, the write error is remembered instead of killing the association, so the
   C-STORE handler can answer 0xA700 (Out of Resources) and audit it (invariant 1); a data set
   over ``node.max_dataset_size`` is treated the same way (its partial file removed at once);
+- every ``IncomingFile`` is registered with the association that receives it until that
+  association has ended: ``release_incoming`` then closes and removes whatever it did not hand
+  over (an abort mid-data-set, a release, a command sent twice, a message never served) and
+  forgets its receive errors; ``incoming_in_use`` names the files of receives in progress, so
+  that the spool sweep leaves them alone;
 - pynetdicom's own logging is quiet; the guard's audit and log lines are JSON on stdout.
 """
 
@@ -37,6 +42,9 @@ from guard.domain.redaction import LogScrubber
 
 _receive_errors: dict[str, ReceiveError] = {}
 _receive_errors_lock = threading.Lock()
+#: Every incoming file created and not yet released, by path.
+_incoming: dict[str, IncomingFile] = {}
+_incoming_lock = threading.Lock()
 #: Largest data set written into an ``IncomingFile`` (``node.max_dataset_size``; 0: no limit).
 _max_dataset_size = 0
 #: Where ``IncomingFile`` creates its files (the spool's ``.incoming`` folder); None: the system's temporary folder.
@@ -49,6 +57,12 @@ class ReceiveError:
 
     reason: str
     message: str
+
+
+def held_receive_errors() -> int:
+    """How many receive errors are waiting to be taken (for tests and diagnostics)."""
+    with _receive_errors_lock:
+        return len(_receive_errors)
 
 
 def take_receive_error(path: str | Path) -> ReceiveError | None:
@@ -67,16 +81,21 @@ class IncomingFile:
     """
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        """Open a new temporary file in the spool's incoming folder."""
+        """Open a new temporary file in the spool's incoming folder, registered with the association receiving it."""
         self._fh: IO[bytes] | None = None
         self._written = 0
         self._limit = _max_dataset_size
+        # pynetdicom decodes P-DATA on the association's DUL thread, which knows its association.
+        thread = threading.current_thread()
+        self.owner: Any = getattr(thread, "assoc", thread)
         try:
             self._fh = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm", dir=_incoming_dir)  # noqa: SIM115 - closed by pynetdicom
             self.name = self._fh.name
         except OSError as exc:
             self.name = str(Path(_incoming_dir or tempfile.gettempdir()) / f"unwritable-{uuid.uuid4().hex}.dcm")
             self._fail(exc)
+        with _incoming_lock:
+            _incoming[self.name] = self
 
     @property
     def file(self) -> IncomingFile:
@@ -111,6 +130,23 @@ class IncomingFile:
             except OSError as exc:
                 self._fail(exc)
 
+    @property
+    def closed(self) -> bool:
+        """Whether nothing more will be written (closed, or given up after an error)."""
+        return self._fh is None or self._fh.closed
+
+    def discard(self) -> bool:
+        """Close and remove the file; whether there was one to remove."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        try:
+            Path(self.name).unlink()
+        except OSError:
+            return False
+        return True
+
     def _fail(self, exc: OSError) -> None:
         self._fail_with(ReceiveError("spool-unavailable", f"receiving failed: {exc.strerror or exc}"))
 
@@ -124,6 +160,40 @@ class IncomingFile:
                 fh.close()
         with contextlib.suppress(OSError):
             Path(self.name).unlink()
+
+
+def release_incoming(owner: object) -> list[Path]:
+    """Close and remove the incoming files ``owner`` (an ended association) did not hand over; the paths removed.
+
+    Called once the association's thread has ended, so no handler is still reading one of them;
+    a file its handler renamed into the spool or discarded is already gone and only forgotten.
+    """
+    with _incoming_lock:
+        files = [f for f in _incoming.values() if f.owner is owner]
+        for incoming in files:
+            del _incoming[incoming.name]
+    with _receive_errors_lock:
+        for incoming in files:
+            _receive_errors.pop(incoming.name, None)
+    return [Path(f.name) for f in files if f.discard()]
+
+
+def incoming_in_use() -> frozenset[Path]:
+    """Incoming files that a receive in progress holds (their association is alive); those of ended associations are released first."""
+    with _incoming_lock:
+        ended = {id(f.owner): f.owner for f in _incoming.values() if not _alive(f.owner)}
+    for owner in ended.values():
+        release_incoming(owner)
+    with _incoming_lock:
+        for name in [n for n, f in _incoming.items() if f.closed and not Path(n).exists()]:
+            del _incoming[name]  # handed over (renamed into the spool, or discarded); its receive error may still be taken
+        return frozenset(Path(name) for name in _incoming)
+
+
+def _alive(owner: object) -> bool:
+    """Whether the association (or thread) that owns an incoming file is still running."""
+    is_alive = getattr(owner, "is_alive", None)
+    return bool(is_alive()) if callable(is_alive) else True
 
 
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None, *, redact_patient_data: bool = False) -> None:

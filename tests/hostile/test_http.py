@@ -55,13 +55,38 @@ def test_oversized_body_is_refused(hostile_guard: GuardProcess, contained: int, 
 
 
 def test_oversized_chunked_body_is_refused(hostile_guard: GuardProcess, contained: int, api: httpx.Client) -> None:
-    """A body streamed without a length is refused unread (401, no token) or at the limit (413); audited either way."""
+    """A body streamed without a length is refused at the limit (413) before the token is even looked at; audited."""
 
     def chunks() -> Iterator[bytes]:
         for _ in range(200):
             yield b"y" * 10_000
 
-    answer = api.request("DELETE", "/studies/1.2.3", content=chunks())
-    assert answer.status_code in {401, 413}
+    # From an address of its own: the previous case's request-too-large from 127.0.0.1 would fold this one's audit (10 s window).
+    transport = httpx.HTTPTransport(local_address="127.0.0.3")
+    with httpx.Client(base_url=str(api.base_url), timeout=10, transport=transport) as other:
+        answer = other.request("DELETE", "/studies/1.2.3", content=chunks())
+    assert answer.status_code == 413
     assert api.get("/healthz").status_code == 200
-    wait_until(lambda: _audited(hostile_guard, contained), 10, message="not audited")
+    wait_until(lambda: _too_large_from(hostile_guard, contained, "127.0.0.3"), 10, message="not audited")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_oversized_chunked_body_is_refused_before_the_handler(
+    hostile_guard: GuardProcess, contained: int, api: httpx.Client, method: str
+) -> None:
+    """GET and DELETE of a study with a 1 MB chunked body are 413 whatever the handler would do (it reads no body); audited."""
+    address = {"GET": "127.0.0.4", "DELETE": "127.0.0.6"}[method]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"z" * 10_000
+
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(base_url=str(api.base_url), timeout=10, transport=transport) as other:
+        answer = other.request(method, "/studies/1.2.826.0.1.3680043.10.1077.5", content=chunks())
+    assert answer.status_code == 413
+    wait_until(lambda: _too_large_from(hostile_guard, contained, address), 10, message="not audited")
+
+
+def _too_large_from(guard: GuardProcess, seq: int, address: str) -> bool:
+    return any(r["detail"].get("reason") == "request-too-large" and r["peer_address"] == address for r in audits_since(guard, seq))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import struct
+import time
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as hs
 
 from guard.domain.throttle import RefusalThrottle
-from guard.listener.limits import Limits, PeerAccounting, command_field
+from guard.listener.limits import Limits, PeerAccounting, command_field, peer_has_closed
 
 
 def test_pending_connections_are_capped_per_address_and_in_total() -> None:
@@ -82,3 +84,20 @@ def test_command_field_never_raises(data: bytes) -> None:
     """Any bytes at all: an int or None."""
     result = command_field(data)
     assert result is None or 0 <= result <= 0xFFFF
+
+
+def test_a_closed_peer_is_told_from_a_silent_one_at_once() -> None:
+    """peer_has_closed: False at once for a silent peer on a socket with a timeout (no wait), True once the peer has closed."""
+    accepted, peer = socket.socketpair()
+    try:
+        accepted.settimeout(5)
+        started = time.monotonic()
+        assert peer_has_closed(accepted) is False
+        assert time.monotonic() - started < 1
+        peer.sendall(b"\x01")
+        assert peer_has_closed(accepted) is False  # data waiting: an A-ASSOCIATE-RQ on its way, not a close
+        assert accepted.recv(1) == b"\x01"
+        peer.close()
+        assert peer_has_closed(accepted) is True
+    finally:
+        accepted.close()
