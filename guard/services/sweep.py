@@ -36,7 +36,7 @@ import structlog
 
 from guard import runtime
 from guard.config.settings import Settings
-from guard.domain.errors import GuardError, LedgerError
+from guard.domain.errors import LedgerError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.audit import Ledger
 from guard.ledger.spool_files import has_instances, named_spool_paths
@@ -175,10 +175,7 @@ class SpoolSweep:
             "paths": [e.relative_path for e in orphans[:_LISTED]],
         }
         log.error("spool.unknown_files", action="spool.unknown_files", **detail)
-        try:
-            self.ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, actor=self.actor, detail=detail)
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert="spool-unknown-files")
+        self.ledger.audit_or_log(AuditEvent.SECURITY_ALERT, Outcome.FAILURE, actor=self.actor, detail=detail)
 
     def _audit(self, result: SweepResult, *, at_start: bool) -> None:
         paths = [e.relative_path for e in result.removed]
@@ -192,7 +189,4 @@ class SpoolSweep:
             "paths": paths[:_LISTED],
         }
         log.warning("spool.swept", action="spool.swept", **detail)
-        try:
-            self.ledger.audit(AuditEvent.SECURITY_ALERT, Outcome.SUCCESS, actor=self.actor, detail=detail)
-        except GuardError:
-            log.exception("audit.unwritable", action="audit.unwritable", alert="spool-leftovers-removed")
+        self.ledger.audit_or_log(AuditEvent.SECURITY_ALERT, Outcome.SUCCESS, actor=self.actor, detail=detail)
