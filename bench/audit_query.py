@@ -26,11 +26,11 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine, insert, text
 
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_query import query_audit
 from guard.ledger.audit_verify import verify_chain
 from guard.ledger.chain import GENESIS, record_hash
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test"

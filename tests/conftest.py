@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import metadata
 from tests.support import catalogue, workers
 from tests.support.postgres import scratch_database

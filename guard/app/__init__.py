@@ -19,8 +19,8 @@ from guard.domain.states import AuditEvent, Outcome
 from guard.http.app import create_app
 from guard.http.readiness import directory_writable, ledger_reachable
 from guard.http.server import AdminServer
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 from guard.listener.server import IngestServer
 from guard.runtime import tls as tls_contexts
 from guard.sandbox.archive import ReferenceArchive

@@ -18,8 +18,8 @@ from guard import runtime
 from guard.app.listener_process import HEARTBEAT, ChildChannel, die_with_parent, parent_alive
 from guard.config.settings import Settings
 from guard.dicom import tls
-from guard.ledger.audit import Ledger
 from guard.ledger.db import open_engine
+from guard.ledger.ledger import Ledger
 from guard.listener.server import IngestServer
 from guard.runtime import tls as tls_contexts
 from guard.services.confirm.confirmer import Confirmer

@@ -44,7 +44,7 @@ from guard.config.settings import Settings
 from guard.domain.errors import GuardError
 from guard.domain.retry import backoff_delay
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 log = structlog.get_logger("guard.app.listener_process")
 

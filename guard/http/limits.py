@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.throttle import RefusalThrottle
 from guard.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_PREFIX
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 
 log = structlog.get_logger("guard.http")
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, insert, select, text
@@ -26,9 +26,6 @@ from sqlalchemy import Connection, insert, select, text
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.chain import GENESIS, record_hash
 from guard.ledger.schema import audit_anchor, audit_log
-
-if TYPE_CHECKING:
-    from guard.ledger.ledger import Ledger as Ledger  # noqa: PLC0414 - an explicit re-export, for mypy --strict
 
 log = structlog.get_logger("guard.audit")
 
@@ -144,13 +141,3 @@ class Transaction:
             self.records.append(chained)
             prev = chained.hash or prev
         self.pending.clear()
-
-
-def __getattr__(name: str) -> Any:
-    """``Ledger`` lives in ``guard.ledger.ledger``; importing it from here still works."""
-    if name == "Ledger":
-        from guard.ledger.ledger import Ledger  # noqa: PLC0415 - imported late: guard.ledger.ledger imports this module
-
-        return Ledger
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from guard.domain.errors import LedgerError
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances
 
 

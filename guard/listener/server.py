@@ -31,7 +31,7 @@ from guard.domain.admission import Service, context_allowed
 from guard.domain.errors import GuardError
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.uids import is_valid_uid
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.listener.limits import Limits, limit_refusal, start_limited_server
 from guard.listener.tls_server import start_tls_server
 from guard.services.confirm.confirmer import Confirmer

@@ -19,7 +19,7 @@ from guard.config.settings import Settings
 from guard.dicom import tls
 from guard.domain.errors import GuardError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.runtime import tls as tls_contexts
 
 log = structlog.get_logger("guard.services.certificates")

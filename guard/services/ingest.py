@@ -26,8 +26,8 @@ from guard.domain.iocm import referenced_studies, rejection_title
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.structure import find_problem
 from guard.domain.uids import is_valid_uid, require_uid
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import Receipt, ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.services.delete.gate import DeleteGate
 from guard.spool import Spool
 

@@ -38,7 +38,7 @@ from guard import runtime
 from guard.config.settings import Settings
 from guard.domain.errors import LedgerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.spool_files import has_instances, named_spool_paths
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool, SpoolEntry

@@ -23,8 +23,8 @@ from guard.config.settings import Settings
 from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
 from guard.http.server import AdminServer
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 from guard.sandbox.archive import ReferenceArchive
 from guard.services.delete.gate import DeleteGate
 from guard.web.backends import make_backend

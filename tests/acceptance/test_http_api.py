@@ -22,9 +22,9 @@ from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
 from guard.http.readiness import directory_writable, ledger_reachable
 from guard.http.server import AdminServer
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances
 from guard.services.delete.gate import DeleteGate
 from guard.web.backends import Backend, DecisionOnly, make_backend

@@ -17,8 +17,8 @@ from guard.domain.states import AuditEvent, InstanceState
 from guard.http.app import create_app
 from guard.http.limits import BODY_TIMEOUT, MAX_BODY
 from guard.http.server import AdminServer
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 from guard.services.delete.gate import DeleteGate
 from guard.web.backends import make_backend
 from tests.acceptance.test_http_api import TOKEN, Api, audited, new_study_uid, seed

@@ -11,10 +11,10 @@ from sqlalchemy import Engine, func, select, text, update
 
 from guard.domain.errors import LedgerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_verify import verify_chain
 from guard.ledger.db import alembic_config, migrate
 from guard.ledger.instances import ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, func, select
 
 from guard.config.settings import Settings
 from guard.domain.states import AuditEvent
-from guard.ledger.audit import Ledger
 from guard.ledger.audit_verify import chain_anchor, verify_chain
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log
 from guard.services.audit.retention import apply_retention, verify_export
 

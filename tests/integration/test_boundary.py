@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log
 from guard.services.boundary import FailureReporter
 

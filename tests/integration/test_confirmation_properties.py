@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from guard.config.settings import ConfirmMode
 from guard.domain.decision import LiveEvidence, StudyFacts, decide_delete
-from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import ConfirmPolicy, apply_find, apply_report, due_for_commitment, expire_outbound, open_outbound
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forwarded, record_received, study_facts
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances
 from guard.ledger.verification import apply_reverification, mark_spool_removed, removable_spool_copies
 from guard.services.confirm.confirmer import exponential

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import update
 
 from guard.config.settings import Settings
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, record_received, study_deleted_at
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances
 from guard.services.delete.gate import DeleteGate
 from guard.web.backends import make_backend

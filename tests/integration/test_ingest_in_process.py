@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from guard.config.settings import Settings
 from guard.domain import status as st
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances
 from guard.runtime import ReceiveError
 from guard.services.ingest import IngestService, StoreRequest

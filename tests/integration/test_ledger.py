@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from guard.domain.states import AuditEvent
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import (
     Receipt,
     ReceivedInstance,
@@ -21,6 +20,7 @@ from guard.ledger.instances import (
     requeue_dead_letters,
     study_status,
 )
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances, series, studies
 
 LEASE = timedelta(seconds=30)

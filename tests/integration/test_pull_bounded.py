@@ -13,7 +13,7 @@ from guard.services.qr.pull import Puller, PullTarget, StudyOutcome, StudyResult
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from guard.ledger.audit import Ledger
+    from guard.ledger.ledger import Ledger
 
 
 class _Recorder:

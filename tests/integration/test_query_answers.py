@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.ledger.query_answers import answer_from_ledger, values_of
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from pydicom import dcmread
 
 from guard.config.settings import Settings
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.ledger.spool_files import has_instances, named_spool_paths
 from guard.services.sweep import SpoolSweep
 from guard.spool import Spool

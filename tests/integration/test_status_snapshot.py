@@ -15,8 +15,8 @@ from guard.config.settings import Settings
 from guard.dicom.probe import ArchiveProbe
 from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.http.status import WINDOW_MINUTES, status_snapshot
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import ReceivedInstance, record_received
+from guard.ledger.ledger import Ledger
 from guard.ledger.schema import instances
 
 NOW = datetime(2026, 3, 4, 12, 30, 20, tzinfo=UTC)

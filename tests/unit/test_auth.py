@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from guard.config.settings import Settings, TokenScope
 from guard.http.auth import LEGACY_IDENTITY, Authenticator, FailureLimiter, token_hash
-from guard.ledger.audit import Ledger
 from guard.ledger.db import migrate, open_engine
+from guard.ledger.ledger import Ledger
 
 
 class FakeClock:

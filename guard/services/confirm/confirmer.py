@@ -21,7 +21,6 @@ from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import backoff_schedule
-from guard.ledger.audit import Ledger
 from guard.ledger.confirmations import (
     ConfirmPolicy,
     apply_find,
@@ -33,6 +32,7 @@ from guard.ledger.confirmations import (
     open_outbound,
     postpone_find,
 )
+from guard.ledger.ledger import Ledger
 from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
 from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED

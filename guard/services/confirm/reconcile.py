@@ -10,7 +10,7 @@ from guard.dicom.commitment import find_study_instances
 from guard.dicom.net import archive_peer
 from guard.domain.errors import PeerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.reconcile import reconcile_study
 from guard.spool import Spool
 

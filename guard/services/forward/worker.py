@@ -22,8 +22,8 @@ from guard.dicom.store import ArchiveSender
 from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
+from guard.ledger.ledger import Ledger
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
 

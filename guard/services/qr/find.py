@@ -28,7 +28,7 @@ from guard.dicom.net import Peer, archive_peer, open_association
 from guard.domain import status as st
 from guard.domain.errors import GuardError, TransientPeerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.query_answers import answer_from_ledger
 from guard.services.qr.common import RelayRequest, read_request, status_dataset
 

@@ -50,7 +50,7 @@ from guard.dicom.suboperations import COMMON_STORAGE_CLASSES, SubOperationTally,
 from guard.domain import status as st
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.ledger.query_answers import values_of
 from guard.services.qr.common import (
     MOVE_MODELS,

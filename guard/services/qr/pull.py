@@ -39,8 +39,8 @@ from guard.domain import status as st
 from guard.domain.errors import ConfigError, GuardError, TransientPeerError
 from guard.domain.states import AuditEvent, InstanceState, Outcome
 from guard.domain.uids import is_valid_uid
-from guard.ledger.audit import Ledger
 from guard.ledger.instances import study_facts
+from guard.ledger.ledger import Ledger
 from guard.ledger.query_answers import values_of
 
 log = structlog.get_logger("guard.services.qr.pull")

@@ -17,7 +17,7 @@ from pydicom import Dataset
 from guard.config.settings import Settings
 from guard.domain import status as st
 from guard.domain.states import AuditEvent, Outcome
-from guard.ledger.audit import Ledger
+from guard.ledger.ledger import Ledger
 from guard.services.qr.common import FIND_MODELS, MOVE_MODELS, status_dataset
 from guard.services.qr.find import FindRelay
 from guard.services.qr.move import MoveNotPossibleError, MoveRelay
