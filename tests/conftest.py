@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages
 from sqlalchemy import Engine, text
 
+from guard import runtime
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import metadata
@@ -32,6 +35,28 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""
     with scratch_database("guard_test") as (url, _admin):
         yield url
+
+
+#: pynetdicom's module settings that an in-process guard changes (guard.runtime.configure_dicom).
+_PYNETDICOM_SETTINGS = ("STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET", "ENFORCE_UID_CONFORMANCE", "LOG_HANDLER_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def _process_wide_dicom_state() -> Iterator[None]:
+    """Put pynetdicom's settings and the guard's receiving folder back as they were after each test.
+
+    An in-process guard (``GuardService``) sets them for the whole process. Without this, the
+    next test in the same worker (which test that is depends on how pytest-xdist distributes
+    them) would receive into that guard's spool, perhaps already unmounted or read-only.
+    """
+    saved = {name: getattr(pynetdicom_config, name) for name in _PYNETDICOM_SETTINGS}
+    temporary_file = dimse_messages.NamedTemporaryFile  # type: ignore[attr-defined]
+    incoming, max_size = runtime._incoming_dir, runtime._max_dataset_size
+    yield
+    for name, value in saved.items():
+        setattr(pynetdicom_config, name, value)
+    dimse_messages.NamedTemporaryFile = temporary_file  # type: ignore[attr-defined]
+    runtime._incoming_dir, runtime._max_dataset_size = incoming, max_size
 
 
 def _reset(engine: Engine) -> None:

@@ -142,7 +142,13 @@ def test_spool_copy_kept_until_confirmed_then_removed_after_grace(
     assert len(list(spool.glob("*.dcm"))) == 2
     _guard_known_to(orthanc_archive, guard)
     wait_until(lambda: _all_confirmed(guard, 2), 60, message="not confirmed")
-    wait_until(lambda: not list(spool.glob("*.dcm")), 30, message="spool copies not removed after the grace period")
+    # The guard removes a file, then commits its audit record: wait for both, or a busy machine
+    # can show the last file gone before its record is written.
+    wait_until(
+        lambda: not list(spool.glob("*.dcm")) and len(guard.audit_records("instance.spool_removed")) >= 2,
+        30,
+        message="spool copies not removed after the grace period",
+    )
     assert len(guard.audit_records("instance.spool_removed")) == 2
 
 
