@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WORKERS,
         help=f"guard forwarding workers (default {DEFAULT_WORKERS}, the guard's default, forward.workers)",
     )
+    parser.add_argument(
+        "--listener-process",
+        action="store_true",
+        help="run the guard with node.listener_process = true (the DICOM listener in a process of its own)",
+    )
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the archive (default 0.05)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take (default: 60 + 0.3 s per instance, at least 120)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the guard with py-spy (collapsed stacks) into DIR")
@@ -144,6 +149,7 @@ def metadata(args: argparse.Namespace, cfg: BenchConfig, versions: dict[str, str
         "archive_pdu": cfg.archive_pdu,
         "guard_pdu": GUARD_PDU,
         "workers": cfg.workers,
+        "listener_process": cfg.listener_process,
         "poll_interval": cfg.poll_interval,
         "repeat": args.repeat,
         "revision": source_revision(),
@@ -168,6 +174,7 @@ def run(args: argparse.Namespace) -> list[RunResult]:
                 storescu_pdu=args.pdu or None,
                 archive_pdu=args.archive_pdu,
                 workers=args.workers,
+                listener_process=args.listener_process,
                 poll_interval=args.poll,
                 timeout=timeout,
                 profile_dir=args.profile,

@@ -48,6 +48,36 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[_UTIME_AFTER_COMM]) + int(fields[_STIME_AFTER_COMM])) / _CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (the guard's listener process, when it runs one), from ``/proc``."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text(encoding="ascii").split()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of ``pid`` and its live descendants, in seconds (None if ``pid`` is unreadable)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in process_tree(pid)[1:])
+
+
+def tree_status_kib(pid: int, field: str) -> int | None:
+    """A ``kB`` field of ``/proc/<pid>/status`` summed over ``pid`` and its live descendants."""
+    own = status_kib(pid, field)
+    if own is None:
+        return None
+    return own + sum(status_kib(child, field) or 0 for child in process_tree(pid)[1:])
+
+
 @dataclass(frozen=True)
 class MachineCpu:
     """Cumulative CPU time of the whole machine (all cores), in clock ticks."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.procfs import MachineCpu, RssSampler, cpu_seconds, status_kib
+from bench.procfs import MachineCpu, RssSampler, status_kib, tree_cpu_seconds, tree_status_kib
 from bench.stacks import start_profiler, stop_profiler
 from guard.config.settings import ForwardSettings
 from tests.support.datasets import Study
@@ -49,6 +49,7 @@ class BenchConfig:
     storescu_pdu: int | None = 131072
     archive_pdu: int | None = None
     workers: int = DEFAULT_WORKERS
+    listener_process: bool = False
     poll_interval: float = 0.05
     timeout: float = 600.0
     profile_dir: Path | None = None
@@ -244,10 +245,10 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
     profiler = None if profile is None else start_profiler(pid, profile, cfg.profile_args)
     try:
         start_rss = status_kib(pid, "VmRSS")
-        cpu_before, machine_before, started = cpu_seconds(pid), MachineCpu.now(), time.monotonic()
+        cpu_before, machine_before, started = tree_cpu_seconds(pid), MachineCpu.now(), time.monotonic()
         with RssSampler(pid, cfg.poll_interval) as sampler:
             timing = _timed_send(archive, guard.port, GUARD_AE, files, cfg)
-        cpu_after, busy = cpu_seconds(pid), MachineCpu.now().busy_percent_since(machine_before)
+        cpu_after, busy = tree_cpu_seconds(pid), MachineCpu.now().busy_percent_since(machine_before)
     finally:
         if profiler is not None:
             stop_profiler(profiler)
@@ -261,7 +262,7 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
         storescu_seconds=timing.storescu_seconds,
         machine_cpu_percent=busy,
         # VmHWM: the kernel's record of the peak resident set over the process's life, read before it stops.
-        guard_peak_rss_kib=status_kib(pid, "VmHWM"),
+        guard_peak_rss_kib=tree_status_kib(pid, "VmHWM"),
         guard_sampled_rss_kib=sampler.max_kib or None,
         guard_start_rss_kib=start_rss,
         guard_cpu_seconds=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
@@ -280,6 +281,7 @@ def run_through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig) -> Run
             archive_port=archive.dicom_port,
             archive_ae=ARCHIVE_AE,
             forward={**FORWARD_SETTINGS, "workers": cfg.workers},
+            node={"listener_process": cfg.listener_process},
         )
         if "confirm" in guard.config:
             # The test support tunes confirmation for quick tests (0.2 s rounds); measure the guard's own defaults.
