@@ -298,17 +298,6 @@ def requeue_dead_letters(ledger: Ledger, *, study_uid: str | None, actor: str) -
     return len(rows)
 
 
-@dataclass(frozen=True)
-class StudyStatus:
-    """Per-state counts of a study's instances (newest versions only) and its dead letters."""
-
-    study_uid: str
-    known: bool
-    counts: dict[str, int]
-    dead_letters: list[dict[str, Any]]
-    total: int
-
-
 def newest_versions(condition: ColumnElement[bool]) -> Join:
     """``instances`` restricted to the newest version of each SOP Instance matching ``condition``."""
     newest = (
@@ -318,25 +307,6 @@ def newest_versions(condition: ColumnElement[bool]) -> Join:
         .subquery()
     )
     return instances.join(newest, and_(instances.c.sop_instance_uid == newest.c.sop_instance_uid, instances.c.version == newest.c.version))
-
-
-def study_status(ledger: Ledger, study_uid: str) -> StudyStatus:
-    """Summarise what the ledger knows of one study."""
-    joined = newest_versions(instances.c.study_uid == study_uid)
-    with ledger.read() as conn:
-        rows = conn.execute(
-            select(
-                instances.c.sop_instance_uid, instances.c.state, instances.c.last_error, instances.c.last_status, instances.c.attempts
-            ).select_from(joined),
-        ).all()
-    counts: dict[str, int] = {}
-    dead: list[dict[str, Any]] = []
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-        if r.state == InstanceState.DEAD_LETTERED.value:
-            status = None if r.last_status is None else f"0x{r.last_status:04X}"
-            dead.append({"sop_instance_uid": r.sop_instance_uid, "reason": r.last_error, "status": status, "attempts": r.attempts})
-    return StudyStatus(study_uid=study_uid, known=bool(rows), counts=counts, dead_letters=dead, total=len(rows))
 
 
 @dataclass(frozen=True)

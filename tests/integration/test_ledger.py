@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -18,10 +19,10 @@ from guard.ledger.instances import (
     record_received,
     renew_leases,
     requeue_dead_letters,
-    study_status,
 )
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances, series, studies
+from guard.ledger.study_report import study_report
 
 LEASE = timedelta(seconds=30)
 
@@ -78,7 +79,7 @@ def test_identical_resend_is_idempotent_and_different_one_is_a_new_version(ledge
     with ledger.engine.connect() as conn:
         states = dict(conn.execute(select(instances.c.version, instances.c.state)).all())
     assert states == {1: "superseded", 2: "received"}
-    assert study_status(ledger, "1.2.3").counts == {"received": 1}
+    assert study_report(ledger, "1.2.3", quiet=timedelta(0)).counts == {"received": 1}
 
 
 def test_claims_are_exclusive_and_leased(ledger: Ledger) -> None:
@@ -114,7 +115,7 @@ def test_renewed_lease_is_not_taken_over(ledger: Ledger) -> None:
     with ledger.transaction() as tx:
         assert not mark_forwarded(tx, claim, "w1", status=0, archive_ae="ARCHIVE")
         assert mark_forwarded(tx, stolen, "w2", status=0, archive_ae="ARCHIVE")
-    assert study_status(ledger, "1.2.3").counts == {"forwarded": 1}
+    assert study_report(ledger, "1.2.3", quiet=timedelta(0)).counts == {"forwarded": 1}
 
 
 def test_concurrent_claimers_never_share(ledger: Ledger) -> None:
@@ -149,9 +150,9 @@ def test_outcomes_are_recorded_with_audit(ledger: Ledger) -> None:
         mark_forwarded(tx, a, "w", status=0, archive_ae="ARCHIVE")
         mark_failed(tx, b, "w", status=0xA700, error="out of resources", retry_at=clock.now + timedelta(seconds=10))
         mark_dead_lettered(tx, c, "w", status=0xA900, reason="permanent failure: 0xA900")
-    status = study_status(ledger, "1.2.3")
+    status = study_report(ledger, "1.2.3", quiet=timedelta(0))
     assert status.counts == {"forwarded": 1, "failed": 1, "dead-lettered": 1}
-    assert status.dead_letters == [
+    assert [asdict(d) for d in status.dead_letters] == [
         {"sop_instance_uid": c.sop_instance_uid, "reason": "permanent failure: 0xA900", "status": "0xA900", "attempts": 1}
     ]
     assert claim_pending(ledger, "w", 5, LEASE) == []
@@ -171,7 +172,7 @@ def test_dead_letters_can_be_requeued(ledger: Ledger) -> None:
     assert requeue_dead_letters(ledger, study_uid="1.2.3", actor="cli") == 1
     (again,) = claim_pending(ledger, "w", 1, LEASE)
     assert again.attempts == 1
-    assert study_status(ledger, "9.9").known is False
+    assert study_report(ledger, "9.9", quiet=timedelta(0)).known is False
 
 
 def test_audit_is_rolled_back_with_its_state_change(ledger: Ledger) -> None:
