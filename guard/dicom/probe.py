@@ -17,21 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from prometheus_client import Gauge
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from guard.config.settings import Settings
 from guard.dicom import conversation
 from guard.dicom.net import Peer, archive_peer
 from guard.domain.errors import PeerError
+from guard.runtime.metrics import ARCHIVE_ECHO_SECONDS, ARCHIVE_REACHABLE
 
 log = structlog.get_logger("guard.probe")
-
-ARCHIVE_REACHABLE = Gauge(
-    "guard_archive_reachable",
-    "Whether the last C-ECHO probe of the archive succeeded (1) or not (0, also before the first probe).",
-)
-ARCHIVE_ECHO_SECONDS = Gauge("guard_archive_echo_seconds", "Round-trip time of the last successful C-ECHO probe of the archive.")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -20,17 +19,7 @@ from guard.domain.states import CLAIMABLE_STATES, InstanceState
 from guard.ledger.confirmations import INBOUND, OUTBOUND
 from guard.ledger.dashboard import gauges
 from guard.ledger.ledger import Ledger
-
-DELETE_DECISIONS = Counter(
-    "guard_delete_decisions_total",
-    "Delete requests decided, by channel and outcome (permitted, refused, backend-failed).",
-    ["channel", "outcome"],
-)
-DELETE_REFUSAL_REASONS = Counter(
-    "guard_delete_refusal_reasons_total",
-    "Reasons given for refused deletes, by channel and reason code (a refusal may count under several reasons).",
-    ["channel", "reason"],
-)
+from guard.runtime.metrics import DELETE_DECISIONS, DELETE_REFUSAL_REASONS
 
 
 def count_decision(channel: str, outcome: str, reasons: list[str]) -> None:

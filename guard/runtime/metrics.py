@@ -29,3 +29,18 @@ AUDIT_EXPORT_BACKLOG = Gauge(
     "Audit records not yet delivered to the syslog collector (the durable outbox).",
 )
 AUDIT_EXPORT_UP = Gauge("guard_audit_export_up", "1 when the syslog collector took the last batch, 0 while it is unreachable.")
+DELETE_DECISIONS = Counter(
+    "guard_delete_decisions_total",
+    "Delete requests decided, by channel and outcome (permitted, refused, backend-failed).",
+    ["channel", "outcome"],
+)
+DELETE_REFUSAL_REASONS = Counter(
+    "guard_delete_refusal_reasons_total",
+    "Reasons given for refused deletes, by channel and reason code (a refusal may count under several reasons).",
+    ["channel", "reason"],
+)
+ARCHIVE_REACHABLE = Gauge(
+    "guard_archive_reachable",
+    "Whether the last C-ECHO probe of the archive succeeded (1) or not (0, also before the first probe).",
+)
+ARCHIVE_ECHO_SECONDS = Gauge("guard_archive_echo_seconds", "Round-trip time of the last successful C-ECHO probe of the archive.")

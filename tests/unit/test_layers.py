@@ -71,3 +71,15 @@ def test_services_name_sop_classes_but_never_open_associations() -> None:
             elif isinstance(node, ast.Import):
                 offending += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names if a.name.split(".")[0] == "pynetdicom"]
     assert offending == []
+
+
+def test_metric_objects_are_declared_only_by_the_runtime() -> None:
+    """Every Prometheus Counter, Gauge and Histogram is declared in guard.runtime.metrics, the owner of process-wide state."""
+    declared = []
+    for path in sorted((ROOT / "guard").rglob("*.py")):
+        if path == ROOT / "guard" / "runtime" / "metrics.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {"Counter", "Gauge", "Histogram"}:
+                declared.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert declared == []
