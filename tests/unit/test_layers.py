@@ -79,7 +79,7 @@ def test_metric_objects_are_declared_only_by_the_runtime() -> None:
     for path in sorted((ROOT / "guard").rglob("*.py")):
         if path == ROOT / "guard" / "runtime" / "metrics.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {"Counter", "Gauge", "Histogram"}:
-                declared.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        metrics = {"Counter", "Gauge", "Histogram"}
+        calls = [n for n in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        declared += [f"{path.relative_to(ROOT)}:{n.lineno}" for n in calls if isinstance(n.func, ast.Name) and n.func.id in metrics]
     assert declared == []
