@@ -19,7 +19,7 @@ from guard.domain.states import AuditEvent, Outcome
 from guard.http.app import create_app
 from guard.http.readiness import directory_writable, ledger_reachable
 from guard.http.server import AdminServer
-from guard.ledger.db import migrate, open_engine
+from guard.ledger.db import open_ledger
 from guard.ledger.ledger import Ledger
 from guard.listener.server import IngestServer
 from guard.runtime import tls as tls_contexts
@@ -36,13 +36,6 @@ from guard.spool import Spool
 from guard.web.backends import make_backend
 
 log = structlog.get_logger("guard.app")
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    """Open the ledger named by the settings and bring its schema up to date."""
-    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
-    migrate(engine)
-    return Ledger(engine)
 
 
 class GuardService:

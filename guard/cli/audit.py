@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
-from guard.app import open_ledger
 from guard.config.settings import Settings, load_settings
 from guard.domain.errors import ConfigError
 from guard.domain.states import AuditEvent, Outcome
@@ -25,6 +24,7 @@ from guard.domain.uids import is_valid_uid
 from guard.ledger.audit_query import iter_audit
 from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
 from guard.ledger.chain import HASHED_FIELDS
+from guard.ledger.db import open_ledger
 from guard.ledger.ledger import Ledger
 from guard.services.audit.retention import verify_export
 

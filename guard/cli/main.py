@@ -26,21 +26,18 @@ from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from guard import runtime
-from guard.app import GuardService, open_ledger
-from guard.app.listener_child import ListenerChild
-from guard.app.listener_process import ChildChannel
 from guard.cli.audit import audit_app
 from guard.cli.pull import PullRequestError, choose_targets, run_pull
 from guard.config.reference import render_reference
 from guard.config.settings import Settings, TokenScope, load_settings, redacted
 from guard.domain.errors import ConfigError, GuardError, LedgerUnavailableError
 from guard.domain.times import parse_utc
+from guard.domain.tokens import token_hash
 from guard.domain.uids import is_valid_uid
-from guard.http.auth import token_hash
+from guard.ledger.db import open_ledger
 from guard.ledger.instances import Overview, overview, requeue_dead_letters
 from guard.ledger.reconcile import count_studies, select_studies
 from guard.ledger.study_report import StudyReport, study_report
-from guard.sandbox.archive import ReferenceArchive
 from guard.services.confirm.reconcile import reconcile
 from guard.services.delete.gate import DeleteGate
 from guard.spool import Spool
@@ -88,6 +85,8 @@ def serve(config: ConfigOption = None) -> None:
     """Run the guard until SIGTERM or SIGINT, then stop cleanly."""
     settings = _settings(config)
     runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
+    from guard.app import GuardService  # noqa: PLC0415 - the whole node, imported only by the command that runs it
+
     service = GuardService(settings, config_path=str(config) if config else None)
     stop = threading.Event()
 
@@ -123,6 +122,9 @@ def listener(
     if channel_fd < 0:
         err.print("[red]guard listener is started by guard serve (node.listener_process), not by hand[/red]", highlight=False)
         raise typer.Exit(EXIT_FAILED)
+    from guard.app.listener_child import ListenerChild  # noqa: PLC0415 - only the listener process needs it
+    from guard.app.listener_process import ChildChannel  # noqa: PLC0415 - idem
+
     child = ListenerChild(settings, ChildChannel(channel_fd), parent_pid=os.getppid())
     signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
     signal.signal(signal.SIGINT, lambda *_: child.request_stop())
@@ -413,6 +415,8 @@ def refarchive(
 ) -> None:
     """Run the reference archive alone (sandbox and tests only; not an archive for production)."""
     runtime.configure_logging()
+    from guard.sandbox.archive import ReferenceArchive  # noqa: PLC0415 - only this command runs the sandbox archive
+
     archive = ReferenceArchive(directory, ae_title=ae_title, bind=bind, port=port).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -20,7 +20,6 @@
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency's annotations.
 
-import hashlib
 import hmac
 import math
 import threading
@@ -35,6 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from guard.config.settings import Settings, TokenScope
 from guard.domain.states import AuditEvent, Outcome
+from guard.domain.tokens import token_hash
 from guard.domain.uids import is_valid_uid
 from guard.http.problems import ProblemError
 from guard.ledger.ledger import Ledger
@@ -45,11 +45,6 @@ LEGACY_IDENTITY = "admin"
 MAX_TRACKED_ADDRESSES = 10_000
 
 Clock = Callable[[], float]
-
-
-def token_hash(token: str) -> str:
-    """SHA-256 of a token, hex: what ``[[http.tokens]] sha256`` holds."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

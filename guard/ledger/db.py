@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -19,7 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from guard.ledger.ledger import translate
+from guard.ledger.ledger import Ledger, translate
+
+if TYPE_CHECKING:
+    from guard.config.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -71,3 +74,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(alembic_config(engine), "head")
     except SQLAlchemyError as exc:
         raise translate(exc, "migration") from exc
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """Open the ledger named by the settings and bring its schema up to date."""
+    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
+    migrate(engine)
+    return Ledger(engine)
