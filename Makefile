@@ -48,7 +48,9 @@ test-container: install
 	RUN_CONTAINER_TESTS=1 $(BIN)/python -m pytest -v -s tests/container
 
 bench: install peers
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --idle 30
+	$(BIN)/python -m bench --sizes 200 --listener-process
+	$(BIN)/python -m bench.association_cpu --associations 200
 	$(BIN)/python -m bench.audit_query
 
 clean:
