@@ -112,9 +112,10 @@ def header(meta: dict[str, Any]) -> str:
                 f"(polled every {meta['poll_interval'] * 1000:.0f} ms). MB = 10^6 bytes of DICOM files. {repeat}",
             ],
         ),
-        "Guard peak RSS: VmHWM of the guard process read just before it is stopped; sampled: max VmRSS every poll.",
+        "Guard peak RSS: VmHWM of the guard's processes, summed, read just before it is stopped; sampled: max VmRSS every poll.",
         "All confirmed: from starting storescu until the guard's ledger shows every instance confirmed (polled every 0.2 s, not timed).",
-        "Machine CPU %: busy share of all cores during the run (100 = every core busy); guard CPU: user + system time of its processes (the main process and, with --listener-process, its listener).",
+        "Machine CPU %: busy share of all cores during the run (100 = every core busy); guard CPU: user + system time of its processes",
+        "(the main process and, with --listener-process, its listener).",
     ]
     return "\n".join(lines)
 
