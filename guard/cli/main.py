@@ -13,6 +13,7 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,17 +99,22 @@ def serve(config: ConfigOption = None) -> None:
     signal.signal(signal.SIGINT, _on_signal)
     # SIGHUP: reload the TLS and HTTPS certificates from their files (the work is done here, not in the handler).
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
-    try:
-        service.start()
-    except (GuardError, OSError) as exc:
-        err.print(f"[red]cannot start: {exc}[/red]", highlight=False)
-        service.stop()
-        raise typer.Exit(EXIT_FAILED) from exc
+    _start_or_exit(service.start, service.stop, "cannot start")
     while not stop.wait(0.5):
         if reload_requested.is_set():
             reload_requested.clear()
             service.reload_certificates()
     service.stop()
+
+
+def _start_or_exit(start: Callable[[], None], stop: Callable[[], None], what: str) -> None:
+    """Run ``start``; if it fails, say why in one line, undo with ``stop`` and exit 1."""
+    try:
+        start()
+    except (GuardError, OSError) as exc:
+        err.print(f"[red]{what}: {exc}[/red]", highlight=False)
+        stop()
+        raise typer.Exit(EXIT_FAILED) from exc
 
 
 @app.command(hidden=True)
@@ -129,12 +135,7 @@ def listener(
     signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
     signal.signal(signal.SIGINT, lambda *_: child.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
-    try:
-        child.start()
-    except (GuardError, OSError) as exc:
-        err.print(f"[red]listener cannot start: {exc}[/red]", highlight=False)
-        child.stop()
-        raise typer.Exit(EXIT_FAILED) from exc
+    _start_or_exit(child.start, child.stop, "listener cannot start")
     child.run()
     child.stop()
 

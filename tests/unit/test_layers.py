@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
@@ -40,24 +42,21 @@ def test_the_tree_keeps_the_layers_contract(tmp_path: Path) -> None:
     assert "0 broken" in result.stdout
 
 
-def test_a_back_import_breaks_the_contract(tmp_path: Path) -> None:
-    """A domain module that imports the composition root makes import-linter fail, naming the import."""
+@pytest.mark.parametrize(
+    ("module", "back_import", "reported"),
+    [
+        ("domain/errors.py", "guard.app", "guard.domain.errors -> guard.app"),
+        ("services/ingest.py", "guard.listener.server", "guard.services.ingest -> guard.listener.server"),
+    ],
+)
+def test_a_back_import_breaks_the_contract(tmp_path: Path, module: str, back_import: str, reported: str) -> None:
+    """A module that imports a layer above its own (the domain the composition root, a service the listener) fails, naming the import."""
     tree = _copy_package(tmp_path)
-    errors = tree / "guard" / "domain" / "errors.py"
-    errors.write_text(errors.read_text() + "\nimport guard.app  # a deliberate back-import\n")
+    target = tree / "guard" / module
+    target.write_text(target.read_text() + f"\nimport {back_import}  # a deliberate back-import\n")
     result = _lint_imports(tree)
     assert result.returncode != 0
-    assert "guard.domain.errors -> guard.app" in result.stdout
-
-
-def test_a_service_importing_the_listener_breaks_the_contract(tmp_path: Path) -> None:
-    """A service that imports an entry point (the listener) makes import-linter fail."""
-    tree = _copy_package(tmp_path)
-    ingest = tree / "guard" / "services" / "ingest.py"
-    ingest.write_text(ingest.read_text() + "\nimport guard.listener.server  # a deliberate back-import\n")
-    result = _lint_imports(tree)
-    assert result.returncode != 0
-    assert "guard.services.ingest -> guard.listener.server" in result.stdout
+    assert reported in result.stdout
 
 
 def test_services_name_sop_classes_but_never_open_associations() -> None:
