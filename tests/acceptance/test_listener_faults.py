@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -53,8 +52,7 @@ def _listener_queue(port: int) -> tuple[int, int]:
 
 def test_the_accept_backlog_is_128_by_default(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
     """Without node.accept_backlog the DICOM listener's socket listens with a backlog of 128 (socketserver's own is 5)."""
-    if shutil.which("ss") is None:
-        pytest.skip("ss (iproute2) is not installed")
+    require_tools("ss")
     guard = guard_factory(archive_port=ref_archive.port).start()
     assert _listener_queue(guard.port)[1] == 128
 
@@ -62,8 +60,7 @@ def test_the_accept_backlog_is_128_by_default(guard_factory: GuardFactory, ref_a
 def test_connections_queue_up_to_the_configured_accept_backlog(guard_factory: GuardFactory, ref_archive: ReferenceArchive) -> None:
     """With node.accept_backlog = 24 and the acceptor stopped (SIGSTOP), 40 connections at once: the kernel queues 24; then it serves."""
     require_tools("echoscu")
-    if shutil.which("ss") is None:
-        pytest.skip("ss (iproute2) is not installed")
+    require_tools("ss")
     backlog = 24
     node = {"accept_backlog": backlog, "max_pending": 200, "max_pending_per_address": 200, "acse_timeout": 5}
     guard = guard_factory(archive_port=ref_archive.port, node=node).start()
