@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from guard.domain import status as st
+from guard.listener.server import DRAIN_TIMEOUT
 from tests.acceptance.conftest import GuardFactory
 from tests.support.fixtures import StudyFactory
 from tests.support.guard import GuardProcess
@@ -112,8 +113,9 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
 
     results = send_files(guard.port, [p for _, p in remaining], on_result=kill_main)
     assert "main" in killed, "the main process was not killed during the send"
-    # The listener must not outlive its main process: it would accept instances nobody forwards.
-    wait_until(lambda: not _is_running(second_listener), 30, message="the listener process outlived the main process")
+    # The listener must not outlive its main process: it would accept instances nobody forwards. It
+    # stops accepting at once and lets the association in flight finish (bounded by the drain time).
+    wait_until(lambda: not _is_running(second_listener), DRAIN_TIMEOUT + 30, message="the listener process outlived the main process")
     wait_until(lambda: not port_is_open("127.0.0.1", guard.port), 30, message="the DICOM port stayed open without a guard")
     done = {uid for uid, status in results if status == st.SUCCESS}
     remaining = [(uid, p) for uid, p in remaining if uid not in done]
