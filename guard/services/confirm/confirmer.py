@@ -49,14 +49,24 @@ exponential = backoff_schedule
 class Confirmer:
     """Runs the confirmation loops and answers the DICOM handlers' commitment events."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, *, wake_loops: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        *,
+        wake_loops: Callable[[], None] | None = None,
+        observe_latency: Callable[[float], None] = COMMITMENT_LATENCY.observe,
+    ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
-        ``wake_loops`` replaces the local wake when the loops run in another process (the
-        listener process hands reports and requests to the main process's loops).
+        ``wake_loops`` replaces the local wake and ``observe_latency`` the local metric when the
+        loops run in another process (the listener process hands reports and requests, and the
+        report latencies, to the main process).
         """
         self.settings = settings
         self._wake_loops = wake_loops
+        self._observe_latency = observe_latency
         self.cfg = settings.confirm
         self.ledger = ledger
         self.spool = spool
@@ -214,7 +224,7 @@ class Confirmer:
             policy=self.policy,
         )
         if result.latency_seconds is not None:
-            COMMITMENT_LATENCY.observe(result.latency_seconds)
+            self._observe_latency(result.latency_seconds)
         if result.known:  # instances confirmed or sent back: spool copies and source reports may be due
             self.wake()
         return result.known
