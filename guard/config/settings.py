@@ -161,6 +161,13 @@ class NodeSettings(_Section):
             " Empty: the host name (its first label). 1 to 32 letters, digits, '.', '-', '_'; unique per node."
         ),
     )
+    relay_ae_title: str = Field(
+        "",
+        description=(
+            "AE title this node names as Move Destination when it relays a C-MOVE to the archive; the archive must reach it"
+            " at this node's own address and port (not the load balancer's). Empty: ae_title (one node)."
+        ),
+    )
     lease_seconds: float = Field(
         30.0,
         gt=0,
@@ -181,6 +188,11 @@ class NodeSettings(_Section):
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
     _check_id = field_validator("id")(_check_node_id)
+
+    @field_validator("relay_ae_title")
+    @classmethod
+    def _check_relay_ae(cls, value: str) -> str:
+        return _check_ae_title(value) if value else value
 
 
 class SpoolSettings(_Section):
@@ -603,6 +615,11 @@ class Settings(BaseSettings):
     def spool_dir(self) -> Path:
         """Folder of the spool."""
         return self.spool.dir or self.node.data_dir / "spool"
+
+    @property
+    def relay_ae_title(self) -> str:
+        """The Move Destination of this node's C-MOVE relays: ``node.relay_ae_title``, else ``node.ae_title``."""
+        return self.node.relay_ae_title or self.node.ae_title
 
     @property
     def node_id(self) -> str:
