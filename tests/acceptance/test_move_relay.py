@@ -278,7 +278,7 @@ def test_an_instance_the_destination_refuses_is_a_failed_sub_operation(
 def test_the_relay_names_the_nodes_own_relay_ae_title_as_move_destination(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
 ) -> None:
-    """With node.relay_ae_title the archive is asked to move to that AE title (known to it at this node's own port) and every instance arrives.
+    """With node.relay_ae_title the archive is asked to move to that AE title (this node's own port): every instance arrives.
 
     The archive knows the shared AE title GUARD at another address (a load balancer's; here a port
     nobody listens on): sub-operations reach the node only through its own relay entry.
