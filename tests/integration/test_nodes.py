@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select, text, update
@@ -25,21 +25,12 @@ from guard.ledger.ledger import Ledger
 from guard.ledger.nodes import NodeInfo, SingleNodeError, list_nodes, register_node
 from guard.ledger.schema import audit_log, commitment_transactions, instances
 from guard.ledger.verification import remove_spool_copy
+from tests.integration.test_ledger import Clock, _item
 from tests.support.waiting import wait_until
 
 LEASE = timedelta(seconds=30)
 REFS = [Reference(None, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.1")]
 BEAT = timedelta(seconds=5)
-
-
-class Clock:
-    """A clock the test moves by hand (one per node: nodes do not share a clock object)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -56,27 +47,18 @@ def pg_engines(postgres_url: str) -> Iterator[tuple[Engine, Engine]]:
     second.dispose()
 
 
-def _item(n: int, study: str = "1.2.3") -> ReceivedInstance:
-    return ReceivedInstance(
-        sop_instance_uid=f"1.2.3.4.{n}",
-        study_uid=study,
-        series_uid=f"{study}.1",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax="1.2.840.10008.1.2.1",
-        size=1000 + n,
-        sha256="a" * 64,
-        spool_path=f"{study}/1.2.3.4.{n}.dcm",
-        patient_id="PAT",
-        modality="CT",
-        calling_ae="PACS",
-        peer_address="127.0.0.1",
-    )
-
-
 def _receive(ledger: Ledger, *items: ReceivedInstance) -> None:
     with ledger.transaction() as tx:
         for item in items:
             record_received(tx, item)
+
+
+def _two_holders(engines: tuple[Engine, Engine], task: str) -> tuple[Clock, Clock, Ledger, Ledger, TaskLease, TaskLease]:
+    """Two nodes (each its own clock and pool) and each one's holder of the lease of ``task``."""
+    clock_a, clock_b = Clock(), Clock()
+    base_a = Ledger(engines[0], clock_a, node="node-a")
+    base_b = Ledger(engines[1], clock_b, node="node-b")
+    return clock_a, clock_b, base_a, base_b, TaskLease(base_a, task, "a:1", LEASE), TaskLease(base_b, task, "b:1", LEASE)
 
 
 def _audit_nodes(ledger: Ledger, event: AuditEvent) -> list[str | None]:
@@ -120,11 +102,7 @@ def test_a_node_whose_forwarding_lease_expired_cannot_mark_the_instance_forwarde
 
 def test_a_node_that_lost_the_confirm_lease_can_open_no_commitment_request(pg_engines: tuple[Engine, Engine]) -> None:
     """A holds the confirm lease; after it expires B takes it (epoch 2); every fenced change of A raises and is rolled back."""
-    clock_a, clock_b = Clock(), Clock()
-    base_a = Ledger(pg_engines[0], clock_a, node="node-a")
-    base_b = Ledger(pg_engines[1], clock_b, node="node-b")
-    lease_a = TaskLease(base_a, "confirm", "a:1", LEASE)
-    lease_b = TaskLease(base_b, "confirm", "b:1", LEASE)
+    clock_a, clock_b, base_a, base_b, lease_a, lease_b = _two_holders(pg_engines, "confirm")
     assert (lease_a.hold(), lease_b.hold()) == (True, False)
     clock_b.now += LEASE + timedelta(seconds=1)
     assert lease_b.hold() is True
@@ -143,16 +121,12 @@ def test_a_node_that_lost_the_confirm_lease_can_open_no_commitment_request(pg_en
 
 def test_a_node_that_lost_the_spool_lease_removes_no_spool_copy(pg_engines: tuple[Engine, Engine]) -> None:
     """The file is removed inside the fenced transaction: after a takeover, A's removal is never called and nothing is recorded."""
-    clock_a, clock_b = Clock(), Clock()
-    base_a = Ledger(pg_engines[0], clock_a, node="node-a")
-    base_b = Ledger(pg_engines[1], clock_b, node="node-b")
+    clock_a, clock_b, base_a, base_b, lease_a, lease_b = _two_holders(pg_engines, "spool-clean")
     _receive(base_a, _item(1))
     with base_a.transaction() as tx:
         tx.conn.execute(update(instances).values(state=InstanceState.CONFIRMED.value, confirmed_at=clock_a.now))
     with base_a.read() as conn:
         instance_id = conn.execute(select(instances.c.id)).scalar_one()
-    lease_a = TaskLease(base_a, "spool-clean", "a:1", LEASE)
-    lease_b = TaskLease(base_b, "spool-clean", "b:1", LEASE)
     assert lease_a.hold() is True
     clock_b.now += LEASE + timedelta(seconds=1)
     assert lease_b.hold() is True
@@ -168,11 +142,7 @@ def test_a_node_that_lost_the_spool_lease_removes_no_spool_copy(pg_engines: tupl
 
 def test_a_takeover_waits_for_a_fenced_change_in_progress(pg_engines: tuple[Engine, Engine]) -> None:
     """B's takeover blocks on the lease row while A's fenced change is open, then sees the lease A's change renewed: no interleaving."""
-    clock_a, clock_b = Clock(), Clock()
-    base_a = Ledger(pg_engines[0], clock_a, node="node-a")
-    base_b = Ledger(pg_engines[1], clock_b, node="node-b")
-    lease_a = TaskLease(base_a, "confirm", "a:1", LEASE)
-    lease_b = TaskLease(base_b, "confirm", "b:1", LEASE)
+    clock_a, clock_b, base_a, _base_b, lease_a, lease_b = _two_holders(pg_engines, "confirm")
     assert lease_a.hold() is True  # until t0 + 30 s
     outcome: list[bool] = []
     clock_a.now += timedelta(seconds=20)
