@@ -7,6 +7,7 @@ With ``node.listener_process`` the listener runs in a child process (``listener_
 from __future__ import annotations
 
 import signal
+import threading
 
 import structlog
 
@@ -30,6 +31,7 @@ from guard.services.confirm.confirmer import Confirmer
 from guard.services.delete.gate import DeleteGate
 from guard.services.forward.worker import Forwarder
 from guard.services.ingest import IngestService
+from guard.services.nodes import NodeHeartbeat
 from guard.services.qr.relay import QueryRetrieveRelay
 from guard.services.sweep import SpoolSweep
 from guard.spool import Spool
@@ -57,6 +59,10 @@ class GuardService:
         self.probe: ArchiveProbe | None = None
         self.audit_tasks: AuditTasks | None = None
         self.sweep: SpoolSweep | None = None
+        self.heartbeat: NodeHeartbeat | None = None
+        #: Set on stop: /readyz answers 503 (draining) while the listener still serves.
+        self.draining = threading.Event()
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -66,6 +72,8 @@ class GuardService:
         if tls.in_use(self.settings):
             tls_contexts.load()  # unusable certificate files stop the start, naming the file
         ledger = self.ledger = open_ledger(self.settings)
+        # Before anything else uses the ledger: an SQLite ledger refuses a second node here.
+        self.heartbeat = NodeHeartbeat(self.settings, ledger, lambda: all(self._readiness().values())).register()
         self.audit_tasks = AuditTasks(self.settings, ledger).start()
         unknown = self.settings.unknown_environment
         for variable in unknown:
@@ -101,11 +109,14 @@ class GuardService:
             self.admin = AdminServer(
                 app, host=http.bind, port=http.port, certificate=http.certificate, private_key=http.private_key
             ).start()
+        self.heartbeat.start(dicom_port=dicom_port, http_port=self.admin.port if self.admin is not None else None)
         ledger.audit(
             AuditEvent.SERVICE_STARTED,
             actor=self.settings.node.ae_title,
             detail={
                 "version": __version__,
+                "node": self.settings.node_id,
+                "spool": "shared" if self.settings.spool.shared else "node-local",
                 "dicom_port": dicom_port,
                 "listener_pid": self.listener.pid if self.listener is not None else None,
                 "dicom_tls_port": self.settings.tls.port or None,
@@ -149,6 +160,7 @@ class GuardService:
             "ledger": self.ledger is not None and ledger_reachable(self.ledger),
             "spool": directory_writable(self.spool.incoming),
             "workers": self.forwarder is not None and self.forwarder.alive() and self.confirmer is not None and self.confirmer.alive(),
+            "accepting": not self.draining.is_set(),
         }
         if self.settings.node.listener_process:
             checks["listener"] = self.listener is not None and self.listener.alive()
@@ -161,8 +173,18 @@ class GuardService:
         if self.listener is not None:
             self.listener.stop()
 
+    def drain(self) -> None:
+        """Go not-ready first and wait ``node.drain_seconds``, so that a load balancer stops sending new associations here."""
+        self.draining.set()
+        if self.heartbeat is None or self.heartbeat.ports == {}:
+            return  # never started: nothing is sending here
+        self.heartbeat.draining()
+        log.info("service.draining", action="service.draining", node=self.settings.node_id, seconds=self.settings.node.drain_seconds)
+        self._stopped.wait(self.settings.node.drain_seconds)
+
     def stop(self) -> None:
-        """Stop accepting, drain associations, stop the workers, then close the ledger."""
+        """Drain, stop accepting, finish the associations in flight, stop the workers, then close the ledger."""
+        self.drain()
         if self.admin is not None:
             self.admin.stop()
         if self.probe is not None:
@@ -173,6 +195,8 @@ class GuardService:
                 worker.stop()
         if self.reference_archive is not None:
             self.reference_archive.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.ledger is not None:
             self.ledger.audit(AuditEvent.SERVICE_STOPPED, actor=self.settings.node.ae_title)
         if self.audit_tasks is not None:

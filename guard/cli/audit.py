@@ -23,7 +23,7 @@ from guard.domain.times import parse_utc
 from guard.domain.uids import is_valid_uid
 from guard.ledger.audit_query import iter_audit
 from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
-from guard.ledger.chain import HASHED_FIELDS
+from guard.ledger.chain import RECORD_FIELDS
 from guard.ledger.db import open_ledger
 from guard.ledger.ledger import Ledger
 from guard.services.audit.retention import verify_export
@@ -50,7 +50,7 @@ class Format(StrEnum):
 
 
 #: CSV columns, in order; ``detail`` is a JSON object in one cell.
-CSV_COLUMNS = (*HASHED_FIELDS, "hash")
+CSV_COLUMNS = (*RECORD_FIELDS, "hash")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

@@ -37,6 +37,7 @@ from guard.domain.tokens import token_hash
 from guard.domain.uids import is_valid_uid
 from guard.ledger.db import open_ledger
 from guard.ledger.instances import Overview, overview, requeue_dead_letters
+from guard.ledger.nodes import NodeStatus, list_nodes
 from guard.ledger.reconcile import count_studies, select_studies
 from guard.ledger.study_report import StudyReport, study_report
 from guard.services.confirm.reconcile import reconcile
@@ -151,7 +152,7 @@ def status(
     ledger = open_ledger(settings)
     try:
         if study_uid is None:
-            _print_overview(overview(ledger), as_json=as_json)
+            _print_overview(overview(ledger), list_nodes(ledger, timedelta(seconds=settings.node.heartbeat_seconds)), as_json=as_json)
             return
         report = study_report(ledger, _study_uid(study_uid), quiet=timedelta(seconds=settings.confirm.batch_wait))
     finally:
@@ -192,11 +193,25 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
-def _print_overview(summary: Overview, *, as_json: bool) -> None:
+def _print_overview(summary: Overview, nodes: list[NodeStatus], *, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(asdict(summary)))
+        out.print_json(json.dumps({**asdict(summary), "nodes": [asdict(n) for n in nodes]}, default=str))
         return
     out.print(_counts_table(f"All instances: {sum(summary.counts.values())}", summary.counts))
+    table = Table(title="Nodes")
+    for col in ("node", "state", "ready", "last seen (UTC)", "queue", "unconfirmed", "version"):
+        table.add_column(col)
+    for node in nodes:
+        table.add_row(
+            node.node,
+            node.state,
+            "yes" if node.ready else "no",
+            node.last_seen_at.isoformat(),
+            str(node.queue),
+            str(node.unconfirmed),
+            node.version,
+        )
+    out.print(table)
     recent = Table(title="Most recent studies")
     for col in ("Study Instance UID", "Patient ID", "last received (UTC)"):
         recent.add_column(col)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -61,6 +62,25 @@ _PIN_DESCRIPTION = (
     "SHA-256 fingerprint of this peer's certificate (hex, colons allowed). When set, a TLS association with this AE title"
     " is refused unless the peer presents exactly this certificate (pinning). Empty: any certificate signed by tls.ca_file."
 )
+
+
+_NODE_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+NODE_ID_MAX = 32
+
+
+def _check_node_id(value: str) -> str:
+    """A node identity: empty (the host name) or 1 to 32 letters, digits, dots, hyphens and underscores."""
+    if value and (len(value) > NODE_ID_MAX or not set(value) <= _NODE_ID_CHARS or value[0] in ".-_"):
+        msg = f"must be 1 to {NODE_ID_MAX} letters, digits, '.', '-' or '_', starting with a letter or digit"
+        raise ValueError(msg)
+    return value
+
+
+def default_node_id() -> str:
+    """The host name's first label, cut to what a node identity allows (``guard`` if nothing is left)."""
+    label = socket.gethostname().split(".", 1)[0]
+    kept = "".join(c if c in _NODE_ID_CHARS else "-" for c in label).lstrip(".-_")[:NODE_ID_MAX]
+    return kept or "guard"
 
 
 class _Section(BaseModel):
@@ -134,7 +154,58 @@ class NodeSettings(_Section):
         description="Largest data set accepted by C-STORE, in bytes; a larger one is refused with 0xA700 and not kept (0 = no limit).",
     )
 
+    id: str = Field(
+        "",
+        description=(
+            "This node's identity among guards sharing one ledger: in every audit record, guard status and /status."
+            " Empty: the host name (its first label). 1 to 32 letters, digits, '.', '-', '_'; unique per node."
+        ),
+    )
+    relay_ae_title: str = Field(
+        "",
+        description=(
+            "AE title this node names as Move Destination when it relays a C-MOVE to the archive; the archive must reach it"
+            " at this node's own address and port (not the load balancer's). Empty: ae_title (one node)."
+        ),
+    )
+    lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Lease of the cluster-wide tasks (confirmation, source reports, spool clean-up, audit export): a node that"
+            " stops renewing it loses the task to another node after this many seconds."
+        ),
+    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often the node records that it is alive in the ledger (nodes table).")
+    drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "On SIGTERM, seconds /readyz answers 503 (draining) before the DICOM listener closes, so that a load balancer"
+            " stops sending new associations first (behind HAProxy: more than fall x inter of its health check)."
+        ),
+    )
+
     _check_ae = field_validator("ae_title")(_check_ae_title)
+    _check_id = field_validator("id")(_check_node_id)
+
+    @field_validator("relay_ae_title")
+    @classmethod
+    def _check_relay_ae(cls, value: str) -> str:
+        return _check_ae_title(value) if value else value
+
+
+class SpoolSettings(_Section):
+    """Where received instances wait for confirmation, and who may forward them."""
+
+    dir: Path | None = Field(None, description="Folder of the spool (default: data_dir/spool).")
+    shared: bool = Field(
+        default=False,
+        description=(
+            "The spool folder is one directory mounted on every node: any node forwards any instance, and takes over"
+            " a dead node's backlog after the lease. False (node-local): a node forwards and cleans only what it received."
+        ),
+    )
 
 
 class LedgerSettings(_Section):
@@ -492,6 +563,7 @@ class Settings(BaseSettings):
     _unknown_environment: tuple[UnknownKey, ...] = PrivateAttr(default=())
 
     node: NodeSettings = NodeSettings()
+    spool: SpoolSettings = SpoolSettings()
     ledger: LedgerSettings = LedgerSettings()
     sources: tuple[SourceSettings, ...] = ()
     archive: ArchiveSettings = ArchiveSettings()
@@ -542,7 +614,17 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         """Folder of the spool."""
-        return self.node.data_dir / "spool"
+        return self.spool.dir or self.node.data_dir / "spool"
+
+    @property
+    def relay_ae_title(self) -> str:
+        """The Move Destination of this node's C-MOVE relays: ``node.relay_ae_title``, else ``node.ae_title``."""
+        return self.node.relay_ae_title or self.node.ae_title
+
+    @property
+    def node_id(self) -> str:
+        """The identity of the node: ``node.id``, else the host name."""
+        return self.node.id or default_node_id()
 
     @property
     def retention_dir(self) -> Path:

@@ -11,6 +11,7 @@
     ├── LedgerError                 the ledger cannot read or record a fact
     │   ├── LedgerUnavailableError  transient: the database cannot be reached, is locked, or is full
     │   └── LedgerRejectedError     permanent: the database refused the statement (constraint, schema)
+    ├── LeaseLostError              another node took the task over: the change was not made
     └── PeerError                   a remote DICOM peer did not do what was asked
         ├── TransientPeerError      worth retrying later (refused, aborted, timeout, 0xA7xx)
         │   └── ArchiveUnreachableError  no association at all: says nothing about the instance
@@ -64,6 +65,10 @@ class LedgerUnavailableError(LedgerError):
 
 class LedgerRejectedError(LedgerError):
     """The ledger refused the statement (constraint or schema); retrying will not help."""
+
+
+class LeaseLostError(GuardError):
+    """The lease of the task is no longer held here (another node took it over); the change was not made."""
 
 
 class PeerError(GuardError):

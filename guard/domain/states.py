@@ -53,6 +53,7 @@ class AuditEvent(StrEnum):
     RECONCILE_COMPLETED = "reconcile.completed"
     AUDIT_EXPORTED = "audit.exported"
     SECURITY_ALERT = "security.alert"
+    LEASE_ACQUIRED = "lease.acquired"
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"
     CONFIG_LOADED = "config.loaded"

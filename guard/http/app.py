@@ -136,7 +136,8 @@ def create_app(settings: Settings, ledger: Ledger, gate: DeleteGate, readiness: 
     _add_studies(app, settings, ledger, gate, reader)
     _add_delete(app, gate, auth)
     _add_audit(app, ledger, reader)
-    add_status(app, ledger, probe or ArchiveProbe(settings), read_dependencies=[reader])
+    heartbeat = timedelta(seconds=settings.node.heartbeat_seconds)
+    add_status(app, ledger, probe or ArchiveProbe(settings), read_dependencies=[reader], heartbeat=heartbeat)
     return app
 
 

@@ -29,7 +29,9 @@ from guard import __version__
 from guard.dicom.probe import ArchiveProbe
 from guard.domain.states import InstanceState
 from guard.ledger.dashboard import PENDING_STATES, QUEUE_STATES, DeadLetterFact, DecisionFact, OldestPending, status_facts
+from guard.ledger.leases import lease_holders
 from guard.ledger.ledger import Ledger
+from guard.ledger.nodes import NodeStatus, list_nodes
 
 STATIC_DIR = Path(str(files("guard.http") / "static"))
 #: Minutes of throughput the chart shows.
@@ -97,6 +99,22 @@ class ArchiveView(BaseModel):
     probe_interval: float
 
 
+class NodeView(BaseModel):
+    """One guard node on this ledger: its health by its own heartbeat, and its queue."""
+
+    node: str
+    state: str = Field(description="running, draining, stopped, or lost (not heard from for three heartbeats).")
+    ready: bool
+    last_seen_at: str
+    started_at: str
+    ae_title: str
+    dicom_port: int | None
+    http_port: int | None
+    version: str
+    queue: int = Field(description="Instances this node received that wait for forwarding.")
+    unconfirmed: int = Field(description="Instances this node received that are forwarded, not yet confirmed.")
+
+
 class StatusView(BaseModel):
     """The numbers of the status page."""
 
@@ -112,6 +130,25 @@ class StatusView(BaseModel):
     recent_decisions: list[DecisionView]
     dead_letters: list[DeadLetterView]
     archive: ArchiveView
+    node: str | None = Field(description="The node that answered.")
+    nodes: list[NodeView]
+    leases: dict[str, str | None] = Field(description="Cluster-wide task -> node holding its lease now (null: none).")
+
+
+def _node_view(item: NodeStatus) -> NodeView:
+    return NodeView(
+        node=item.node,
+        state=item.state,
+        ready=item.ready,
+        last_seen_at=item.last_seen_at.isoformat(),
+        started_at=item.started_at.isoformat(),
+        ae_title=item.ae_title,
+        dicom_port=item.dicom_port,
+        http_port=item.http_port,
+        version=item.version,
+        queue=item.queue,
+        unconfirmed=item.unconfirmed,
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -167,8 +204,8 @@ def _archive_view(probe: ArchiveProbe) -> ArchiveView:
     )
 
 
-def status_snapshot(ledger: Ledger, probe: ArchiveProbe) -> StatusView:
-    """Everything the status page shows, read from the ledger now and from the probe's cache."""
+def status_snapshot(ledger: Ledger, probe: ArchiveProbe, heartbeat: timedelta = timedelta(seconds=5)) -> StatusView:
+    """Everything the status page shows, read from the ledger now and from the probe's cache (nodes lost after three ``heartbeat``)."""
     now = ledger.clock()
     start = (now - timedelta(minutes=WINDOW_MINUTES - 1)).replace(second=0, microsecond=0)
     facts = status_facts(ledger, start=start, minutes=WINDOW_MINUTES, recent=RECENT_LIMIT)
@@ -191,10 +228,15 @@ def status_snapshot(ledger: Ledger, probe: ArchiveProbe) -> StatusView:
         recent_decisions=[_decision(d) for d in facts.recent_decisions],
         dead_letters=[_dead_letter(d) for d in facts.dead_letters],
         archive=_archive_view(probe),
+        node=ledger.node,
+        nodes=[_node_view(n) for n in list_nodes(ledger, heartbeat)],
+        leases=lease_holders(ledger),
     )
 
 
-def add_status(app: FastAPI, ledger: Ledger, probe: ArchiveProbe, *, read_dependencies: Sequence[Any] = ()) -> None:
+def add_status(
+    app: FastAPI, ledger: Ledger, probe: ArchiveProbe, *, read_dependencies: Sequence[Any] = (), heartbeat: timedelta = timedelta(seconds=5)
+) -> None:
     """``GET /`` (the page), ``/static/*`` (its files) and ``GET /status`` (its numbers).
 
     ``read_dependencies`` are the ``Depends(...)`` that protect read endpoints, if any (none: open).
@@ -202,7 +244,7 @@ def add_status(app: FastAPI, ledger: Ledger, probe: ArchiveProbe, *, read_depend
 
     @app.get("/status", summary="The numbers of the status page.", dependencies=list(read_dependencies))
     def status() -> StatusView:
-        return status_snapshot(ledger, probe)
+        return status_snapshot(ledger, probe, heartbeat)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -49,6 +49,7 @@ class AuditRecord:
     series_uid: str | None = None
     sop_instance_uid: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    node: str | None = None
     seq: int | None = None
     prev_hash: str | None = None
     hash: str | None = None
@@ -66,6 +67,7 @@ class AuditRecord:
             "series_uid": self.series_uid,
             "sop_instance_uid": self.sop_instance_uid,
             "detail": json.dumps(self.detail, sort_keys=True, default=str),
+            "node": self.node,
         }
 
     def chained(self, seq: int, prev_hash: str) -> AuditRecord:
@@ -113,17 +115,18 @@ def chain_head(conn: Connection) -> tuple[int, str]:
 class Transaction:
     """A ledger transaction that can also carry audit records."""
 
-    def __init__(self, conn: Connection, clock: Clock) -> None:
-        """Wrap an open connection inside ``engine.begin()``."""
+    def __init__(self, conn: Connection, clock: Clock, node: str | None = None) -> None:
+        """Wrap an open connection inside ``engine.begin()``; ``node`` is written into every record and received instance."""
         self.conn = conn
         self.clock = clock
+        self.node = node
         self.pending: list[AuditRecord] = []
         self.records: list[AuditRecord] = []
 
     def audit(self, event: AuditEvent, outcome: Outcome = Outcome.SUCCESS, **fields: Any) -> AuditRecord:
         """Add an audit record to this transaction; it is inserted when the transaction ends."""
         detail = fields.pop("detail", None) or {}
-        record = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, **fields)
+        record = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, node=self.node, **fields)
         self.pending.append(record)
         return record
 

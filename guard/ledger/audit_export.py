@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from guard.domain.states import AuditEvent
 from guard.ledger.audit import chain_head
-from guard.ledger.chain import GENESIS, HASHED_FIELDS, canonical_time
+from guard.ledger.chain import GENESIS, RECORD_FIELDS, canonical_time
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_anchor, audit_exports, audit_log
 
@@ -78,7 +78,7 @@ def stored_records(ledger: Ledger, after: int, until: int) -> Iterator[dict[str,
         if not rows:
             return
         for row in rows:
-            record = {name: getattr(row, name) for name in (*HASHED_FIELDS, "hash")}
+            record = {name: getattr(row, name) for name in (*RECORD_FIELDS, "hash")}
             record["at"] = canonical_time(record["at"])
             yield record
         after = int(rows[-1].seq)

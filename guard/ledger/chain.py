@@ -9,6 +9,10 @@ The canonical encoding is a JSON array of a version tag and the fields in a fixe
 the time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` and ``detail`` as the exact text stored in the
 ledger, UTF-8, no whitespace. It is part of the stored format: changing it needs a new version
 tag, and the walk must keep accepting the old one.
+
+Version 2 (``guard-audit-2``) adds the ``node`` that wrote the record, after ``prev_hash``; a
+record without a node (written before nodes existed) keeps version 1, so an older chain still
+verifies unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 GENESIS = "0" * 64
 
 _VERSION = "guard-audit-1"
+_VERSION_NODE = "guard-audit-2"
 
 #: The fields of a record covered by its hash, in encoding order.
 HASHED_FIELDS = (
@@ -41,6 +46,12 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 
+#: Fields hashed only when set (a version-2 record), in encoding order after ``HASHED_FIELDS``.
+OPTIONAL_FIELDS = ("node",)
+
+#: Every stored field of a record that its hash covers.
+RECORD_FIELDS = (*HASHED_FIELDS, *OPTIONAL_FIELDS)
+
 
 def canonical_time(value: datetime) -> str:
     """A record time as hashed: UTC, microseconds, ``Z``; naive values are UTC (SQLite)."""
@@ -49,13 +60,16 @@ def canonical_time(value: datetime) -> str:
 
 
 def canonical(fields: dict[str, Any]) -> bytes:
-    """The canonical encoding of a record given as a mapping of ``HASHED_FIELDS``."""
-    values: list[Any] = [_VERSION]
+    """The canonical encoding of a record given as a mapping of ``HASHED_FIELDS`` (and ``node``, when set)."""
+    node = fields.get("node")
+    values: list[Any] = [_VERSION if node is None else _VERSION_NODE]
     for name in HASHED_FIELDS:
         value = fields[name]
         if name == "at":
             value = canonical_time(value)
         values.append(value)
+    if node is not None:
+        values.append(node)
     return json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -97,7 +111,8 @@ def walk(rows: Iterable[Any], *, expected_seq: int | None, expected_prev: str | 
     after the first break.
     """
     for row in rows:
-        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
+        fields: dict[str, Any] = {name: getattr(row, name) for name in HASHED_FIELDS}
+        fields.update({name: getattr(row, name, None) for name in OPTIONAL_FIELDS})
         seq = int(fields["seq"])
         problem: ChainBreak | None = None
         if expected_seq is not None and seq != expected_seq:

@@ -66,7 +66,8 @@ def _needs_find(mode: ConfirmMode) -> bool:
 
 def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> bool:
     """Make a forwarded instance ``confirmed`` when it has every proof ``mode`` requires."""
-    row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+    # The row lock makes a second node's report or C-FIND for the same instance wait, then see it confirmed.
+    row = tx.conn.execute(select(instances).where(instances.c.id == instance_id).with_for_update()).one()
     if row.state != InstanceState.FORWARDED.value:
         return False
     if (_needs_commit(mode) and row.commit_confirmed_at is None) or (_needs_find(mode) and row.find_confirmed_at is None):

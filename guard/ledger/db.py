@@ -80,4 +80,4 @@ def open_ledger(settings: Settings) -> Ledger:
     """Open the ledger named by the settings and bring its schema up to date."""
     engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
     migrate(engine)
-    return Ledger(engine)
+    return Ledger(engine, node=settings.node_id)

@@ -116,6 +116,7 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
             patient_id=item.patient_id,
             calling_ae=item.calling_ae,
             peer_address=item.peer_address,
+            node=tx.node,
             state=InstanceState.RECEIVED.value,
             attempts=0,
             received_at=now,
@@ -126,21 +127,24 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
 
 
-def claim_pending(ledger: Ledger, owner: str, limit: int, lease: timedelta) -> list[Claim]:
+def claim_pending(ledger: Ledger, owner: str, limit: int, lease: timedelta, *, held_by: str | None = None) -> list[Claim]:
     """Claim up to ``limit`` instances due for forwarding, under a lease held by ``owner``.
 
     A lease that was not renewed in time (its worker crashed or was killed) expires and the
-    instance can be claimed again; ``FOR UPDATE SKIP LOCKED`` lets PostgreSQL workers claim in
-    parallel, SQLite serialises them with ``BEGIN IMMEDIATE``.
+    instance can be claimed again; ``FOR UPDATE SKIP LOCKED`` lets PostgreSQL workers (of every
+    node) claim in parallel, SQLite serialises them with ``BEGIN IMMEDIATE``. ``held_by`` (a
+    node-local spool) claims only what that node received (or rows from before nodes existed).
     """
     with ledger.transaction() as tx:
         now = tx.clock()
+        holder = [] if held_by is None else [or_(instances.c.node == held_by, instances.c.node.is_(None))]
         rows = tx.conn.execute(
             select(instances)
             .where(
                 instances.c.state.in_(CLAIMABLE_STATES),
                 instances.c.next_attempt_at <= now,
                 or_(instances.c.lease_expires_at.is_(None), instances.c.lease_expires_at < now),
+                *holder,
             )
             .order_by(instances.c.id)
             .limit(limit)
@@ -202,10 +206,21 @@ def release_claims(ledger: Ledger, owner: str, ids: list[int]) -> None:
 
 
 def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -> bool:
-    """Write an outcome for a claim if ``owner`` still holds it; False if the lease was lost."""
+    """Write an outcome for a claim if ``owner`` still holds it, unexpired, at the claim's attempt; False if the lease was lost.
+
+    Owner, attempt (the claim's epoch: every claim counts one) and expiry together fence the
+    outcome: a worker whose lease expired, on any node, cannot mark the instance forwarded,
+    even when nobody has claimed it since (then it is simply sent again, which is harmless).
+    """
     result = tx.conn.execute(
         update(instances)
-        .where(instances.c.id == claim.id, instances.c.lease_owner == owner, instances.c.state.in_(CLAIMABLE_STATES))
+        .where(
+            instances.c.id == claim.id,
+            instances.c.lease_owner == owner,
+            instances.c.attempts == claim.attempts,
+            instances.c.lease_expires_at > tx.clock(),
+            instances.c.state.in_(CLAIMABLE_STATES),
+        )
         .values(lease_owner=None, lease_expires_at=None, updated_at=tx.clock(), **values),
     )
     return bool(result.rowcount)

@@ -14,6 +14,7 @@ ever sees a driver exception, and whether to retry is decided by the error's typ
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,17 +49,18 @@ def translate(exc: SQLAlchemyError, doing: str) -> LedgerError:
 class Ledger:
     """Access to the ledger database: transactions with audit, reads, and the clock."""
 
-    def __init__(self, engine: Engine, clock: Clock = utcnow) -> None:
-        """Use ``engine`` (already migrated) and ``clock`` for every timestamp."""
+    def __init__(self, engine: Engine, clock: Clock = utcnow, *, node: str | None = None) -> None:
+        """Use ``engine`` (already migrated) and ``clock`` for every timestamp; ``node`` names this guard node in its records."""
         self.engine = engine
         self.clock = clock
+        self.node = node
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Run a transaction; its audit records are logged once it has committed."""
         try:
             with self.engine.begin() as conn:
-                tx = Transaction(conn, self.clock)
+                tx = Transaction(conn, self.clock, self.node)
                 yield tx
                 tx.flush_audit()
         except SQLAlchemyError as exc:
@@ -74,6 +76,27 @@ class Ledger:
                 yield conn
         except SQLAlchemyError as exc:
             raise translate(exc, "read") from exc
+
+    @contextmanager
+    def study_lock(self, study_uid: str) -> Iterator[None]:
+        """Hold a lock on ``study_uid`` shared by every node of the ledger (PostgreSQL), for decisions that must not interleave.
+
+        A session advisory lock (``pg_advisory_lock``) on a connection of its own, held while the
+        block runs; the connection closing (a node killed) frees it. SQLite serves one node, whose
+        callers serialise with their own lock: nothing is taken here.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(f"guard-study:{study_uid}".encode()).digest()[:8], "big", signed=True)
+        with self.read() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
 
     def reachable(self) -> bool:
         """Whether a trivial query succeeds now (for readiness; never raises a ledger error)."""
@@ -101,7 +124,8 @@ class Ledger:
             return self.audit(event, outcome, **fields)
         except LedgerError as exc:
             detail = fields.pop("detail", None) or {}
-            unwritten = AuditRecord(event=event, outcome=outcome, at=self.clock().astimezone(UTC), detail=detail, **fields)
+            at = self.clock().astimezone(UTC)
+            unwritten = AuditRecord(event=event, outcome=outcome, at=at, detail=detail, node=self.node, **fields)
             line = {"audit": False, "audit_event": event.value, "error": str(exc), **unwritten.log_fields()}
             log.exception("audit.unwritable", action="audit.unwritable", **line)
             return None

@@ -17,6 +17,7 @@ from sqlalchemy import (
 
 UID = String(64)
 AE = String(16)
+NODE = String(32)
 
 metadata = MetaData(
     naming_convention={
@@ -82,6 +83,8 @@ instances = Table(
     Column("confirm_next_at", DateTime(timezone=True), nullable=True),
     Column("resends", Integer, nullable=False, default=0, server_default="0"),
     Column("spool_removed_at", DateTime(timezone=True), nullable=True),
+    # The node that received the instance and holds its spool copy (node-local spool).
+    Column("node", NODE, nullable=True),
     UniqueConstraint("sop_instance_uid", "version"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "state", "confirm_next_at"),
@@ -137,6 +140,8 @@ audit_log = Table(
     # The hash chain (see guard/ledger/chain.py): the previous record's hash and this one's.
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # The node that wrote the record (hashed from chain version 2 on).
+    Column("node", NODE, nullable=True),
     Index(None, "actor"),
 )
 
@@ -160,4 +165,34 @@ audit_exports = Table(
     Column("name", String(32), primary_key=True),
     Column("last_seq", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The guard nodes on this ledger: each heartbeats its row (guard status, /status, the status page).
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node", NODE, primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+    Column("ready", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False),
+    Column("ae_title", AE, nullable=False),
+    Column("dicom_port", Integer, nullable=True),
+    Column("http_port", Integer, nullable=True),
+    Column("version", String(32), nullable=False),
+    Column("pid", Integer, nullable=True),
+)
+
+# Cluster-wide task leases (confirmation, source reports, spool clean-up, the ATNA outbox): one
+# holder at a time; ``epoch`` grows at every change of holder, and every state change of the
+# task checks holder and epoch in its own transaction (guard/ledger/leases.py).
+task_leases = Table(
+    "task_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(80), nullable=True),
+    Column("node", NODE, nullable=True),
+    Column("epoch", Integer, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from guard.domain.states import AuditEvent, InstanceState
 from guard.ledger.archive_loss import FoundBy, not_in_archive
@@ -62,10 +62,14 @@ def apply_reverification(
     return lost
 
 
-def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -> list[tuple[int, str]]:
-    """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version."""
+def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500, *, held_by: str | None = None) -> list[tuple[int, str]]:
+    """Spool copies that may go: confirmed longer than ``grace`` ago (invariant 2), or superseded by such a version.
+
+    ``held_by`` (a node-local spool): only the copies that node received (or rows from before nodes existed).
+    """
     now = ledger.clock()
     newer = instances.alias("newer")
+    holder = [] if held_by is None else [or_(instances.c.node == held_by, instances.c.node.is_(None))]
     with ledger.read() as conn:
         confirmed = conn.execute(
             select(instances.c.id, instances.c.spool_path)
@@ -73,6 +77,7 @@ def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -
                 instances.c.state == InstanceState.CONFIRMED.value,
                 instances.c.confirmed_at <= now - grace,
                 instances.c.spool_removed_at.is_(None),
+                *holder,
             )
             .limit(limit),
         ).all()
@@ -84,14 +89,20 @@ def removable_spool_copies(ledger: Ledger, grace: timedelta, limit: int = 500) -
                 instances.c.spool_removed_at.is_(None),
                 newer.c.state == InstanceState.CONFIRMED.value,
                 newer.c.confirmed_at <= now - grace,
+                *holder,
             )
             .limit(limit),
         ).all()
     return [(r.id, r.spool_path) for r in [*confirmed, *superseded] if r.spool_path]
 
 
-def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
-    """Record that the spool copy is gone (only for confirmed or superseded instances)."""
+def remove_spool_copy(ledger: Ledger, instance_id: int, remove: Callable[[], None]) -> bool:
+    """Record that the spool copy is gone and ``remove`` it, in one transaction (only for confirmed or superseded instances).
+
+    ``remove`` runs inside the transaction, after the state check: with a ``FencedLedger`` the
+    file is never removed by a node that lost the spool clean-up lease. An ``OSError`` from
+    ``remove`` rolls the record back and is raised.
+    """
     with ledger.transaction() as tx:
         now = tx.clock()
         result = tx.conn.execute(
@@ -99,6 +110,20 @@ def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
             .where(instances.c.id == instance_id, instances.c.state.in_([InstanceState.CONFIRMED.value, InstanceState.SUPERSEDED.value]))
             .values(spool_removed_at=now),
         )
-        if result.rowcount:
-            row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
-            tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **subject_of(row))
+        if not result.rowcount:
+            return False
+        row = tx.conn.execute(select(instances).where(instances.c.id == instance_id)).one()
+        tx.audit(AuditEvent.INSTANCE_SPOOL_REMOVED, detail={"state": row.state, "path": row.spool_path}, **subject_of(row))
+        remove()
+    return True
+
+
+def spool_holder(ledger: Ledger, spool_path: str) -> str | None:
+    """The node that received the instance stored at ``spool_path`` (None: unknown, or from before nodes existed)."""
+    with ledger.read() as conn:
+        return conn.execute(select(instances.c.node).where(instances.c.spool_path == spool_path).limit(1)).scalar()
+
+
+def mark_spool_removed(ledger: Ledger, instance_id: int) -> None:
+    """Record that the spool copy is gone (only for confirmed or superseded instances)."""
+    remove_spool_copy(ledger, instance_id, lambda: None)

@@ -120,7 +120,7 @@ class IngestService:
         """Decide on an association request; audit the decision either way."""
         calling, called = calling_ae.strip(), called_ae.strip()
         source = self.settings.source(calling)
-        if self.settings.node.check_called_ae and called != self.settings.node.ae_title:
+        if self.settings.node.check_called_ae and called not in {self.settings.node.ae_title, self.settings.relay_ae_title}:
             result = Admission(accepted=False, diagnostic=RejectReason.CALLED_AE_NOT_RECOGNIZED, reason="called-ae-not-recognized")
         elif source is None and self.is_archive(calling):
             # The archive opens associations to deliver Storage Commitment reports (PS3.4 J.3.3).

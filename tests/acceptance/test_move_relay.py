@@ -273,3 +273,27 @@ def test_an_instance_the_destination_refuses_is_a_failed_sub_operation(
         assert (record["detail"]["failed_sop_instance_uids"], record["detail"]["archive_status"]) == ([refused], "0x0000")
     finally:
         destination.stop()
+
+
+def test_the_relay_names_the_nodes_own_relay_ae_title_as_move_destination(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, storescp_peer: Storescp, synthetic_study: StudyFactory
+) -> None:
+    """With node.relay_ae_title the archive is asked to move to that AE title (this node's own port): every instance arrives.
+
+    The archive knows the shared AE title GUARD at another address (a load balancer's; here a port
+    nobody listens on): sub-operations reach the node only through its own relay entry.
+    """
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        destinations=[{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": storescp_peer.port}],
+        node={"relay_ae_title": "GUARD-A"},
+    )
+    orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", free_port())
+    orthanc_archive.add_modality("guard-a", "GUARD-A", "127.0.0.1", guard.port)
+    orthanc_archive.add_modality("scu", SOURCE_AE, "127.0.0.1", 1)
+    study = synthetic_study(3, patient_id="PAT-R")
+    orthanc_archive.upload(study.paths)
+    guard.start()
+    result = _move(guard, "STUDY", {"StudyInstanceUID": study.study_uid})
+    assert _final(move_responses(result)) == {"status": SUCCESS, "completed": 3, "failed": 0, "warning": 0}, result.stdout
+    assert set(study.sop_instance_uids) == storescp_peer.wait_for(study.sop_instance_uids)

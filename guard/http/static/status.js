@@ -128,6 +128,16 @@ function renderStatus(status) {
   $("oldest-detail").textContent = oldest ? oldest.state + ", study " + oldest.study_uid : "every instance is confirmed";
   renderArchive(status.archive);
   renderChart(status.throughput);
+  $("node-self").textContent = "answered by node " + status.node;
+  fillTable("nodes", status.nodes, (row, n) => {
+    cell(row, n.node);
+    cell(row, n.state, n.state === "lost" ? "refused" : "");
+    cell(row, n.ready ? "yes" : "no");
+    cell(row, when(n.last_seen_at));
+    cell(row, n.queue);
+    cell(row, n.unconfirmed);
+    cell(row, n.version);
+  }, "no node has registered");
   fillTable("decisions", status.recent_decisions, (row, d) => {
     cell(row, when(d.at));
     cell(row, d.study_uid, "uid");

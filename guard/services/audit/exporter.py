@@ -6,6 +6,11 @@ cursor, turns those that have a DICOM audit message into RFC 5424 messages, deli
 only then moves the cursor. A collector outage therefore loses nothing: the records wait in
 the ledger and are sent, in order, once it is back. The cursor starts at the beginning of the
 audit log, so a newly configured collector receives the whole history.
+
+With several nodes on one ledger one node at a time exports (the ``atna-export`` task lease,
+``guard.ledger.leases``); the cursor moves only through the fenced ledger, so a node that lost
+the lease cannot move it (it may have sent a batch again: the collector sees a record twice at
+most, with the same ``seq``, never a gap).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import timedelta
 
 import structlog
 
 from guard.config.settings import Settings
 from guard.ledger import audit_export
 from guard.ledger.audit_query import query_audit
+from guard.ledger.leases import FencedLedger, TaskLease, new_owner
 from guard.ledger.ledger import Ledger
 from guard.runtime import metrics
 from guard.services.audit.atna import Node, to_message
@@ -48,9 +55,14 @@ class AtnaExporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+        owner = new_owner(settings.node_id)
+        self.lease = TaskLease(ledger, "atna-export", owner, timedelta(seconds=settings.node.lease_seconds))
+        self._fenced = FencedLedger(ledger, self.lease)
 
     def run_once(self) -> int:
-        """Deliver one batch; returns how many records the cursor moved over (0: nothing new)."""
+        """Deliver one batch; returns how many records the cursor moved over (0: nothing new, or another node exports)."""
+        if not self.lease.hold():
+            return 0
         after = export_cursor(self.ledger) or 0
         records = query_audit(self.ledger, after_seq=after, limit=self.settings.audit.syslog_batch)
         if not records:
@@ -63,7 +75,7 @@ class AtnaExporter:
                 messages.append(rfc5424(xml, at=record["at"], hostname=self.hostname, seq=int(record["seq"])))
         self.sender.send(messages)
         last = int(records[-1]["seq"])
-        audit_export.save_export_cursor(self.ledger, EXPORTER, last)
+        audit_export.save_export_cursor(self._fenced, EXPORTER, last)
         metrics.AUDIT_EXPORT_SENT.inc(len(messages))
         metrics.AUDIT_EXPORT_BACKLOG.set(max(0, audit_export.head_seq(self.ledger) - last))
         return len(records)
@@ -114,3 +126,4 @@ class AtnaExporter:
             log.warning("audit.export_deferred", action="audit.export_deferred", error=f"{exc.__class__.__name__}: {exc}")
         finally:
             self.sender.close()
+            self.lease.release()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import structlog
 
 from guard.config.settings import Settings
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.audit_verify import verify_chain
+from guard.ledger.leases import FencedLedger, TaskLease, new_owner
 from guard.ledger.ledger import Ledger
 from guard.runtime import metrics
 from guard.services.audit.exporter import AtnaExporter
@@ -55,6 +57,9 @@ class AuditTasks:
         self._stop = threading.Event()
         self._retention: threading.Thread | None = None
         self._report = FailureReporter(ledger, "audit-retention")
+        # One node of a cluster cuts the audit log at a time (its export files are on that node).
+        owner = new_owner(settings.node_id)
+        self.retention_lease = TaskLease(ledger, "audit-retention", owner, timedelta(seconds=settings.node.lease_seconds))
 
     def start(self) -> AuditTasks:
         """Check the chain's tail, then start the background tasks."""
@@ -68,9 +73,13 @@ class AuditTasks:
 
     def _retention_loop(self) -> None:
         interval = self.settings.audit.retention_interval_hours * 3600
+        fenced = FencedLedger(self.ledger, self.retention_lease)
         while not self._stop.is_set():
+            if not self.retention_lease.hold():
+                self._stop.wait(self.settings.node.lease_seconds)
+                continue
             try:
-                result = apply_retention(self.settings, self.ledger)
+                result = apply_retention(self.settings, fenced)
             except Exception as exc:  # noqa: BLE001 - reported (log + audit once) and tried again next round
                 self._report.failed(exc)
             else:
@@ -86,3 +95,4 @@ class AuditTasks:
             self.exporter.stop()
         if self._retention is not None:
             self._retention.join(10)
+        self.retention_lease.release()

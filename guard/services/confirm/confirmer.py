@@ -3,10 +3,17 @@
 Two threads: ``confirm`` (commitment requests, C-FIND proof, re-verification, spool
 retention) and ``source-reports`` (Storage Commitment reports owed to sources). Each round is
 a boundary: an error is logged and the next round tries again.
+
+With several nodes on one ledger each part runs on one node at a time, under a task lease
+(``guard.ledger.leases``): ``confirm`` and ``source-reports`` once per cluster, the spool
+clean-up once per spool (per node when the spool is node-local). Every state change of a part
+goes through its ``FencedLedger``, so a node that lost the lease changes nothing. Reports from
+the archive may reach any node: they are applied by whichever node receives them.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -32,9 +39,16 @@ from guard.ledger.confirmations import (
     open_outbound,
     postpone_find,
 )
+from guard.ledger.leases import FencedLedger, TaskLease, new_owner
 from guard.ledger.ledger import Ledger
 from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
-from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
+from guard.ledger.verification import (
+    apply_reverification,
+    due_for_reverification,
+    removable_spool_copies,
+    remove_spool_copy,
+    spool_holder,
+)
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
@@ -79,6 +93,15 @@ class Confirmer:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+        owner = new_owner(settings.node_id)
+        duration = timedelta(seconds=settings.node.lease_seconds)
+        spool_task = "spool-clean" if settings.spool.shared else f"spool-clean:{settings.node_id}"
+        self.leases = {name: TaskLease(ledger, name, owner, duration) for name in ("confirm", "source-reports", spool_task)}
+        self._fenced = {name: FencedLedger(ledger, lease) for name, lease in self.leases.items()}
+        self._archive_ledger = self._fenced["confirm"]
+        self._reports_ledger = self._fenced["source-reports"]
+        self._spool_ledger = self._fenced[spool_task]
+        self._spool_held_by = None if settings.spool.shared else ledger.node
 
     def start(self) -> None:
         """Start both loops."""
@@ -93,6 +116,8 @@ class Confirmer:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        for lease in self.leases.values():
+            lease.release()
 
     def alive(self) -> bool:
         """Whether every thread is still running (readiness)."""
@@ -127,14 +152,20 @@ class Confirmer:
     # -- towards the archive ------------------------------------------------------------
 
     def _confirm_round(self) -> bool:
-        """One round; whether it found anything to do."""
-        busy = expire_outbound(self.ledger, self.policy.backoff) > 0
+        """One round of the parts whose lease this node holds; whether it found anything to do."""
+        busy = self._archive_round() if self.leases["confirm"].hold() else False
+        if self._spool_ledger.lease.hold():
+            busy = self._clean_spool() or busy
+        return busy
+
+    def _archive_round(self) -> bool:
+        """Commitment requests, C-FIND proof and re-verification (the ``confirm`` lease)."""
+        busy = expire_outbound(self._archive_ledger, self.policy.backoff) > 0
         if self.mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}:
             busy = self._request_commitments() or busy
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
             busy = self._find_confirmations() or busy
-        busy = self._reverify() or busy
-        return self._clean_spool() or busy
+        return self._reverify() or busy
 
     def _request_commitments(self) -> bool:
         due = list(due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)))
@@ -143,7 +174,7 @@ class Confirmer:
                 break
             transaction_uid = generate_uid()
             open_outbound(
-                self.ledger,
+                self._archive_ledger,
                 transaction_uid=transaction_uid,
                 archive_ae=self.archive.ae_title,
                 study_uid=study_uid,
@@ -162,7 +193,7 @@ class Confirmer:
                 )
             except PeerError as exc:
                 COMMITMENT_REQUESTS.labels(outcome="failed").inc()
-                fail_outbound(self.ledger, transaction_uid, str(exc), self.policy.backoff)
+                fail_outbound(self._archive_ledger, transaction_uid, str(exc), self.policy.backoff)
                 break
             COMMITMENT_REQUESTS.labels(outcome="sent").inc()
         return bool(due)
@@ -176,9 +207,9 @@ class Confirmer:
                 held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
             except PeerError as exc:
                 log.warning("confirm.find_failed", action="confirm.find_failed", study_uid=study_uid, error=str(exc))
-                postpone_find(self.ledger, study_uid, self.policy.backoff)
+                postpone_find(self._archive_ledger, study_uid, self.policy.backoff)
                 continue
-            apply_find(self.ledger, study_uid, held, self.policy, lambda p: self.spool.path_of(p).is_file())
+            apply_find(self._archive_ledger, study_uid, held, self.policy, self._has_copy)
         return bool(due)
 
     def _reverify(self) -> bool:
@@ -192,25 +223,34 @@ class Confirmer:
             except PeerError as exc:
                 log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
                 break
-            for missing in apply_reverification(
-                self.ledger, study_uid, held, lambda p: self.spool.path_of(p).is_file(), max_resends=self.cfg.max_resends
-            ):
+            for missing in apply_reverification(self._archive_ledger, study_uid, held, self._has_copy, max_resends=self.cfg.max_resends):
                 MISSING_IN_ARCHIVE.inc()
                 if missing.spool_path is None:
                     LOST_IN_ARCHIVE.inc()
         return bool(due)
 
+    def _has_copy(self, relative: str) -> bool:
+        """Whether an instance's spool copy is there: here, or (node-local spool) on the node that holds it."""
+        if self.spool.path_of(relative).is_file():
+            return True
+        holder = None if self.settings.spool.shared else spool_holder(self.ledger, relative)
+        return holder is not None and holder != self.ledger.node
+
     def _clean_spool(self) -> bool:
-        due = list(removable_spool_copies(self.ledger, timedelta(hours=self.cfg.spool_grace_hours)))
+        due = list(removable_spool_copies(self.ledger, timedelta(hours=self.cfg.spool_grace_hours), held_by=self._spool_held_by))
         for instance_id, relative in due:
+            # The file goes inside the fenced transaction that records it: never after the lease was lost.
             try:
-                self.spool.path_of(relative).unlink(missing_ok=True)
+                removed = remove_spool_copy(self._spool_ledger, instance_id, functools.partial(self._unlink, relative))
             except OSError as exc:
                 log.warning("spool.remove_failed", action="spool.remove_failed", path=relative, error=str(exc))
                 continue
-            mark_spool_removed(self.ledger, instance_id)
-            SPOOL_REMOVED.inc()
+            if removed:
+                SPOOL_REMOVED.inc()
         return bool(due)
+
+    def _unlink(self, relative: str) -> None:
+        self.spool.path_of(relative).unlink(missing_ok=True)
 
     def on_archive_report(self, report: Report, reporter_ae: str, peer_address: str | None) -> bool:
         """An N-EVENT-REPORT from the archive; False when it names no transaction the guard opened."""
@@ -245,14 +285,17 @@ class Confirmer:
 
     def _reports_round(self) -> bool:
         """One round of reports to sources; whether any request was due."""
-        due = list(due_inbound(self.ledger))
+        if not self.leases["source-reports"].hold():
+            return False
+        ledger = self._reports_ledger
+        due = list(due_inbound(ledger))
         for transaction_uid in due:
             if self._stop.is_set():
                 break
-            verdict = evaluate_inbound(self.ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
-            now = self.ledger.clock()
+            verdict = evaluate_inbound(ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
+            now = ledger.clock()
             if not verdict.ready:
-                postpone_inbound(self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))
+                postpone_inbound(ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))
                 continue
             source = self.settings.source(verdict.source_ae)
             # Report to the source's configured host; without one, to the address it asked from.
@@ -260,7 +303,7 @@ class Confirmer:
             if source is None or not host:
                 error = "source is no longer configured, or has no address to report to"
                 postpone_inbound(
-                    self.ledger, transaction_uid, now + timedelta(seconds=self.cfg.report_retry_max), error=error, count_attempt=True
+                    ledger, transaction_uid, now + timedelta(seconds=self.cfg.report_retry_max), error=error, count_attempt=True
                 )
                 continue
             try:
@@ -274,7 +317,7 @@ class Confirmer:
                 )
             except (PeerError, GuardError) as exc:
                 delay = exponential(self.cfg.retry_base, self.cfg.report_retry_max)(verdict.attempts + 1)
-                postpone_inbound(self.ledger, transaction_uid, now + delay, error=str(exc), count_attempt=True)
+                postpone_inbound(ledger, transaction_uid, now + delay, error=str(exc), count_attempt=True)
                 continue
-            mark_inbound_reported(self.ledger, verdict, host)
+            mark_inbound_reported(ledger, verdict, host)
         return bool(due)

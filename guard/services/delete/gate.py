@@ -1,8 +1,9 @@
 """The delete gate service: gather the facts and live evidence, decide, audit, carry out.
 
 Every channel (HTTP, CLI, IOCM rejection notes) goes through ``DeleteGate.request``.
-Two requests for the same study are serialised by a per-study lock, so one decision carries
-the delete out and the other sees its result.
+Two requests for the same study are serialised by a per-study lock (in this process, and
+across every node of a PostgreSQL ledger by ``Ledger.study_lock``), so one decision carries
+the delete out and the others see its result.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class DeleteGate:
         ``carry_out=False`` is for channels where someone downstream acts on the permission
         (an IOCM rejection note is forwarded to the archive instead of deleting at the source).
         """
-        with self._lock(study_uid):
+        with self._lock(study_uid), self.ledger.study_lock(study_uid):
             who: dict[str, Any] = {"actor": requester, "peer_address": peer_address, "study_uid": study_uid}
             self.ledger.audit(AuditEvent.DELETE_REQUESTED, detail={"channel": channel, "reason": reason}, **who)
             deleted_at = study_deleted_at(self.ledger, study_uid)

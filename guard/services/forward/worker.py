@@ -13,10 +13,8 @@ the archive takes as the same instance again (at least once, never lost; ADR 000
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -28,6 +26,7 @@ from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
+from guard.ledger.leases import new_owner
 from guard.ledger.ledger import Ledger
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
@@ -58,7 +57,9 @@ class Forwarder:
         self.ledger = ledger
         self.spool = spool
         self.sender_factory = sender_factory or self._default_sender
-        self.owner_prefix = f"{os.uname().nodename[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner_prefix = new_owner(settings.node_id)
+        # Node-local spool: forward only what this node holds; shared: any node's instances.
+        self.held_by = None if settings.spool.shared else ledger.node
         self.policy = RetryPolicy(
             max_attempts=self.cfg.max_attempts,
             max_age=timedelta(hours=self.cfg.max_age_hours),
@@ -139,7 +140,7 @@ class Forwarder:
 
     def _round(self, owner: str, sender: ArchiveSender, idle_since: float) -> float:
         """Claim and forward one batch, or idle; return when the worker was last busy."""
-        claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
+        claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease, held_by=self.held_by)
         if claims:
             self._forward_batch(owner, sender, claims)
             if self.on_forwarded is not None:

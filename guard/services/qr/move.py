@@ -141,7 +141,7 @@ class _ArchiveMove(threading.Thread):
             ae.dimse_timeout = self.settings.query.move_idle_timeout
             self.assoc = open_association(ae, archive, [])
             responses = conversation.move_responses(
-                self.assoc, self.request.identifier or Dataset(), self.settings.node.ae_title, self.request.model, archive,
+                self.assoc, self.request.identifier or Dataset(), self.settings.relay_ae_title, self.request.model, archive,
                 msg_id=self.relay.message_id,
             )  # fmt: skip
             final, _ = conversation.drain(responses)
