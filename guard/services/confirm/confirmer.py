@@ -16,7 +16,7 @@ import structlog
 from pydicom.uid import generate_uid
 
 from guard.config.settings import ConfirmMode, Settings
-from guard.dicom.commitment import Report, deliver_report, find_study_instances, request_commitment
+from guard.dicom.commitment import Report, deliver_report, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.pacing import idle_wait
@@ -36,6 +36,7 @@ from guard.ledger.ledger import Ledger
 from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_inbound_reported, postpone_inbound, record_inbound
 from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
+from guard.services.archive import Archive, open_archive
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
 
@@ -49,11 +50,20 @@ exponential = backoff_schedule
 class Confirmer:
     """Runs the confirmation loops and answers the DICOM handlers' commitment events."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, *, wake_loops: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        *,
+        wake_loops: Callable[[], None] | None = None,
+        archive: Archive | None = None,
+    ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
         ``wake_loops`` replaces the local wake when the loops run in another process (the
-        listener process hands reports and requests to the main process's loops).
+        listener process hands reports and requests to the main process's loops). ``archive``
+        lists what the archive holds (C-FIND or QIDO-RS; by default the configured archive's).
         """
         self.settings = settings
         self._wake_loops = wake_loops
@@ -61,8 +71,8 @@ class Confirmer:
         self.ledger = ledger
         self.spool = spool
         self.mode = settings.archive.confirm
-        archive = settings.archive
-        self.archive = archive_peer(archive)
+        self.archive = archive_peer(settings.archive)  # Storage Commitment (DIMSE only)
+        self.index = archive or open_archive(settings)
         self.policy = ConfirmPolicy(
             mode=self.mode, max_resends=self.cfg.max_resends, backoff=exponential(self.cfg.retry_base, self.cfg.retry_max)
         )
@@ -163,7 +173,7 @@ class Confirmer:
             if self._stop.is_set():
                 break
             try:
-                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+                held = self.index.study_instances(study_uid)
             except PeerError as exc:
                 log.warning("confirm.find_failed", action="confirm.find_failed", study_uid=study_uid, error=str(exc))
                 postpone_find(self.ledger, study_uid, self.policy.backoff)
@@ -178,7 +188,7 @@ class Confirmer:
             if self._stop.is_set():
                 break
             try:
-                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+                held = self.index.study_instances(study_uid)
             except PeerError as exc:
                 log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
                 break

@@ -1,9 +1,10 @@
 """Forwarding workers: claim, send, record; a heartbeat keeps their claims leased.
 
-Each worker is a thread with its own ``ArchiveSender`` (one association, reused). Claims are
-leased in the ledger; a heartbeat thread renews the leases of every claim still held, so a
-slow send keeps its claim while a killed process loses its claims after ``lease_seconds``
-and another worker (or the restarted guard) takes them over.
+Each worker is a thread with its own ``Sender`` (``guard.services.archive``: one association
+or HTTP connection, reused), built by ``sender_factory`` (by default the configured archive's).
+Claims are leased in the ledger; a heartbeat thread renews the leases of every claim still
+held, so a slow send keeps its claim while a killed process loses its claims after
+``lease_seconds`` and another worker (or the restarted guard) takes them over.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ from datetime import timedelta
 import structlog
 
 from guard.config.settings import Settings
-from guard.dicom.store import ArchiveSender
 from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
 from guard.ledger.ledger import Ledger
+from guard.services.archive import Sender, open_archive
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
 
 log = structlog.get_logger("guard.forward")
 
-SenderFactory = Callable[[], ArchiveSender]
+SenderFactory = Callable[[], Sender]
 
 
 class Forwarder:
@@ -49,7 +50,7 @@ class Forwarder:
         self.cfg = settings.forward
         self.ledger = ledger
         self.spool = spool
-        self.sender_factory = sender_factory or self._default_sender
+        self.sender_factory = sender_factory or open_archive(settings).sender
         self.owner_prefix = f"{os.uname().nodename[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.policy = RetryPolicy(
             max_attempts=self.cfg.max_attempts,
@@ -63,11 +64,6 @@ class Forwarder:
         self._held: dict[str, set[int]] = {}
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-
-    def _default_sender(self) -> ArchiveSender:
-        return ArchiveSender(
-            self.settings.node.ae_title, self.settings.archive, timeout=self.cfg.timeout, max_pdu=self.settings.node.max_pdu
-        )
 
     def start(self) -> None:
         """Start the workers and the heartbeat."""
@@ -129,7 +125,7 @@ class Forwarder:
         finally:
             sender.close()
 
-    def _round(self, owner: str, sender: ArchiveSender, idle_since: float) -> float:
+    def _round(self, owner: str, sender: Sender, idle_since: float) -> float:
         """Claim and forward one batch, or idle; return when the worker was last busy."""
         claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease)
         if claims:
@@ -138,13 +134,13 @@ class Forwarder:
                 self.on_forwarded()
             return time.monotonic()
         idle = time.monotonic() - idle_since
-        if sender.assoc is not None and idle > self.cfg.idle_release:
-            sender.close()
+        if idle > self.cfg.idle_release:
+            sender.close()  # nothing to do when it holds no connection
         self._wake.wait(idle_wait(self.cfg.idle_poll, idle))
         self._wake.clear()
         return idle_since
 
-    def _forward_batch(self, owner: str, sender: ArchiveSender, claims: list[Claim]) -> None:
+    def _forward_batch(self, owner: str, sender: Sender, claims: list[Claim]) -> None:
         """Send each claim in turn; on stop, give back those not yet attempted."""
         with self._held_lock:
             self._held[owner] = {c.id for c in claims}
@@ -166,7 +162,7 @@ class Forwarder:
             with self._held_lock:
                 self._held[owner] = set()
 
-    def _forward_one(self, owner: str, sender: ArchiveSender, claim: Claim) -> None:
+    def _forward_one(self, owner: str, sender: Sender, claim: Claim) -> None:
         """Send one instance and record the outcome."""
         archive_ae = self.settings.archive.ae_title
         try:
