@@ -92,9 +92,10 @@ def sop_instance_uids(matches: object) -> list[str]:
 class DicomWebArchive:
     """A DICOMweb archive: ``archive.url`` with ``archive.auth``, TLS per ``archive.ca_file`` / ``verify_tls``."""
 
-    def __init__(self, archive: ArchiveSettings, *, timeout: float) -> None:
-        """Talk to ``archive.url``; every request has ``timeout`` seconds to connect, send, and for each read."""
+    def __init__(self, archive: ArchiveSettings, *, timeout: float, page_size: int = QIDO_PAGE) -> None:
+        """Talk to ``archive.url``; ``timeout`` seconds to connect, send, and for each read; QIDO-RS pages of ``page_size``."""
         self.archive = archive
+        self.page_size = page_size
         self.base = archive.url.rstrip("/")
         self.timeout = timeout
         self._auth = _FileCredentials(archive) if archive.auth is not ArchiveAuth.NONE else None
@@ -125,13 +126,14 @@ class DicomWebArchive:
         study = require_uid(study_uid, "StudyInstanceUID")
         what = "QIDO-RS SearchForInstances"
         found: set[str] = set()
+        offset = 0
         with self._session() as client:
             while True:
                 params: dict[str, str | int] = {
                     "StudyInstanceUID": study,
                     "includefield": _SOP_INSTANCE_UID,
-                    "limit": QIDO_PAGE,
-                    "offset": len(found),
+                    "limit": self.page_size,
+                    "offset": offset,
                 }
                 try:
                     response = client.get("/instances", params=params, headers={"Accept": DICOM_JSON})
@@ -141,8 +143,9 @@ class DicomWebArchive:
                 page = sop_instance_uids(json_body(response, what))
                 before = len(found)
                 found.update(page)
+                offset += len(page)
                 # A short page is the last; an archive that ignores limit/offset sends nothing new.
-                if len(page) < QIDO_PAGE or len(found) == before:
+                if len(page) < self.page_size or len(found) == before:
                     return found
 
     def digests(self, study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]) -> Mapping[str, str]:

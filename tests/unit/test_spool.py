@@ -5,8 +5,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from guard.domain.errors import InvalidUIDError, SpoolError
 from guard.domain.digest import NotPart10Error, dataset_offset
+from guard.domain.errors import InvalidUIDError, SpoolError
 from guard.spool import Spool
 
 
@@ -64,4 +64,4 @@ def test_not_a_part10_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\0" * 200)
     with pytest.raises(SpoolError):
         spool.place(path, "1.2.3", "1.2.3.4")
-    assert [] == list(spool.stored_files())
+    assert list(spool.stored_files()) == []
