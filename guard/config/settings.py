@@ -274,19 +274,28 @@ class ArchiveSettings(_Section):
         return f"{self.ae_title}@{self.host or 'builtin'}:{self.port}"
 
 
-def _readable_secret(path: Path | None, key: str) -> None:
-    """A credentials file must exist and hold something; the error names the key and the file, never its content."""
+class CredentialFileError(ConfigError):
+    """The archive's credentials file is not set, cannot be read, or is empty."""
+
+
+def read_credential(archive: ArchiveSettings) -> str:
+    """The secret of ``archive.auth`` (bearer token or basic password) read from its file now; never logged.
+
+    ``CredentialFileError`` names the key and the file, never the content.
+    """
+    key, path = ("token_file", archive.token_file) if archive.auth is ArchiveAuth.BEARER else ("password_file", archive.password_file)
     if path is None:
-        msg = f"archive.{key} is required for this archive.auth"
-        raise ValueError(msg)
+        msg = f"archive.{key} is required for archive.auth = {archive.auth.value}"
+        raise CredentialFileError(msg)
     try:
         content = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"archive.{key}: cannot read {path}: {exc.__class__.__name__}"
-        raise ValueError(msg) from exc
+        raise CredentialFileError(msg) from exc
     if not content:
         msg = f"archive.{key}: {path} is empty"
-        raise ValueError(msg)
+        raise CredentialFileError(msg)
+    return content
 
 
 def check_dicomweb_archive(archive: ArchiveSettings) -> None:
@@ -307,13 +316,14 @@ def check_dicomweb_archive(archive: ArchiveSettings) -> None:
     if archive.tls:
         msg = "archive.tls is DICOM TLS (protocol dimse); a DICOMweb archive uses TLS when archive.url is https://"
         raise ValueError(msg)
-    if archive.auth is ArchiveAuth.BEARER:
-        _readable_secret(archive.token_file, "token_file")
-    elif archive.auth is ArchiveAuth.BASIC:
-        if not archive.username or ":" in archive.username:
-            msg = "archive.username is required for archive.auth = basic, without a colon (RFC 7617)"
-            raise ValueError(msg)
-        _readable_secret(archive.password_file, "password_file")
+    if archive.auth is ArchiveAuth.BASIC and (not archive.username or ":" in archive.username):
+        msg = "archive.username is required for archive.auth = basic, without a colon (RFC 7617)"
+        raise ValueError(msg)
+    if archive.auth is not ArchiveAuth.NONE:
+        try:
+            read_credential(archive)
+        except CredentialFileError as exc:
+            raise ValueError(str(exc)) from exc
     elif archive.token_file is not None or archive.password_file is not None:
         msg = "archive.token_file or archive.password_file is set but archive.auth = none: set archive.auth = bearer or basic"
         raise ValueError(msg)

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from guard.config.settings import ArchiveAuth, ArchiveSettings
+from guard.config.settings import ArchiveAuth, ArchiveSettings, CredentialFileError, read_credential
 from guard.domain.errors import ArchiveUnreachableError, PermanentPeerError, TransientPeerError
 from guard.domain.uids import is_valid_uid, require_uid
 from guard.web.errors import check_response, json_body, peer_error
@@ -47,16 +47,11 @@ class _FileCredentials(httpx.Auth):
 
     def _header(self) -> str:
         archive = self.archive
-        path = archive.token_file if archive.auth is ArchiveAuth.BEARER else archive.password_file
-        key = "token_file" if archive.auth is ArchiveAuth.BEARER else "password_file"
         try:
-            secret = path.read_text(encoding="utf-8").strip() if path is not None else ""
-        except (OSError, UnicodeDecodeError) as exc:
-            msg = f"cannot read the archive's credentials (archive.{key} {path}): {exc.__class__.__name__}"
+            secret = read_credential(archive)
+        except CredentialFileError as exc:
+            msg = f"cannot use the archive's credentials: {exc}"
             raise ArchiveUnreachableError(msg) from exc
-        if not secret:
-            msg = f"the archive's credentials file is empty (archive.{key} {path})"
-            raise ArchiveUnreachableError(msg)
         if archive.auth is ArchiveAuth.BEARER:
             return f"Bearer {secret}"
         return "Basic " + base64.b64encode(f"{archive.username}:{secret}".encode()).decode("ascii")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import ssl
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,9 @@ from guard.config.settings import ArchiveSettings
 from guard.domain.errors import ArchiveUnreachableError
 from guard.spool import Spool
 from guard.web.dicomweb import DicomWebArchive
+from tests.support.certs import TestCA
 from tests.support.datasets import Study, make_study
-from tests.support.dicomweb import DicomWebOrthanc, require_dicomweb
+from tests.support.dicomweb import DicomWebOrthanc, require_dicomweb, running_dicomweb
 
 pytestmark = [pytest.mark.interop]
 
@@ -39,9 +43,7 @@ def _receipt_digests(study: Study, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def bearer_archive(tmp_path: Path) -> Iterator[DicomWebOrthanc]:
     """An Orthanc DICOMweb archive that answers only requests carrying the bearer token TOKEN."""
-    require_dicomweb()
-    with DicomWebOrthanc(tmp_path / "orthanc-bearer", bearer_token=TOKEN) as orthanc:
-        yield orthanc
+    yield from running_dicomweb(tmp_path / "orthanc-bearer", bearer_token=TOKEN)
 
 
 def test_stow_qido_and_wado_digests_equal_the_receipt_digests(dicomweb_archive: DicomWebOrthanc, tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_bearer_token_from_its_file(bearer_archive: DicomWebOrthanc, tmp_path: P
     with pytest.raises(ArchiveUnreachableError, match=r"HTTP 403.*refused the credentials \(check archive.auth"):
         archive.study_instances(study.study_uid)
     token_file.unlink()
-    with pytest.raises(ArchiveUnreachableError, match=r"cannot read the archive's credentials \(archive.token_file"):
+    with pytest.raises(ArchiveUnreachableError, match=r"cannot use the archive's credentials: archive.token_file: cannot read"):
         archive.ping(10)
     without = _archive(bearer_archive)
     with pytest.raises(ArchiveUnreachableError, match="refused the credentials") as refused:
@@ -115,3 +117,50 @@ def test_a_stopped_archive_is_unreachable(dicomweb_archive: DicomWebOrthanc, tmp
         archive.sender().send(study.paths[0], "", "")
     with pytest.raises(ArchiveUnreachableError, match="ConnectError"):
         archive.digests(study.study_uid, study.series_uids[0], study.sop_instance_uids)
+
+
+class _EmptyQido(BaseHTTPRequestHandler):
+    """Answers every QIDO-RS search with an empty array."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def https_qido(tmp_path: Path) -> Iterator[tuple[str, TestCA]]:
+    """A real HTTPS server on loopback with a certificate from a test CA (Orthanc 1.10 of Debian 12 crashes on HTTPS connections)."""
+    ca = TestCA(tmp_path / "pki")
+    server_cert = ca.issue("archive")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EmptyQido)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server_cert.certificate, server_cert.private_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/dicom-web", ca
+    server.shutdown()
+    thread.join(5)
+
+
+def test_https_checks_the_archive_certificate(https_qido: tuple[str, TestCA], tmp_path: Path) -> None:
+    """Over https the certificate must chain to archive.ca_file: with another CA, unreachable; with it (or verify_tls off), served."""
+    url, ca = https_qido
+
+    def archive(**settings: object) -> DicomWebArchive:
+        return DicomWebArchive(ArchiveSettings(protocol="dicomweb", url=url, **settings), timeout=20)  # type: ignore[arg-type]
+
+    other = TestCA(tmp_path / "other-pki", name="another CA")
+    with pytest.raises(ArchiveUnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
+        archive(ca_file=other.ca_file).ping(10)
+    with pytest.raises(ArchiveUnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
+        archive().study_instances("1.2.3.4")  # the system's CAs do not know the test CA
+    archive(ca_file=ca.ca_file).ping(10)
+    assert set() == archive(ca_file=ca.ca_file).study_instances("1.2.3.4")
+    assert set() == archive(verify_tls=False).study_instances("1.2.3.4")

@@ -20,7 +20,7 @@ from tests.support.orthanc import Orthanc
 from tests.support.processes import PeerError, find_tool
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Mapping
+    from collections.abc import Generator, Iterator, Mapping
 
 #: Where Debian's orthanc-dicomweb puts the plugin.
 PLUGIN_FOLDER = Path("/usr/lib/orthanc")
@@ -43,6 +43,13 @@ def require_dicomweb() -> None:
         dicomweb_plugin()
     except PeerError as exc:
         unavailable(str(exc))
+
+
+def running_dicomweb(workdir: Path, **kwargs: Any) -> Iterator[DicomWebOrthanc]:
+    """A ``DicomWebOrthanc`` in ``workdir`` for the life of a fixture (``yield from``); skip or fail when it is not installed."""
+    require_dicomweb()
+    with DicomWebOrthanc(workdir, **kwargs) as orthanc:
+        yield orthanc
 
 
 class _Bearer(httpx.Auth):
