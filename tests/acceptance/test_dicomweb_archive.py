@@ -224,3 +224,24 @@ def test_missing_credentials_file_stops_config_check(guard_factory: GuardFactory
     guard.config_path.write_text(render_toml(guard.config))
     result = guard.cli("config", "check")
     assert (result.returncode != 0, "archive.token_file: cannot read" in result.stdout + result.stderr) == (True, True), result
+
+
+def test_an_archive_that_says_stored_but_does_not_list_is_never_believed(
+    guard_factory: GuardFactory, tmp_path: Path, synthetic_study: StudyFactory
+) -> None:
+    """STOW-RS success for an instance Orthanc's Lua filter dropped: QIDO-RS finds it missing; re-sent, then dead-lettered."""
+    require_dicomweb()
+    script = tmp_path / "drop.lua"
+    script.write_text("function ReceivedInstanceFilter(dicom, origin, info)\n  return dicom.PatientID ~= 'DROPPED'\nend\n")
+    with DicomWebOrthanc(tmp_path / "orthanc-lying", extra_config={"LuaScripts": [str(script)]}) as orthanc:
+        guard = _dicomweb_guard(guard_factory, orthanc.dicomweb_url, confirm={"max_resends": 1}).start()
+        study = synthetic_study(1, patient_id="DROPPED")
+        _send(guard, study.paths)
+        states = guard.instance_states
+        wait_until(lambda: set(states().values()) == {"dead-lettered"}, 90, message=f"not dead-lettered:\n{guard.log_tail()}")
+        assert set() == orthanc.instance_uids_of_study(study.study_uid)
+        assert len(guard.audit_records("instance.forwarded")) == 2  # the first send and one re-send, each "stored" by STOW-RS
+        assert len(guard.audit_records("instance.missing_in_archive")) == 2
+        assert guard.audit_records("instance.confirmed") == []
+        code, text = _delete(guard, study.study_uid)
+        assert (code, "dead-lettered" in text) == (3, True), text
