@@ -32,9 +32,9 @@ from guard.web.stow import StowSender
 
 log = structlog.get_logger("guard.dicomweb")
 
-#: WADO-RS: the instance in the transfer syntax the archive holds it in (PS3.18 8.7.3.5.2), so its bytes can match.
+#: WADO-RS: the instance in the transfer syntax the archive holds it in (the media type's transfer-syntax=*), so its bytes can match.
 ORIGINAL_SYNTAX = f'multipart/related; type="{DICOM_MEDIA_TYPE}"; transfer-syntax=*'
-#: QIDO-RS page size (PS3.18 8.3.4.4 limit and offset).
+#: QIDO-RS page size (the limit and offset query parameters).
 QIDO_PAGE = 1000
 _SOP_INSTANCE_UID = "00080018"
 

@@ -51,7 +51,7 @@ def check_response(response: httpx.Response, what: str, base: str) -> None:
 
 def json_body(response: httpx.Response, what: str) -> Any:
     """The decoded DICOM JSON of a response; None when it has no content."""
-    if response.status_code == 204 or not response.content:  # PS3.18 8.3.4.2: 204 No Content, no match
+    if response.status_code == 204 or not response.content:  # QIDO-RS: 204 No Content means no match
         return None
     try:
         return response.json()

@@ -1,4 +1,4 @@
-"""multipart/related bodies of DICOMweb (PS3.18 8.6.1.2; RFC 2387), streamed both ways.
+"""multipart/related bodies of DICOMweb (PS3.18 media types; RFC 2387), streamed both ways.
 
 ``related_body`` writes one ``application/dicom`` part around a file handle, chunk by chunk,
 with the exact length up front (``Content-Length``: no chunked encoding, which not every
