@@ -6,6 +6,7 @@ Examples::
     .venv/bin/python -m bench --quick              # a 50-instance smoke check
     .venv/bin/python -m bench --sizes 200 --repeat 3 --output /tmp/bench.json
     .venv/bin/python -m bench --idle 60 --sizes 200  # also the idle phase (python -m bench.idle)
+    .venv/bin/python -m bench --sizes 400 --senders 1 4 --ledger sqlite postgresql
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ import pynetdicom
 
 from bench.idle import render_idle, run_idle
 from bench.report import render, write_json
-from bench.runs import DEFAULT_WORKERS, BenchConfig, BenchError, RunResult, StudyFiles, run_direct, run_through_guard
+from bench.runs import (
+    DEFAULT_WORKERS,
+    POSTGRESQL,
+    SQLITE,
+    BenchConfig,
+    BenchError,
+    RunResult,
+    StudyFiles,
+    run_direct,
+    run_through_guard,
+)
 from bench.stacks import ProfilerError
 from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
@@ -58,6 +69,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the guard with node.listener_process = true (the DICOM listener in a process of its own)",
     )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="storescu associations at once, each with its own study; a size is split between them (default 1)",
+    )
+    parser.add_argument(
+        "--ledger",
+        nargs="+",
+        choices=[SQLITE, POSTGRESQL],
+        default=[SQLITE],
+        help="the guard's ledger: an SQLite file, a fresh database on the local PostgreSQL server, or both (default sqlite)",
+    )
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the archive (default 0.05)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take (default: 60 + 0.3 s per instance, at least 120)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the guard with py-spy (collapsed stacks) into DIR")
@@ -77,8 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="first measure an idle guard's CPU for this many seconds per window (python -m bench.idle); 0 skips (default)",
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1 or any(size < 1 for size in args.sizes or ()):
-        parser.error("--repeat and --sizes must be positive")
+    if args.repeat < 1 or any(size < 1 for size in args.sizes or ()) or any(n < 1 for n in args.senders):
+        parser.error("--repeat, --sizes and --senders must be positive")
     return args
 
 
@@ -125,14 +150,21 @@ def check_peers() -> dict[str, str]:
     return {"dcmtk": dcmtk.strip("$ ").replace("dcmtk: ", "DCMTK "), "orthanc": orthanc}
 
 
-def generate(root: Path, size: int) -> StudyFiles:
-    """Write a study of ``size`` 512x512 16-bit CT instances into its own folder under ``root``."""
+def generate(root: Path, size: int, senders: int = 1) -> StudyFiles:
+    """Write ``size`` 512x512 16-bit CT instances as ``senders`` studies, each in its own folder under ``root``."""
     started = time.monotonic()
-    directory = root / f"study-{size}"
-    study = make_study(directory, size, rows=512, columns=512, patient_id=f"BENCH{size}")
-    total = sum(path.stat().st_size for path in study.paths)
-    print(f"  generated {size} instances ({total / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return StudyFiles(directory=directory, study=study, total_bytes=total)
+    directories, studies = [], []
+    for index in range(senders):
+        directory = root / f"study-{size}-{senders}-{index}"
+        count = size // senders + (1 if index < size % senders else 0)
+        studies.append(make_study(directory, count, rows=512, columns=512, patient_id=f"BENCH{size}S{index}"))
+        directories.append(directory)
+    total = sum(path.stat().st_size for study in studies for path in study.paths)
+    print(
+        f"  generated {size} instances in {senders} studies ({total / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return StudyFiles(directories=tuple(directories), studies=tuple(studies), total_bytes=total)
 
 
 def metadata(args: argparse.Namespace, cfg: BenchConfig, versions: dict[str, str], instance_bytes: int) -> dict[str, Any]:
@@ -150,6 +182,7 @@ def metadata(args: argparse.Namespace, cfg: BenchConfig, versions: dict[str, str
         "guard_pdu": GUARD_PDU,
         "workers": cfg.workers,
         "listener_process": cfg.listener_process,
+        "ledgers": args.ledger,
         "poll_interval": cfg.poll_interval,
         "repeat": args.repeat,
         "revision": source_revision(),
@@ -158,8 +191,30 @@ def metadata(args: argparse.Namespace, cfg: BenchConfig, versions: dict[str, str
     }
 
 
+def _config(args: argparse.Namespace, size: int, ledger: str) -> BenchConfig:
+    return BenchConfig(
+        storescu_pdu=args.pdu or None,
+        archive_pdu=args.archive_pdu,
+        workers=args.workers,
+        listener_process=args.listener_process,
+        ledger=ledger,
+        poll_interval=args.poll,
+        timeout=args.timeout or max(120.0, 60.0 + 0.3 * size),
+        profile_dir=args.profile,
+        profile_args=tuple(args.profile_arg),
+    )
+
+
+def _report(label: str, attempt: int, result: RunResult) -> None:
+    print(
+        f"  {label:17} run {attempt}: {result.instances_per_second:6.1f} inst/s, "
+        f"{result.archive_seconds:.2f} s to archive, storescu {result.storescu_seconds:.2f} s",
+        file=sys.stderr,
+    )
+
+
 def run(args: argparse.Namespace) -> list[RunResult]:
-    """Generate each study once and measure both paths on it, direct first."""
+    """Generate each study set once and measure the direct path and the guard (per ledger) on it, direct first."""
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-"))
     runs: list[RunResult] = []
@@ -167,31 +222,22 @@ def run(args: argparse.Namespace) -> list[RunResult]:
     try:
         versions = check_peers()
         for size in sizes:
-            print(f"size {size}:", file=sys.stderr)
-            files = generate(root, size)
-            timeout = args.timeout or max(120.0, 60.0 + 0.3 * size)
-            cfg = BenchConfig(
-                storescu_pdu=args.pdu or None,
-                archive_pdu=args.archive_pdu,
-                workers=args.workers,
-                listener_process=args.listener_process,
-                poll_interval=args.poll,
-                timeout=timeout,
-                profile_dir=args.profile,
-                profile_args=tuple(args.profile_arg),
-            )
-            meta = metadata(args, cfg, versions, files.total_bytes // size)
-            for attempt in range(1, args.repeat + 1):
-                for label, runner in (("direct", run_direct), ("guard", run_through_guard)):
-                    result = runner(files, root / f"run-{size}-{label}-{attempt}", cfg)
-                    runs.append(result)
-                    print(
-                        f"  {label:6} run {attempt}: {result.instances_per_second:6.1f} inst/s, "
-                        f"{result.archive_seconds:.2f} s to archive, storescu {result.storescu_seconds:.2f} s",
-                        file=sys.stderr,
-                    )
-            if not args.keep:
-                shutil.rmtree(files.directory, ignore_errors=True)
+            for senders in args.senders:
+                print(f"size {size}, {senders} sender(s):", file=sys.stderr)
+                files = generate(root, size, senders)
+                meta = metadata(args, _config(args, size, args.ledger[0]), versions, files.total_bytes // size)
+                for attempt in range(1, args.repeat + 1):
+                    direct = run_direct(files, root / f"run-{size}-{senders}-direct-{attempt}", _config(args, size, SQLITE))
+                    runs.append(direct)
+                    _report("direct", attempt, direct)
+                    for ledger in args.ledger:
+                        cfg = _config(args, size, ledger)
+                        result = run_through_guard(files, root / f"run-{size}-{senders}-{ledger}-{attempt}", cfg)
+                        runs.append(result)
+                        _report(f"guard ({ledger})", attempt, result)
+                if not args.keep:
+                    for directory in files.directories:
+                        shutil.rmtree(directory, ignore_errors=True)
     finally:
         if args.keep:
             print(f"kept {root}", file=sys.stderr)

@@ -10,23 +10,26 @@ raises ``BenchError`` with what is known.
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.procfs import MachineCpu, RssSampler, status_kib, tree_cpu_seconds, tree_status_kib
+from bench.procfs import MachineCpu, RssSampler, cpu_seconds, status_kib, tree_cpu_seconds, tree_status_kib
 from bench.stacks import start_profiler, stop_profiler
 from guard.config.settings import ForwardSettings
 from tests.support.datasets import Study
 from tests.support.dcmtk import store_responses, storescu
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.orthanc import Orthanc
+from tests.support.postgres import scratch_database
 from tests.support.waiting import wait_until
 
 ARCHIVE_AE = "ARCHIVE"
@@ -34,6 +37,8 @@ ARCHIVE_AE = "ARCHIVE"
 DEFAULT_WORKERS = ForwardSettings().workers
 DIRECT = "direct"
 THROUGH_GUARD = "guard"
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
 #: Forwarding settings for a benchmark (the test defaults use a 3 s lease and tiny backoffs).
 FORWARD_SETTINGS: dict[str, Any] = {"lease_seconds": 30, "backoff_base": 1, "backoff_max": 10, "idle_poll": 0.05}
 
@@ -50,6 +55,7 @@ class BenchConfig:
     archive_pdu: int | None = None
     workers: int = DEFAULT_WORKERS
     listener_process: bool = False
+    ledger: str = SQLITE
     poll_interval: float = 0.05
     timeout: float = 600.0
     profile_dir: Path | None = None
@@ -58,16 +64,21 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class StudyFiles:
-    """A generated study: its folder (holding only this study), UIDs and total size in bytes."""
+    """Generated studies, one per sender: their folders (each holding only its study), UIDs and total size in bytes."""
 
-    directory: Path
-    study: Study
+    directories: tuple[Path, ...]
+    studies: tuple[Study, ...]
     total_bytes: int
 
     @property
     def count(self) -> int:
-        """Number of instances."""
-        return len(self.study.sop_instance_uids)
+        """Number of instances, all studies together."""
+        return sum(len(study.sop_instance_uids) for study in self.studies)
+
+    @property
+    def senders(self) -> int:
+        """Number of storescu associations at once: one per study."""
+        return len(self.studies)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class RunResult:
     path: str
     size: int
     total_bytes: int
+    senders: int
     archive_seconds: float
     storescu_seconds: float
     machine_cpu_percent: float
@@ -85,6 +97,8 @@ class RunResult:
     guard_start_rss_kib: int | None = None
     confirm_seconds: float | None = None
     guard_cpu_seconds: float | None = None
+    archive_cpu_seconds: float | None = None
+    ledger: str | None = None
     ledger_states: dict[str, int] = field(default_factory=dict)
     profile: str | None = None
 
@@ -118,41 +132,45 @@ def _count(archive: Orthanc) -> int:
         return -1
 
 
-def _check_storescu(box: dict[str, Any], files: StudyFiles) -> None:
-    """Raise if the finished storescu failed or did not get Success for every instance."""
+def _check_storescu(box: dict[str, Any], study: Study) -> None:
+    """Raise if a finished storescu failed or did not get Success for every instance of its study."""
     if "error" in box:
         msg = f"storescu failed to run: {box['error']!r}"
         raise BenchError(msg)
     result: subprocess.CompletedProcess[str] = box["result"]
     responses = store_responses(result)
-    if result.returncode != 0 or responses.count("Success") != files.count:
+    expected = len(study.sop_instance_uids)
+    if result.returncode != 0 or responses.count("Success") != expected:
         tail = (result.stdout + result.stderr)[-3000:]
-        msg = f"storescu exited {result.returncode} with {responses.count('Success')}/{files.count} Success responses:\n{tail}"
+        msg = f"storescu exited {result.returncode} with {responses.count('Success')}/{expected} Success responses:\n{tail}"
         raise BenchError(msg)
 
 
-def _timed_send(archive: Orthanc, port: int, called_ae: str, files: StudyFiles, cfg: BenchConfig) -> _Timing:
-    """Send the study with storescu and time it until Orthanc counts every instance."""
-    box: dict[str, Any] = {}
+def _sender(port: int, called_ae: str, directory: Path, cfg: BenchConfig, box: dict[str, Any]) -> threading.Thread:
+    """A thread that sends one study folder with storescu on one association, its outcome into ``box``."""
 
     def send() -> None:
         try:
             box["result"] = storescu(
-                "127.0.0.1",
-                port,
-                files.directory,
-                calling_ae=SOURCE_AE,
-                called_ae=called_ae,
-                timeout=cfg.timeout,
-                max_pdu=cfg.storescu_pdu,
+                "127.0.0.1", port, directory, calling_ae=SOURCE_AE, called_ae=called_ae, timeout=cfg.timeout, max_pdu=cfg.storescu_pdu
             )
         except (OSError, subprocess.SubprocessError) as exc:
             box["error"] = exc
         box["end"] = time.monotonic()
 
-    sender = threading.Thread(target=send, name="storescu", daemon=True)
+    return threading.Thread(target=send, name="storescu", daemon=True)
+
+
+def _timed_send(archive: Orthanc, port: int, called_ae: str, files: StudyFiles, cfg: BenchConfig) -> _Timing:
+    """Send every study at once (one storescu each) and time it until Orthanc counts every instance.
+
+    The storescu time is when the last of them finished: what the sending PACS waited for.
+    """
+    boxes: list[dict[str, Any]] = [{} for _ in files.studies]
+    senders = [_sender(port, called_ae, d, cfg, box) for d, box in zip(files.directories, boxes, strict=True)]
     start = time.monotonic()
-    sender.start()
+    for sender in senders:
+        sender.start()
     deadline = start + cfg.timeout
     count = 0
     while True:
@@ -161,27 +179,40 @@ def _timed_send(archive: Orthanc, port: int, called_ae: str, files: StudyFiles, 
         if count >= files.count:
             archive_seconds = now - start
             break
-        if not sender.is_alive():
-            _check_storescu(box, files)
+        for sender, box, study in zip(senders, boxes, files.studies, strict=True):
+            if not sender.is_alive():
+                _check_storescu(box, study)
         if now > deadline:
             msg = f"the archive held {count} of {files.count} instances after {cfg.timeout:.0f} s"
             raise BenchError(msg)
         time.sleep(cfg.poll_interval)
-    sender.join(max(1.0, deadline - time.monotonic()))
-    if sender.is_alive():
-        msg = f"storescu still running after {cfg.timeout:.0f} s although the archive holds every instance"
-        raise BenchError(msg)
-    _check_storescu(box, files)
-    return _Timing(archive_seconds=archive_seconds, storescu_seconds=box["end"] - start)
+    for sender in senders:
+        sender.join(max(1.0, deadline - time.monotonic()))
+        if sender.is_alive():
+            msg = f"storescu still running after {cfg.timeout:.0f} s although the archive holds every instance"
+            raise BenchError(msg)
+    for box, study in zip(boxes, files.studies, strict=True):
+        _check_storescu(box, study)
+    return _Timing(archive_seconds=archive_seconds, storescu_seconds=max(box["end"] for box in boxes) - start)
 
 
 def _verify_archive(archive: Orthanc, files: StudyFiles) -> None:
-    """Check that the archive holds exactly the study's instances (not timed)."""
-    held = archive.instance_uids_of_study(files.study.study_uid)
-    expected = set(files.study.sop_instance_uids)
-    if held != expected:
-        msg = f"archive holds {len(held & expected)} of {len(expected)} instances and {len(held - expected)} unexpected ones"
-        raise BenchError(msg)
+    """Check that the archive holds exactly the studies' instances (not timed)."""
+    for study in files.studies:
+        held = archive.instance_uids_of_study(study.study_uid)
+        expected = set(study.sop_instance_uids)
+        if held != expected:
+            msg = f"archive holds {len(held & expected)} of {len(expected)} instances and {len(held - expected)} unexpected ones"
+            raise BenchError(msg)
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    """User + system seconds of one process so far, or None when it cannot be read."""
+    return None if pid is None else cpu_seconds(pid)
+
+
+def _difference(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def _orthanc(workdir: Path, cfg: BenchConfig) -> Orthanc:
@@ -194,9 +225,9 @@ def run_direct(files: StudyFiles, workdir: Path, cfg: BenchConfig) -> RunResult:
     """Send the study from storescu straight to a fresh Orthanc."""
     try:
         with _orthanc(workdir, cfg) as archive:
-            before = MachineCpu.now()
+            before, archive_before = MachineCpu.now(), _cpu_of(archive.pid)
             timing = _timed_send(archive, archive.dicom_port, ARCHIVE_AE, files, cfg)
-            busy = MachineCpu.now().busy_percent_since(before)
+            busy, archive_after = MachineCpu.now().busy_percent_since(before), _cpu_of(archive.pid)
             _verify_archive(archive, files)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -204,9 +235,11 @@ def run_direct(files: StudyFiles, workdir: Path, cfg: BenchConfig) -> RunResult:
         path=DIRECT,
         size=files.count,
         total_bytes=files.total_bytes,
+        senders=files.senders,
         archive_seconds=timing.archive_seconds,
         storescu_seconds=timing.storescu_seconds,
         machine_cpu_percent=busy,
+        archive_cpu_seconds=_difference(archive_before, archive_after),
     )
 
 
@@ -246,9 +279,11 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
     try:
         start_rss = status_kib(pid, "VmRSS")
         cpu_before, machine_before, started = tree_cpu_seconds(pid), MachineCpu.now(), time.monotonic()
+        archive_before = _cpu_of(archive.pid)
         with RssSampler(pid, cfg.poll_interval) as sampler:
             timing = _timed_send(archive, guard.port, GUARD_AE, files, cfg)
         cpu_after, busy = tree_cpu_seconds(pid), MachineCpu.now().busy_percent_since(machine_before)
+        archive_after = _cpu_of(archive.pid)
     finally:
         if profiler is not None:
             stop_profiler(profiler)
@@ -258,6 +293,8 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
         path=THROUGH_GUARD,
         size=files.count,
         total_bytes=files.total_bytes,
+        senders=files.senders,
+        ledger=cfg.ledger,
         archive_seconds=timing.archive_seconds,
         storescu_seconds=timing.storescu_seconds,
         machine_cpu_percent=busy,
@@ -265,21 +302,38 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
         guard_peak_rss_kib=tree_status_kib(pid, "VmHWM"),
         guard_sampled_rss_kib=sampler.max_kib or None,
         guard_start_rss_kib=start_rss,
-        guard_cpu_seconds=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
+        guard_cpu_seconds=_difference(cpu_before, cpu_after),
+        archive_cpu_seconds=_difference(archive_before, archive_after),
         ledger_states=states,
         confirm_seconds=confirm_seconds,
         profile=None if profile is None else str(profile),
     )
 
 
+@contextlib.contextmanager
+def _ledger_url(workdir: Path, ledger: str) -> Iterator[str]:
+    """The guard's ledger: a file in ``workdir``, or a fresh database on the local PostgreSQL server."""
+    if ledger == POSTGRESQL:
+        with scratch_database("guard_bench") as (url, _admin):
+            yield url
+    else:
+        yield f"sqlite:///{workdir / 'guard' / 'ledger.sqlite'}"
+
+
 def run_through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig) -> RunResult:
-    """Send the study from storescu to a fresh guard that forwards it to a fresh Orthanc."""
+    """Send the studies from storescu to a fresh guard that forwards them to a fresh Orthanc."""
+    with _ledger_url(workdir, cfg.ledger) as url:
+        return _run_through_guard(files, workdir, cfg, url)
+
+
+def _run_through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, ledger_url: str) -> RunResult:
     try:
         archive = _orthanc(workdir, cfg)
         guard = GuardProcess(
             workdir / "guard",
             archive_port=archive.dicom_port,
             archive_ae=ARCHIVE_AE,
+            ledger_url=ledger_url,
             forward={**FORWARD_SETTINGS, "workers": cfg.workers},
             node={"listener_process": cfg.listener_process},
         )

@@ -59,7 +59,13 @@ class ListenerChild:
         engine = open_engine(self.settings.ledger_url, busy_timeout_ms=self.settings.ledger.busy_timeout_ms)
         ledger = self.ledger = Ledger(engine)
         gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
-        confirmer = Confirmer(self.settings, ledger, spool, wake_loops=lambda: self.channel.send("confirm"))
+        confirmer = Confirmer(
+            self.settings,
+            ledger,
+            spool,
+            wake_loops=lambda: self.channel.send("confirm"),
+            observe_latency=lambda seconds: self.channel.send(f"latency {seconds:.6f}"),
+        )
         ingest = IngestService(self.settings, ledger, spool, on_received=lambda: self.channel.send("received"), gate=gate)
         self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger))
         self._bind(self.server)

@@ -15,7 +15,9 @@ the child. The child sends:
 - ``alive`` every ``HEARTBEAT`` seconds (readiness: the listener is "up" only while these arrive);
 - ``received`` after each new instance (wakes the forwarder at once instead of at its next poll);
 - ``confirm`` after a commitment request from a source or a report from the archive (wakes the
-  confirmation loops).
+  confirmation loops);
+- ``latency S`` when an archive report arrives, ``S`` seconds after its request (the main
+  process owns the metrics that ``/metrics`` serves: ``guard_commitment_latency_seconds``).
 
 Supervision: when the child exits for any reason but a requested stop, the main process audits a
 ``security.alert`` (``listener-process-exited``, with the exit code or signal), reports not ready,
@@ -45,6 +47,7 @@ from guard.domain.errors import GuardError
 from guard.domain.retry import backoff_delay
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.ledger import Ledger
+from guard.runtime.metrics import COMMITMENT_LATENCY
 
 log = structlog.get_logger("guard.app.listener_process")
 
@@ -103,6 +106,7 @@ class ListenerSupervisor:
         self.ledger = ledger
         self.on_received = on_received
         self.on_confirm = on_confirm
+        self.on_latency: Callable[[float], None] = COMMITMENT_LATENCY.observe
         self.port = settings.node.port
         self._process: subprocess.Popen[bytes] | None = None
         self._last_alive = 0.0
@@ -206,6 +210,9 @@ class ListenerSupervisor:
             self.on_confirm()
         elif message == "alive":
             self._last_alive = time.monotonic()
+        elif message.startswith("latency "):
+            with contextlib.suppress(ValueError):
+                self.on_latency(float(message.split()[1]))
         elif message.startswith("port "):
             self.port = int(message.split()[1])
             self._last_alive = time.monotonic()

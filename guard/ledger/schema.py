@@ -85,6 +85,8 @@ instances = Table(
     UniqueConstraint("sop_instance_uid", "version"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "state", "confirm_next_at"),
+    # Each archive report names its transaction: without this, applying one reads every instance.
+    Index(None, "commit_transaction_uid"),
 )
 
 commitment_transactions = Table(

@@ -41,6 +41,9 @@ from guard.services.qr.relay import SUPPORTED_MODELS, QueryRetrieveRelay
 
 log = structlog.get_logger("guard.dicom")
 
+#: Seconds the associations in flight get to finish when the listener stops, before they are aborted.
+DRAIN_TIMEOUT = 30.0
+
 # A-ASSOCIATE-RJ: rejected-permanent, by the service user (PS3.8 9.3.4)
 _REJECTED_PERMANENT = 0x01
 _SERVICE_USER = 0x01
@@ -182,7 +185,7 @@ class IngestServer:
             return self.settings.node.port
         return int(self.server.server_address[1])
 
-    def stop(self, drain_timeout: float = 30.0) -> None:
+    def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         """Stop accepting on every listener, let associations in flight finish (bounded), then abort the rest."""
         if self.tls_server is not None:
             tls_server, self.tls_server = self.tls_server, None

@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from guard.domain import status as st
+from guard.listener.server import DRAIN_TIMEOUT
 from tests.acceptance.conftest import GuardFactory
 from tests.support.fixtures import StudyFactory
-from tests.support.guard import GuardProcess
+from tests.support.guard import GUARD_AE, GuardProcess
 from tests.support.orthanc import Orthanc
 from tests.support.ports import free_port
 from tests.support.scu import send_files
@@ -112,8 +113,9 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
 
     results = send_files(guard.port, [p for _, p in remaining], on_result=kill_main)
     assert "main" in killed, "the main process was not killed during the send"
-    # The listener must not outlive its main process: it would accept instances nobody forwards.
-    wait_until(lambda: not _is_running(second_listener), 30, message="the listener process outlived the main process")
+    # The listener must not outlive its main process: it would accept instances nobody forwards. It
+    # stops accepting at once and lets the association in flight finish (bounded by the drain time).
+    wait_until(lambda: not _is_running(second_listener), DRAIN_TIMEOUT + 30, message="the listener process outlived the main process")
     wait_until(lambda: not port_is_open("127.0.0.1", guard.port), 30, message="the DICOM port stayed open without a guard")
     done = {uid for uid, status in results if status == st.SUCCESS}
     remaining = [(uid, p) for uid, p in remaining if uid not in done]
@@ -138,12 +140,27 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
     assert exits[0]["detail"]["returncode"] == -signal.SIGKILL
 
 
-def test_sigterm_stops_the_listener_process_with_the_guard(guard_factory: GuardFactory, orthanc_archive: Orthanc) -> None:
-    """SIGTERM of the guard drains and stops its listener process too: exit 0, no process left, service.stopped audited."""
+def test_archive_reports_reach_metrics_and_sigterm_stops_the_listener_process(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """Reports the listener process receives show in the main process's /metrics; SIGTERM then stops both, exit 0, audited."""
     guard = guard_factory(
         archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, http={"port": free_port(), "bind": "127.0.0.1"}
-    ).start(timeout=90)
+    )
+    orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start(timeout=90)
     listener = _listener_pid(guard)
+    study = synthetic_study(3, rows=16, columns=16)
+    assert [status for _, status in send_files(guard.port, study.paths)] == [st.SUCCESS] * 3
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="the study was not confirmed")
+
+    def latency_count() -> float:
+        text = httpx.get(f"http://127.0.0.1:{guard.config['http']['port']}/metrics", timeout=10).text
+        line = next((ln for ln in text.splitlines() if ln.startswith("guard_commitment_latency_seconds_count")), "x 0")
+        return float(line.split()[-1])
+
+    # The archive's N-EVENT-REPORT arrived at the listener process; its latency is counted where /metrics is served.
+    assert latency_count() >= 1
     assert guard.terminate() == 0
     wait_until(lambda: not _is_running(listener), 30, message="the listener process outlived SIGTERM of the guard")
     assert guard.audit_records("service.stopped")

@@ -69,6 +69,10 @@ def test_pacs_gets_success_for_confirmed_and_0x0112_for_never_received(
 
     # The guard records a report once it has been delivered: the PACS may see it a moment before the ledger does.
     wait_until(lambda: reported() == {complete_uid, mixed_uid}, 10, message="inbound commitment reports not audited")
+    # The PACS acknowledged each report: it is sent once, not again and again.
+    with pacs.lock:
+        sent = sorted(r.transaction_uid for r in pacs.reports)
+    assert sorted([complete_uid, mixed_uid]) == sent
 
 
 def test_archive_down_the_deadline_reports_0x0110_never_success(

@@ -173,6 +173,11 @@ class Orthanc:
         self.stop()
         return self.start()
 
+    @property
+    def pid(self) -> int | None:
+        """The Orthanc process id while it runs (the benchmark reads its CPU time)."""
+        return self._process.pid if self._process is not None and self._process.is_running() else None
+
     def is_running(self) -> bool:
         """Tell whether our Orthanc process is alive."""
         return self._process is not None and self._process.is_running()

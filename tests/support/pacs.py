@@ -50,7 +50,7 @@ class PacsListener:
             self.server.shutdown()
             self.server = None
 
-    def _on_report(self, event: Any) -> int:
+    def _on_report(self, event: Any) -> tuple[int, None]:
         info = event.event_information
         report = ReceivedReport(
             calling_ae=str(event.assoc.requestor.ae_title).strip(),
@@ -61,7 +61,9 @@ class PacsListener:
         )
         with self.lock:
             self.reports.append(report)
-        return 0x0000
+        # (Status, Event Reply): Success with no reply (PS3.4 J.3.3.1.1); a bare status would make
+        # pynetdicom fail while unpacking the answer and never acknowledge the report.
+        return 0x0000, None
 
     def report_for(self, transaction_uid: str) -> ReceivedReport | None:
         with self.lock:

@@ -57,16 +57,19 @@ class Confirmer:
         spool: Spool,
         *,
         wake_loops: Callable[[], None] | None = None,
+        observe_latency: Callable[[float], None] = COMMITMENT_LATENCY.observe,
         archive: Archive | None = None,
     ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
-        ``wake_loops`` replaces the local wake when the loops run in another process (the
-        listener process hands reports and requests to the main process's loops). ``archive``
-        lists what the archive holds (C-FIND or QIDO-RS; by default the configured archive's).
+        ``wake_loops`` replaces the local wake and ``observe_latency`` the local metric when the
+        loops run in another process (the listener process hands reports and requests, and the
+        report latencies, to the main process). ``archive`` lists what the archive holds (C-FIND
+        or QIDO-RS; by default the configured archive's).
         """
         self.settings = settings
         self._wake_loops = wake_loops
+        self._observe_latency = observe_latency
         self.cfg = settings.confirm
         self.ledger = ledger
         self.spool = spool
@@ -224,7 +227,7 @@ class Confirmer:
             policy=self.policy,
         )
         if result.latency_seconds is not None:
-            COMMITMENT_LATENCY.observe(result.latency_seconds)
+            self._observe_latency(result.latency_seconds)
         if result.known:  # instances confirmed or sent back: spool copies and source reports may be due
             self.wake()
         return result.known
