@@ -19,21 +19,19 @@ under the same name is never the one removed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
-import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from guard.domain.digest import DatasetDigest, NotPart10Error
 from guard.domain.errors import SpoolError
 from guard.domain.uids import is_valid_uid, require_uid
 
 _CHUNK = 1 << 20
-_PREAMBLE = 128 + 4  # preamble and "DICM" (PS3.10 7.1)
 #: A spooled file's name: ``<SOPInstanceUID>-<sha256>.dcm`` (anything else in a study folder is not the guard's).
 _STORED_NAME = re.compile(r"(?P<sop>[0-9.]{1,64})-[0-9a-f]{64}\.dcm")
 
@@ -70,19 +68,6 @@ class StoredFile:
     relative_path: str
     size: int
     sha256: str
-
-
-def dataset_offset(header: bytes) -> int:
-    """Offset of the data set in a Part 10 file, after the File Meta Information group.
-
-    The group starts with (0002,0000) File Meta Information Group Length, encoded Explicit VR
-    Little Endian (PS3.10 7.1): tag (4 bytes), VR "UL" (2), length (2), value (4).
-    """
-    if len(header) < _PREAMBLE + 12 or header[128:132] != b"DICM" or header[132:136] != b"\x02\x00\x00\x00":
-        msg = "not a DICOM Part 10 file with a File Meta Information Group Length"
-        raise SpoolError(msg)
-    (group_length,) = struct.unpack("<I", header[_PREAMBLE + 8 : _PREAMBLE + 12])
-    return _PREAMBLE + 12 + int(group_length)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -136,21 +121,18 @@ class Spool:
 
     @staticmethod
     def _digest_and_sync(path: Path) -> tuple[str, int]:
-        """SHA-256 of the data set (not the file meta, which depends on the sender), then fsync."""
-        sha = hashlib.sha256()
+        """The data set's digest (``guard.domain.digest``: the file meta depends on the sender), then fsync."""
+        digest = DatasetDigest()
         with path.open("r+b") as fh:
-            header = fh.read(4096)
-            offset = dataset_offset(header)
-            if offset <= len(header):
-                sha.update(header[offset:])
-            else:
-                fh.seek(offset)
-            while chunk := fh.read(_CHUNK):
-                sha.update(chunk)
-            fh.flush()
+            try:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                hexdigest = digest.hexdigest()
+            except NotPart10Error as exc:
+                raise SpoolError(str(exc)) from exc
             os.fsync(fh.fileno())
             size = fh.tell()
-        return sha.hexdigest(), size
+        return hexdigest, size
 
     def discard(self, temp_path: Path) -> None:
         """Remove a temporary file that will not be kept; missing or unremovable is fine (it is not in the spool proper)."""

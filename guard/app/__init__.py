@@ -25,6 +25,7 @@ from guard.ledger.ledger import Ledger
 from guard.listener.server import IngestServer
 from guard.runtime import tls as tls_contexts
 from guard.sandbox.archive import ReferenceArchive
+from guard.services.archive import open_archive
 from guard.services.audit.tasks import AuditTasks
 from guard.services.certificates import reload_certificates
 from guard.services.confirm.confirmer import Confirmer
@@ -89,20 +90,21 @@ class GuardService:
         )
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
-        self.confirmer = Confirmer(self.settings, ledger, self.spool)
+        archive = open_archive(self.settings)
+        self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive)
         # Each forwarded batch wakes the confirmer: an idle confirmer looks for work less and less
         # often (guard.domain.pacing), and commitment requests must not wait for its next look.
-        self.forwarder = Forwarder(self.settings, ledger, self.spool, on_forwarded=self.confirmer.wake)
+        self.forwarder = Forwarder(self.settings, ledger, self.spool, sender_factory=archive.sender, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
         self.confirmer.start()
-        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
+        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete), archive)
         # What a crash left in the spool goes before the listener opens (and then periodically).
         self.sweep = SpoolSweep(self.settings, ledger, self.spool).start()
         dicom_port = self._start_listener(ledger, self.forwarder, self.confirmer, self.gate)
         if self.reference_archive is not None:
             # The port actually bound (node.port may be 0): where the sandbox archive reports.
             self.reference_archive.add_requester(self.settings.node.ae_title, "127.0.0.1", dicom_port)
-        self.probe = ArchiveProbe(self.settings).start()
+        self.probe = ArchiveProbe(self.settings, archive.ping, archive.description).start()
         if self.settings.http.port:  # 0 disables the admin API
             app = create_app(self.settings, ledger, self.gate, self._readiness, self.probe)
             http = self.settings.http
@@ -121,7 +123,7 @@ class GuardService:
                 "listener_pid": self.listener.pid if self.listener is not None else None,
                 "dicom_tls_port": self.settings.tls.port or None,
                 "http_port": self.admin.port if self.admin is not None else None,
-                "archive": f"{self.settings.archive.ae_title}@{self.settings.archive.host or 'builtin'}:{self.settings.archive.port}",
+                "archive": self.settings.archive.where,
             },
         )
 

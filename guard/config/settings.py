@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -260,28 +261,146 @@ class ConfirmMode(StrEnum):
     BOTH = "both"
 
 
+class ArchiveProtocol(StrEnum):
+    """How the guard talks to the archive."""
+
+    DIMSE = "dimse"
+    DICOMWEB = "dicomweb"
+
+
+class ArchiveAuth(StrEnum):
+    """How the guard authenticates to a DICOMweb archive."""
+
+    NONE = "none"
+    BEARER = "bearer"
+    BASIC = "basic"
+
+
 class ArchiveSettings(_Section):
     """The long-term archive the guard forwards to."""
 
+    protocol: ArchiveProtocol = Field(
+        ArchiveProtocol.DIMSE,
+        description="dimse (C-STORE, Storage Commitment, C-FIND to ae_title@host:port) | dicomweb (STOW-RS, QIDO-RS, WADO-RS to url).",
+    )
     ae_title: str = Field("ARCHIVE", description="Called AE title of the archive.")
     host: str = Field("", description="Archive address. Empty: run the built-in reference archive (sandbox only).")
     port: int = Field(11113, ge=1, le=65535, description="Archive DICOM port (also the built-in archive's port).")
-    confirm: ConfirmMode = Field(ConfirmMode.COMMITMENT, description="commitment | find | both.")
+    confirm: ConfirmMode = Field(
+        ConfirmMode.COMMITMENT, description="commitment | find | both (dicomweb: find, by QIDO-RS, the default and the only choice)."
+    )
     probe_interval: float = Field(
         30.0,
         ge=0,
-        description="Seconds between C-ECHO probes of the archive (status page, metric guard_archive_reachable); 0 turns them off.",
+        description="Seconds between probes of the archive, C-ECHO or (dicomweb) an HTTP query (status page, metric"
+        " guard_archive_reachable); 0 turns them off.",
     )
     tls: bool = Field(default=False, description=_TLS_DESCRIPTION)
     tls_fingerprint: str = Field("", description=_PIN_DESCRIPTION)
+    url: str = Field(
+        "", description="dicomweb: base URL of the archive's DICOMweb service, the prefix of /studies (https://vna.example/dicom-web)."
+    )
+    auth: ArchiveAuth = Field(
+        ArchiveAuth.NONE, description="dicomweb: none | bearer (token from token_file) | basic (username, password from password_file)."
+    )
+    token_file: Path | None = Field(None, description="dicomweb, auth = bearer: file holding the bearer token (read at each request).")
+    username: str = Field("", description="dicomweb, auth = basic: the user name.")
+    password_file: Path | None = Field(None, description="dicomweb, auth = basic: file holding the password (read at each request).")
+    ca_file: Path | None = Field(
+        None,
+        description="dicomweb over https: PEM file of the CA certificate(s) the archive's certificate must chain to; unset: the"
+        " system's CAs.",
+    )
+    verify_tls: bool = Field(
+        default=True, description="dicomweb over https: check the archive's certificate and host name. Turn off only for a test archive."
+    )
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
     _check_pin = field_validator("tls_fingerprint")(_check_fingerprint)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dicomweb_confirms_by_find(cls, data: Any) -> Any:
+        """Storage Commitment does not exist in DICOMweb: a DICOMweb archive confirms by QIDO-RS unless told otherwise (then refused)."""
+        if isinstance(data, Mapping) and str(data.get("protocol", "")) == ArchiveProtocol.DICOMWEB and "confirm" not in data:
+            return {**data, "confirm": ConfirmMode.FIND}
+        return data
+
+    @model_validator(mode="after")
+    def _dicomweb_complete(self) -> ArchiveSettings:
+        if self.protocol is ArchiveProtocol.DICOMWEB:
+            check_dicomweb_archive(self)
+        return self
+
     @property
     def builtin(self) -> bool:
-        """Whether the built-in reference archive stands in for a real one."""
-        return not self.host
+        """Whether the built-in reference archive stands in for a real one (a DIMSE archive without a host)."""
+        return self.protocol is ArchiveProtocol.DIMSE and not self.host
+
+    @property
+    def where(self) -> str:
+        """The archive for people: ``AE@host:port`` or the DICOMweb URL."""
+        if self.protocol is ArchiveProtocol.DICOMWEB:
+            return self.url
+        return f"{self.ae_title}@{self.host or 'builtin'}:{self.port}"
+
+
+class CredentialFileError(ConfigError):
+    """The archive's credentials file is not set, cannot be read, or is empty."""
+
+
+def read_credential(archive: ArchiveSettings) -> str:
+    """The secret of ``archive.auth`` (bearer token or basic password) read from its file now; never logged.
+
+    ``CredentialFileError`` names the key and the file, never the content.
+    """
+    key, path = ("token_file", archive.token_file) if archive.auth is ArchiveAuth.BEARER else ("password_file", archive.password_file)
+    if path is None:
+        msg = f"archive.{key} is required for archive.auth = {archive.auth.value}"
+        raise CredentialFileError(msg)
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"archive.{key}: cannot read {path}: {exc.__class__.__name__}"
+        raise CredentialFileError(msg) from exc
+    if not content:
+        msg = f"archive.{key}: {path} is empty"
+        raise CredentialFileError(msg)
+    return content
+
+
+def check_dicomweb_archive(archive: ArchiveSettings) -> None:
+    """The rules of a DICOMweb archive's settings; ``ValueError`` naming the key."""
+    parsed = urlsplit(archive.url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        msg = "archive.url must be the http:// or https:// base URL of the DICOMweb service when archive.protocol = dicomweb"
+        raise ValueError(msg)
+    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+        msg = "archive.url must not carry credentials, a query or a fragment (credentials go in archive.auth and its file)"
+        raise ValueError(msg)
+    if archive.confirm is not ConfirmMode.FIND:
+        msg = (
+            f"archive.confirm = {archive.confirm.value} is not possible with archive.protocol = dicomweb: DICOMweb has no"
+            " Storage Commitment; use confirm = find (QIDO-RS)"
+        )
+        raise ValueError(msg)
+    if archive.tls:
+        msg = "archive.tls is DICOM TLS (protocol dimse); a DICOMweb archive uses TLS when archive.url is https://"
+        raise ValueError(msg)
+    if archive.auth is ArchiveAuth.BASIC and (not archive.username or ":" in archive.username):
+        msg = "archive.username is required for archive.auth = basic, without a colon (RFC 7617)"
+        raise ValueError(msg)
+    if archive.auth is not ArchiveAuth.NONE:
+        try:
+            read_credential(archive)
+        except CredentialFileError as exc:
+            raise ValueError(str(exc)) from exc
+    elif archive.token_file is not None or archive.password_file is not None:
+        msg = "archive.token_file or archive.password_file is set but archive.auth = none: set archive.auth = bearer or basic"
+        raise ValueError(msg)
+    if archive.ca_file is not None and not archive.ca_file.is_file():
+        msg = f"archive.ca_file: {archive.ca_file} is not a file"
+        raise ValueError(msg)
 
 
 class ForwardSettings(_Section):

@@ -1,10 +1,11 @@
-"""Is the archive reachable? A C-ECHO now and then, its last answer cached.
+"""Is the archive reachable? A C-ECHO (or, for a DICOMweb archive, an HTTP query) now and then, its last answer cached.
 
 The status page and ``/metrics`` show the archive's reachability without opening an
 association per page view: ``ArchiveProbe`` sends one C-ECHO (Verification SOP Class, PS3.7
 9.1.5) every ``archive.probe_interval`` seconds from a daemon thread and keeps the last
-outcome. A probe that fails says only that the archive could not be reached *then*; it is
-information for a person, never evidence for or against a delete (the delete gate asks the
+outcome; given another ``ping`` (the DICOMweb archive's QIDO-RS query) it calls that instead.
+A probe that fails says only that the archive could not be reached *then*; it is information
+for a person, never evidence for or against a delete (the delete gate asks the
 archive itself, live).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,25 +45,43 @@ class Reachability:
         return asdict(self)
 
 
-def echo(own_ae: str, peer: Peer, timeout: float) -> Reachability:
-    """One C-ECHO to ``peer``: reachable only when the association opens and the answer is Success (0x0000)."""
+#: A probe: returns when the archive answered as it should, raises a ``PeerError`` otherwise.
+Ping = Callable[[float], None]
+
+
+def check(ping: Ping, where: str, timeout: float) -> Reachability:
+    """Call ``ping`` once: reachable only when it returns."""
     started = time.monotonic()
     now = datetime.now(UTC).isoformat()
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     try:
-        conversation.echo(conversation.outbound_ae(own_ae, timeout, [Verification]), peer)
+        ping(timeout)
     except PeerError as exc:
         return Reachability(reachable=False, checked_at=now, peer=where, error=str(exc))
     return Reachability(reachable=True, checked_at=now, peer=where, latency_ms=round((time.monotonic() - started) * 1000, 1))
 
 
-class ArchiveProbe:
-    """C-ECHO the archive every ``interval`` seconds from a daemon thread; ``last`` is the latest outcome."""
+def echo_ping(own_ae: str, peer: Peer) -> Ping:
+    """The C-ECHO probe of ``peer``: Success (0x0000) on an association of its own."""
 
-    def __init__(self, settings: Settings) -> None:
-        """Probe the archive of ``settings`` (or the built-in one) as ``node.ae_title``."""
-        self.own_ae = settings.node.ae_title
-        self.peer = archive_peer(settings.archive)
+    def ping(timeout: float) -> None:
+        conversation.echo(conversation.outbound_ae(own_ae, timeout, [Verification]), peer)
+
+    return ping
+
+
+def echo(own_ae: str, peer: Peer, timeout: float) -> Reachability:
+    """One C-ECHO to ``peer``: reachable only when the association opens and the answer is Success (0x0000)."""
+    return check(echo_ping(own_ae, peer), f"{peer.ae_title}@{peer.host}:{peer.port}", timeout)
+
+
+class ArchiveProbe:
+    """Probe the archive every ``interval`` seconds from a daemon thread; ``last`` is the latest outcome."""
+
+    def __init__(self, settings: Settings, ping: Ping | None = None, where: str | None = None) -> None:
+        """Probe the archive of ``settings`` with ``ping`` (described as ``where``); by default a C-ECHO as ``node.ae_title``."""
+        peer = archive_peer(settings.archive)
+        self.ping = ping or echo_ping(settings.node.ae_title, peer)
+        self.where = where or f"{peer.ae_title}@{peer.host}:{peer.port}"
         self.interval = settings.archive.probe_interval
         self.timeout = min(settings.forward.timeout, 10.0)
         self._last: Reachability | None = None
@@ -78,9 +98,9 @@ class ArchiveProbe:
     def probe_now(self) -> Reachability:
         """Probe once, remember and publish the outcome; logs a change of reachability."""
         try:
-            outcome = echo(self.own_ae, self.peer, self.timeout)
-        except Exception as exc:  # noqa: BLE001 - the probe's boundary: whatever pynetdicom raised means "not reachable"
-            outcome = Reachability(reachable=False, checked_at=datetime.now(UTC).isoformat(), peer=str(self.peer), error=repr(exc)[:300])
+            outcome = check(self.ping, self.where, self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the probe's boundary: whatever pynetdicom or httpx raised means "not reachable"
+            outcome = Reachability(reachable=False, checked_at=datetime.now(UTC).isoformat(), peer=self.where, error=repr(exc)[:300])
         with self._lock:
             before, self._last = self._last, outcome
         ARCHIVE_REACHABLE.set(1 if outcome.reachable else 0)

@@ -195,7 +195,7 @@ def _dead_letter(fact: DeadLetterFact) -> DeadLetterView:
 def _archive_view(probe: ArchiveProbe) -> ArchiveView:
     last = probe.last
     return ArchiveView(
-        peer=f"{probe.peer.ae_title}@{probe.peer.host}:{probe.peer.port}",
+        peer=probe.where,
         reachable=None if last is None else last.reachable,
         checked_at=None if last is None else last.checked_at,
         latency_ms=None if last is None else last.latency_ms,

@@ -18,9 +18,9 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from guard.domain import status as st
+from guard.domain.digest import dataset_offset
 from guard.ledger.schema import instances
 from guard.sandbox.archive import ReferenceArchive
-from guard.spool import dataset_offset
 from tests.acceptance.conftest import GuardFactory
 from tests.hostile.peer import CT_STORAGE, EXPLICIT_LE, RawPeer, command, p_data, status_of
 from tests.support.fixtures import StudyFactory

@@ -15,6 +15,7 @@ import pytest
 from tests.support.availability import unavailable
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import Storescp
+from tests.support.dicomweb import DicomWebOrthanc, running_dicomweb
 from tests.support.orthanc import Modalities, Orthanc
 from tests.support.processes import PeerError, find_tool
 
@@ -81,3 +82,9 @@ def synthetic_study(tmp_path: Path) -> StudyFactory:
         return make_study(tmp_path / f"study-{next(counter)}", count, **kwargs)
 
     return factory
+
+
+@pytest.fixture
+def dicomweb_archive(tmp_path: Path) -> Iterator[DicomWebOrthanc]:
+    """Run a fresh Orthanc with the DICOMweb plugin (no credentials required), the guard's DICOMweb archive."""
+    yield from running_dicomweb(tmp_path / "orthanc-dicomweb", aet=ARCHIVE_AET)

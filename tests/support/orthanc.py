@@ -79,6 +79,8 @@ class Orthanc:
         self.startup_timeout = startup_timeout
         self._process: ManagedProcess | None = None
         self._client: httpx.Client | None = None
+        #: Credentials of the REST client, for an Orthanc that requires them (``DicomWebOrthanc``).
+        self.rest_auth: httpx.Auth | None = None
 
     @property
     def url(self) -> str:
@@ -133,7 +135,7 @@ class Orthanc:
         argv = [find_tool("Orthanc"), *(["--verbose"] if self.verbose else []), str(self.config_path)]
         process = ManagedProcess(argv, self.log_path, cwd=self.workdir)
         self._process = process
-        self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+        self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False, auth=self.rest_auth)
 
         def ready() -> bool:
             if not process.is_running():

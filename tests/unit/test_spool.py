@@ -5,8 +5,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from guard.domain.digest import NotPart10Error, dataset_offset
 from guard.domain.errors import InvalidUIDError, SpoolError
-from guard.spool import Spool, dataset_offset
+from guard.spool import Spool
 
 
 def _file(path: Path, *, source_ae: str = "A") -> tuple[Path, bytes]:
@@ -53,7 +54,14 @@ def test_hostile_uids_never_become_paths(tmp_path: Path, bad: str) -> None:
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-def test_not_a_part10_file_is_refused() -> None:
-    """A file without the DICM prefix and group length cannot be spooled."""
-    with pytest.raises(SpoolError):
+def test_not_a_part10_file_is_refused(tmp_path: Path) -> None:
+    """A file without the DICM prefix and group length cannot be spooled: a SpoolError, and nothing placed."""
+    with pytest.raises(NotPart10Error):
         dataset_offset(b"\0" * 200)
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    path = spool.incoming / "upload"
+    path.write_bytes(b"\0" * 200)
+    with pytest.raises(SpoolError):
+        spool.place(path, "1.2.3", "1.2.3.4")
+    assert list(spool.stored_files()) == []

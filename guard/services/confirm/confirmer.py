@@ -23,7 +23,7 @@ import structlog
 from pydicom.uid import generate_uid
 
 from guard.config.settings import ConfirmMode, Settings
-from guard.dicom.commitment import Report, deliver_report, find_study_instances, request_commitment
+from guard.dicom.commitment import Report, deliver_report, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.pacing import idle_wait
@@ -50,6 +50,7 @@ from guard.ledger.verification import (
     spool_holder,
 )
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
+from guard.services.archive import Archive, open_archive
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
 
@@ -71,12 +72,14 @@ class Confirmer:
         *,
         wake_loops: Callable[[], None] | None = None,
         observe_latency: Callable[[float], None] = COMMITMENT_LATENCY.observe,
+        archive: Archive | None = None,
     ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
         ``wake_loops`` replaces the local wake and ``observe_latency`` the local metric when the
         loops run in another process (the listener process hands reports and requests, and the
-        report latencies, to the main process).
+        report latencies, to the main process). ``archive`` lists what the archive holds (C-FIND
+        or QIDO-RS; by default the configured archive's).
         """
         self.settings = settings
         self._wake_loops = wake_loops
@@ -85,8 +88,8 @@ class Confirmer:
         self.ledger = ledger
         self.spool = spool
         self.mode = settings.archive.confirm
-        archive = settings.archive
-        self.archive = archive_peer(archive)
+        self.archive = archive_peer(settings.archive)  # Storage Commitment (DIMSE only)
+        self.index = archive or open_archive(settings)
         self.policy = ConfirmPolicy(
             mode=self.mode, max_resends=self.cfg.max_resends, backoff=exponential(self.cfg.retry_base, self.cfg.retry_max)
         )
@@ -204,7 +207,7 @@ class Confirmer:
             if self._stop.is_set():
                 break
             try:
-                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+                held = self.index.study_instances(study_uid)
             except PeerError as exc:
                 log.warning("confirm.find_failed", action="confirm.find_failed", study_uid=study_uid, error=str(exc))
                 postpone_find(self._archive_ledger, study_uid, self.policy.backoff)
@@ -219,7 +222,7 @@ class Confirmer:
             if self._stop.is_set():
                 break
             try:
-                held = find_study_instances(self.settings.node.ae_title, self.archive, study_uid, timeout=self.settings.forward.timeout)
+                held = self.index.study_instances(study_uid)
             except PeerError as exc:
                 log.warning("reverify.failed", action="reverify.failed", study_uid=study_uid, error=str(exc))
                 break

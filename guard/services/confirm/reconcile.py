@@ -6,12 +6,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from guard.config.settings import Settings
-from guard.dicom.commitment import find_study_instances
-from guard.dicom.net import archive_peer
 from guard.domain.errors import PeerError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.ledger import Ledger
 from guard.ledger.reconcile import reconcile_study
+from guard.services.archive import open_archive
 from guard.spool import Spool
 
 
@@ -35,13 +34,13 @@ def reconcile(
     actor: str = "cli",
     on_study: Callable[[str], None] | None = None,
 ) -> ReconcileSummary:
-    """Reconcile each study with the archive (C-FIND); audit the run as ``reconcile.completed``."""
-    archive = archive_peer(settings.archive)
+    """Reconcile each study with the archive (C-FIND or QIDO-RS); audit the run as ``reconcile.completed``."""
+    archive = open_archive(settings)
     summary = ReconcileSummary()
     for study_uid in study_uids:
         summary.studies += 1
         try:
-            held = find_study_instances(settings.node.ae_title, archive, study_uid, timeout=settings.forward.timeout)
+            held = archive.study_instances(study_uid)
         except PeerError as exc:
             summary.errors[study_uid] = str(exc)
         else:

@@ -14,12 +14,13 @@ from typing import Any
 
 from guard.config.settings import Settings
 from guard.dicom.commitment import find_study_instances
-from guard.dicom.net import archive_peer, source_peer
+from guard.dicom.net import source_peer
 from guard.domain.decision import Decision, LiveEvidence, StudyFacts, decide_delete
 from guard.domain.errors import PeerError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
 from guard.ledger.ledger import Ledger
+from guard.services.archive import Archive, open_archive
 from guard.web.backends import Backend, BackendError
 
 
@@ -35,9 +36,10 @@ class DeleteOutcome:
 class DeleteGate:
     """Decides delete requests for every channel."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, backend: Backend) -> None:
-        """Decide with ``settings.delete``; carry out permitted deletes with ``backend``."""
+    def __init__(self, settings: Settings, ledger: Ledger, backend: Backend, archive: Archive | None = None) -> None:
+        """Decide with ``settings.delete``, asking ``archive`` (default: the configured one); carry out with ``backend``."""
         self.settings = settings
+        self.archive = archive or open_archive(settings)
         self.ledger = ledger
         self.backend = backend
         self._locks: dict[str, threading.Lock] = {}
@@ -55,15 +57,13 @@ class DeleteGate:
 
     def _live_evidence(self, study_uid: str, facts: StudyFacts) -> LiveEvidence:
         """Ask the archive and the source(s) now; an error is evidence of doubt, never of absence."""
-        own = self.settings.node.ae_title
         timeout = self.settings.forward.timeout
         archive_listed: set[str] | None = None
         archive_error = source_error = None
         source_listed: set[str] | None = None
         if self.settings.delete.reverify and facts.states:
-            archive = self.settings.archive
             try:
-                archive_listed = find_study_instances(own, archive_peer(archive), study_uid, timeout=timeout)
+                archive_listed = self.archive.study_instances(study_uid)
             except PeerError as exc:
                 archive_error = str(exc)
         if self.settings.delete.source_check and facts.states:

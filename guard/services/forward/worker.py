@@ -1,9 +1,10 @@
 """Forwarding workers: claim, send, record; a heartbeat keeps their claims leased.
 
-Each worker is a thread with its own ``ArchiveSender`` (one association, reused). Claims are
-leased in the ledger; a heartbeat thread renews the leases of every claim still held, so a
-slow send keeps its claim while a killed process loses its claims after ``lease_seconds``
-and another worker (or the restarted guard) takes them over.
+Each worker is a thread with its own ``Sender`` (``guard.services.archive``: one association
+or HTTP connection, reused), built by ``sender_factory`` (by default the configured archive's).
+Claims are leased in the ledger; a heartbeat thread renews the leases of every claim still
+held, so a slow send keeps its claim while a killed process loses its claims after
+``lease_seconds`` and another worker (or the restarted guard) takes them over.
 
 Successful sends are recorded together, in one transaction for up to ``OUTCOME_FLUSH_SECONDS``
 of sends (or the rest of the batch), instead of one fsync'd transaction each. A process killed
@@ -21,19 +22,19 @@ from datetime import timedelta
 import structlog
 
 from guard.config.settings import Settings
-from guard.dicom.store import ArchiveSender
 from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
 from guard.ledger.leases import new_owner
 from guard.ledger.ledger import Ledger
+from guard.services.archive import Sender, open_archive
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
 
 log = structlog.get_logger("guard.forward")
 
-SenderFactory = Callable[[], ArchiveSender]
+SenderFactory = Callable[[], Sender]
 
 #: Longest time a successful send waits to be recorded with the ones after it.
 OUTCOME_FLUSH_SECONDS = 0.25
@@ -56,7 +57,7 @@ class Forwarder:
         self.cfg = settings.forward
         self.ledger = ledger
         self.spool = spool
-        self.sender_factory = sender_factory or self._default_sender
+        self.sender_factory = sender_factory or open_archive(settings).sender
         self.owner_prefix = new_owner(settings.node_id)
         # Node-local spool: forward only what this node holds; shared: any node's instances.
         self.held_by = None if settings.spool.shared else ledger.node
@@ -72,11 +73,6 @@ class Forwarder:
         self._held: dict[str, set[int]] = {}
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-
-    def _default_sender(self) -> ArchiveSender:
-        return ArchiveSender(
-            self.settings.node.ae_title, self.settings.archive, timeout=self.cfg.timeout, max_pdu=self.settings.node.max_pdu
-        )
 
     def start(self) -> None:
         """Start the workers and the heartbeat."""
@@ -138,7 +134,7 @@ class Forwarder:
         finally:
             sender.close()
 
-    def _round(self, owner: str, sender: ArchiveSender, idle_since: float) -> float:
+    def _round(self, owner: str, sender: Sender, idle_since: float) -> float:
         """Claim and forward one batch, or idle; return when the worker was last busy."""
         claims = claim_pending(self.ledger, owner, self.cfg.batch_size, self.lease, held_by=self.held_by)
         if claims:
@@ -147,13 +143,13 @@ class Forwarder:
                 self.on_forwarded()
             return time.monotonic()
         idle = time.monotonic() - idle_since
-        if sender.assoc is not None and idle > self.cfg.idle_release:
-            sender.close()
+        if idle > self.cfg.idle_release:
+            sender.close()  # nothing to do when it holds no connection
         self._wake.wait(idle_wait(self.cfg.idle_poll, idle))
         self._wake.clear()
         return idle_since
 
-    def _forward_batch(self, owner: str, sender: ArchiveSender, claims: list[Claim]) -> None:
+    def _forward_batch(self, owner: str, sender: Sender, claims: list[Claim]) -> None:
         """Send each claim in turn, recording successes together; on stop, give back those not yet attempted."""
         with self._held_lock:
             self._held[owner] = {c.id for c in claims}
@@ -197,7 +193,7 @@ class Forwarder:
         with self._held_lock:
             self._held[owner].difference_update(claim.id for claim, _ in sent)
 
-    def _forward_one(self, owner: str, sender: ArchiveSender, claim: Claim) -> int | None:
+    def _forward_one(self, owner: str, sender: Sender, claim: Claim) -> int | None:
         """Send one instance; its status on success (to be recorded), None when the failure has been recorded."""
         try:
             return sender.send(self.spool.path_of(claim.spool_path), claim.sop_class_uid, claim.transfer_syntax)
