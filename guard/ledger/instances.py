@@ -64,11 +64,14 @@ class Claim:
     patient_id: str | None
 
 
+def _insert(tx: Transaction, table: Any, values: dict[str, Any]) -> Any:
+    """An INSERT with the dialect's ON CONFLICT clauses (SQLite and PostgreSQL spell them alike)."""
+    return (postgresql.insert(table) if tx.conn.dialect.name == "postgresql" else sqlite.insert(table)).values(values)
+
+
 def _upsert_ignore(tx: Transaction, table: Any, values: dict[str, Any]) -> None:
-    """Insert a row unless its primary key exists (both SQLite and PostgreSQL)."""
-    dialect = tx.conn.dialect.name
-    stmt = (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(values)
-    tx.conn.execute(stmt.on_conflict_do_nothing())
+    """Insert a row unless its primary key exists."""
+    tx.conn.execute(_insert(tx, table, values).on_conflict_do_nothing())
 
 
 def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, int]:
@@ -94,11 +97,14 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
             .where(instances.c.sop_instance_uid == item.sop_instance_uid, instances.c.state.in_(CLAIMABLE_STATES))
             .values(state=InstanceState.SUPERSEDED.value, updated_at=now),
         )
-    _upsert_ignore(
-        tx, studies, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+    # One statement: a new study, or the known one received again. An instance arriving after a
+    # delete makes the study live again (a new state to protect).
+    study_row = {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+    tx.conn.execute(
+        _insert(tx, studies, study_row).on_conflict_do_update(
+            index_elements=[studies.c.study_uid], set_={"last_received_at": now, "deleted_at": None}
+        )
     )
-    # An instance arriving after a delete makes the study live again (a new state to protect).
-    tx.conn.execute(update(studies).where(studies.c.study_uid == item.study_uid).values(last_received_at=now, deleted_at=None))
     _upsert_ignore(
         tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
     )
