@@ -19,7 +19,15 @@ import structlog
 
 from guard.config.settings import Settings
 from guard.dicom.store import ArchiveSender
-from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
+from guard.domain.errors import (
+    ArchiveUnreachableError,
+    GuardError,
+    LedgerError,
+    PeerError,
+    PermanentPeerError,
+    PermanentSpoolError,
+    SpoolError,
+)
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
@@ -170,14 +178,17 @@ class Forwarder:
         """Send one instance and record the outcome."""
         archive_ae = self.settings.archive.ae_title
         try:
-            status = sender.send(self.spool.path_of(claim.spool_path), claim.sop_class_uid, claim.transfer_syntax)
+            # Gone or not Part 10: permanent (sending again will not bring it back); an I/O error: retried.
+            path = self.spool.readable(claim.spool_path)
+        except SpoolError as exc:
+            self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentSpoolError))
+            return
+        try:
+            status = sender.send(path, claim.sop_class_uid, claim.transfer_syntax)
         except ArchiveUnreachableError:
             raise
         except PeerError as exc:
             self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentPeerError))
-            return
-        except OSError as exc:  # the spool file is gone or unreadable: retrying will not bring it back
-            self._record_failure(owner, claim, GuardError(f"spool file unreadable: {exc}"), permanent=True)
             return
         with self.ledger.transaction() as tx:
             mark_forwarded(tx, claim, owner, status=status, archive_ae=archive_ae)
