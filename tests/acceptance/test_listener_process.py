@@ -73,6 +73,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
         archive_port=orthanc_archive.dicom_port,
         node={"listener_process": True},
         http={"port": free_port(), "bind": "127.0.0.1"},
+        fresh=True,  # the processes' life cycle is the point: the main process as an administrator starts it
     ).start(timeout=90)
     wait_until(lambda: _ready(guard) == 200, 60, message="the guard never became ready")
     first_listener = _listener_pid(guard)
@@ -141,7 +142,10 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
 def test_sigterm_stops_the_listener_process_with_the_guard(guard_factory: GuardFactory, orthanc_archive: Orthanc) -> None:
     """SIGTERM of the guard drains and stops its listener process too: exit 0, no process left, service.stopped audited."""
     guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, http={"port": free_port(), "bind": "127.0.0.1"}
+        archive_port=orthanc_archive.dicom_port,
+        node={"listener_process": True},
+        http={"port": free_port(), "bind": "127.0.0.1"},
+        fresh=True,  # the processes' life cycle is the point: the main process as an administrator starts it
     ).start(timeout=90)
     listener = _listener_pid(guard)
     assert guard.terminate() == 0

@@ -8,8 +8,8 @@ multiprocessing's forkserver, which imported those libraries once per test proce
 a process of its own with its own pid, environment, working folder and output files, and
 signals (SIGTERM, SIGHUP, SIGSTOP, SIGKILL) reach it as any process. What it skips is the
 interpreter start and those imports; ``python -m guard`` as a fresh interpreter is still run by
-the tests of the sandbox (``make run``), of configuration typos, of ``guard token hash`` and of
-the container entry point.
+the tests of the listener process, of the sandbox (``make run``), of configuration typos, of
+``guard token hash`` and of the container entry point.
 
 The guard's own command-line modules (``guard.cli``) are not preloaded: they build their rich
 consoles at import, from ``COLUMNS`` and the output they find, so each child imports them itself.
