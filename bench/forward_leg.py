@@ -28,7 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from bench.runs import ARCHIVE_AE
 from guard.config.settings import ArchiveSettings
 from guard.dicom.store import ArchiveSender
-from guard.spool import dataset_offset
+from guard.domain.digest import dataset_offset
 from tests.support.datasets import make_study
 from tests.support.guard import GUARD_AE
 from tests.support.orthanc import Orthanc

@@ -14,11 +14,18 @@ place whose ledger row was never committed) is listed here (``leftover_incoming`
 ``stored_files``) and removed by ``guard.services.sweep``, which decides what may go;
 ``remove_if_unchanged`` takes the same lock as the rename in ``place``, so a file placed again
 under the same name is never the one removed.
+
+Every failure is a ``SpoolError`` of one of two kinds, decided here by its cause and nowhere
+else: a ``TransientSpoolError`` when the spool's storage fails (no space, quota, I/O error,
+read-only, not mounted: worth another attempt once someone fixes it; a sender gets 0xA700), a
+``PermanentSpoolError`` when it is this instance (an invalid UID, a name the file system
+refuses, a spooled file that is gone or not a Part 10 file: retrying will not help).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -27,13 +34,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.domain.digest import DatasetDigest, NotPart10Error
-from guard.domain.errors import SpoolError
+from guard.domain.digest import HEADER_LENGTH, DatasetDigest, NotPart10Error, dataset_offset
+from guard.domain.errors import InvalidUIDError, PermanentSpoolError, SpoolError, TransientSpoolError
 from guard.domain.uids import is_valid_uid, require_uid
 
 _CHUNK = 1 << 20
 #: A spooled file's name: ``<SOPInstanceUID>-<sha256>.dcm`` (anything else in a study folder is not the guard's).
 _STORED_NAME = re.compile(r"(?P<sop>[0-9.]{1,64})-[0-9a-f]{64}\.dcm")
+#: OS errors that are about the name, not the storage: the file system will refuse that name every time.
+_REFUSED_NAME = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def spool_error(exc: OSError, doing: str) -> SpoolError:
+    """The spool's error for ``exc``, met while ``doing``: permanent for a name the file system refuses, else transient.
+
+    Out of space (ENOSPC), over quota (EDQUOT), I/O errors (EIO), a read-only or missing
+    volume: the storage, not the instance, is at fault, and the same instance will be taken
+    once it is fixed.
+    """
+    kind = PermanentSpoolError if exc.errno in _REFUSED_NAME else TransientSpoolError
+    return kind(f"{doing} failed: {exc.strerror or exc}")
 
 
 @dataclass(frozen=True)
@@ -93,17 +113,23 @@ class Spool:
         try:
             self.incoming.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            msg = f"cannot create the spool at {self.root}: {exc}"
-            raise SpoolError(msg) from exc
+            raise spool_error(exc, f"creating the spool at {self.root}") from exc
 
     def path_of(self, relative_path: str) -> Path:
         """The absolute path of a spooled file."""
         return self.root / relative_path
 
     def place(self, temp_path: Path, study_uid: str, sop_instance_uid: str) -> StoredFile:
-        """Make the received file at ``temp_path`` durable in the spool and return its facts."""
-        study = require_uid(study_uid, "StudyInstanceUID")
-        sop = require_uid(sop_instance_uid, "SOPInstanceUID")
+        """Make the received file at ``temp_path`` durable in the spool and return its facts.
+
+        Raises ``PermanentSpoolError`` for an invalid UID (nothing is written) or a file that is
+        not Part 10, ``TransientSpoolError`` when the storage fails.
+        """
+        try:
+            study = require_uid(study_uid, "StudyInstanceUID")
+            sop = require_uid(sop_instance_uid, "SOPInstanceUID")
+        except InvalidUIDError as exc:
+            raise PermanentSpoolError(str(exc)) from exc
         try:
             digest, size = self._digest_and_sync(temp_path)
             folder = self.root / study
@@ -115,8 +141,7 @@ class Spool:
                 temp_path.replace(self.root / relative)
             _fsync_dir(folder)
         except OSError as exc:
-            msg = f"spool write failed: {exc.strerror or exc}"
-            raise SpoolError(msg) from exc
+            raise spool_error(exc, "spool write") from exc
         return StoredFile(relative_path=relative, size=size, sha256=digest)
 
     @staticmethod
@@ -129,10 +154,29 @@ class Spool:
                     digest.update(chunk)
                 hexdigest = digest.hexdigest()
             except NotPart10Error as exc:
-                raise SpoolError(str(exc)) from exc
+                raise PermanentSpoolError(str(exc)) from exc
             os.fsync(fh.fileno())
             size = fh.tell()
         return hexdigest, size
+
+    def readable(self, relative_path: str) -> Path:
+        """The path of a spooled file, once its Part 10 header has been read back (before it is sent).
+
+        Raises ``PermanentSpoolError`` when the file is gone or is not a Part 10 file (sending it
+        again will not bring it back), ``TransientSpoolError`` when the storage fails.
+        """
+        path = self.path_of(relative_path)
+        try:
+            with path.open("rb") as fh:
+                dataset_offset(fh.read(HEADER_LENGTH))
+        except NotPart10Error as exc:
+            raise PermanentSpoolError(f"{exc}: {relative_path}") from exc
+        except FileNotFoundError as exc:
+            msg = f"spool file missing: {relative_path}"
+            raise PermanentSpoolError(msg) from exc
+        except OSError as exc:
+            raise spool_error(exc, f"reading {relative_path}") from exc
+        return path
 
     def discard(self, temp_path: Path) -> None:
         """Remove a temporary file that will not be kept; missing or unremovable is fine (it is not in the spool proper)."""
@@ -144,11 +188,16 @@ class Spool:
         return [entry for path in self._files_in(self.incoming) if (entry := self._entry(path, "")) is not None]
 
     def stored_files(self) -> Iterator[SpoolEntry]:
-        """Every file in a study folder named as the spool names its files (``<study>/<sop>-<sha256>.dcm``)."""
+        """Every file in a study folder named as the spool names its files (``<study>/<sop>-<sha256>.dcm``).
+
+        Raises ``TransientSpoolError`` when a folder cannot be read (a folder that is gone has no files).
+        """
         try:
             folders = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_valid_uid(p.name))
-        except OSError:
+        except FileNotFoundError:
             return
+        except OSError as exc:
+            raise spool_error(exc, "listing the spool") from exc
         for folder in folders:
             for path in self._files_in(folder):
                 match = _STORED_NAME.fullmatch(path.name)
@@ -156,14 +205,20 @@ class Spool:
                     yield entry
 
     def remove_if_unchanged(self, entry: SpoolEntry) -> bool:
-        """Remove ``entry``'s file if its path still holds the same file as when it was listed; whether it was removed."""
+        """Remove ``entry``'s file if its path still holds the same file as when it was listed; whether it was removed.
+
+        A file that is gone or was replaced is not removed (False); one that cannot be removed
+        (read-only, I/O error) raises ``TransientSpoolError``.
+        """
         with self._rename_lock:
             try:
                 if FileIdentity.of(entry.path.lstat()) != entry.identity:
                     return False
                 entry.path.unlink()
-            except OSError:
+            except FileNotFoundError:
                 return False
+            except OSError as exc:
+                raise spool_error(exc, f"removing {entry.relative_path}") from exc
         with contextlib.suppress(OSError):
             _fsync_dir(entry.path.parent)
         return True
@@ -172,8 +227,10 @@ class Spool:
     def _files_in(folder: Path) -> list[Path]:
         try:
             return sorted(p for p in folder.iterdir() if not p.is_symlink() and p.is_file())
-        except OSError:
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise spool_error(exc, f"listing {folder.name}") from exc
 
     def _entry(self, path: Path, study_uid: str) -> SpoolEntry | None:
         try:

@@ -21,7 +21,7 @@ from guard.domain.errors import ConfigError
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.times import parse_utc
 from guard.domain.uids import is_valid_uid
-from guard.ledger.audit_query import iter_audit
+from guard.ledger.audit_query import AuditEntry, iter_audit
 from guard.ledger.audit_verify import chain_anchor, count_records, verify_chain
 from guard.ledger.chain import RECORD_FIELDS
 from guard.ledger.db import open_ledger
@@ -83,32 +83,32 @@ def _summary(detail: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _table(records: Iterable[dict[str, Any]], title: str) -> Table:
+def _table(records: Iterable[AuditEntry], title: str) -> Table:
     table = Table(title=title, show_lines=False, expand=False)
     for name, style in (("seq", "dim"), ("time (UTC)", None), ("event", "bold"), ("outcome", None), ("actor", None), ("instance", None)):
         table.add_column(name, style=style, no_wrap=name != "instance")
     table.add_column("details", overflow="fold")
     colours = {Outcome.SUCCESS.value: "green", Outcome.FAILURE.value: "red", Outcome.REFUSED.value: "yellow"}
     for r in records:
-        when = (r["at"] or "")[:19].replace("T", " ")
-        outcome = f"[{colours.get(r['outcome'], 'white')}]{r['outcome']}[/]"
-        subject = r["sop_instance_uid"] or r["series_uid"] or ("" if r["study_uid"] is None else f"study {r['study_uid']}")
-        table.add_row(str(r["seq"]), when, r["event"], outcome, r["actor"] or "", subject, _summary(r["detail"]))
+        when = r.at[:19].replace("T", " ")
+        outcome = f"[{colours.get(r.outcome, 'white')}]{r.outcome}[/]"
+        subject = r.sop_instance_uid or r.series_uid or ("" if r.study_uid is None else f"study {r.study_uid}")
+        table.add_row(str(r.seq), when, r.event, outcome, r.actor or "", subject, _summary(r.detail))
     return table
 
 
-def write_records(records: Iterator[dict[str, Any]], fmt: Format, title: str) -> int:
+def write_records(records: Iterator[AuditEntry], fmt: Format, title: str) -> int:
     """Write ``records`` to stdout in ``fmt``; returns how many were written."""
     count = 0
     if fmt is Format.JSON:
         for count, r in enumerate(records, 1):  # noqa: B007 - count is the result
-            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
         return count
     if fmt is Format.CSV:
         writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for count, r in enumerate(records, 1):  # noqa: B007 - count is the result
-            writer.writerow({**r, "detail": json.dumps(r["detail"], ensure_ascii=False, sort_keys=True)})
+            writer.writerow({**r.as_dict(), "detail": json.dumps(r.detail, ensure_ascii=False, sort_keys=True)})
         return count
     rows = list(records)
     out.print(_table(rows, title))

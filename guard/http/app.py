@@ -311,4 +311,4 @@ def _add_audit(app: FastAPI, ledger: Ledger, reader: Any) -> None:
         )
         page = rows[:limit]
         more = len(rows) > limit
-        return AuditPage(records=[AuditRecordView(**r) for r in page], next=page[-1]["seq"] if more else None)
+        return AuditPage(records=[AuditRecordView(**r.as_dict()) for r in page], next=page[-1].seq if more else None)

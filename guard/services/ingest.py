@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 from guard.config.settings import Settings, SourceSettings
 from guard.domain import status as st
 from guard.domain.admission import Service, address_allowed
-from guard.domain.errors import InvalidUIDError, LedgerError, SpoolError
+from guard.domain.errors import InvalidUIDError, LedgerError, PermanentSpoolError, SpoolError
 from guard.domain.iocm import referenced_studies, rejection_title
 from guard.domain.states import AuditEvent, Outcome
 from guard.domain.structure import find_problem
@@ -191,7 +191,11 @@ class IngestService:
             return refusal
         try:
             stored = self.spool.place(req.temp_path, study_uid, sop_uid)
-        except (SpoolError, InvalidUIDError) as exc:
+        except PermanentSpoolError as exc:
+            # The spool will never take this instance: Error, Cannot Understand (PS3.4 B.2.3), not worth a resend.
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "spool-refused", str(exc))
+        except SpoolError as exc:
+            # Transient (disk full, I/O error, read-only): Refused, Out of Resources (PS3.4 B.2.3), the sender retries.
             return self._refuse(req, st.OUT_OF_RESOURCES, "spool-unavailable", str(exc))
         item = ReceivedInstance(
             sop_instance_uid=sop_uid,

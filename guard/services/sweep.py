@@ -18,6 +18,12 @@ listed (the sender re-sent the instance) is never removed (``Spool.remove_if_unc
 the ledger cannot be read nothing is removed. Each round that removed something is one
 ``security.alert`` with ``alert: spool-leftovers-removed``.
 
+When the spool's storage fails (a ``TransientSpoolError``: a folder that cannot be listed, a
+file that cannot be removed on a read-only volume) nothing is lost: the round removes what it
+can, the failure is reported like any loop failure (``alert: spool-sweep-failed``, the first of
+a run), a file it could not remove is judged again next round, and study folders it could not
+list at start are listed in full on the next round.
+
 A crash leaves at most one such file per association in flight, so more unnamed files than
 both listeners can serve at once (twice ``node.max_associations``, over the process's life), or any at all next to a ledger
 without a single instance, mean the ledger is not the spool's (restored from an old backup,
@@ -36,7 +42,7 @@ import structlog
 
 from guard import runtime
 from guard.config.settings import Settings
-from guard.domain.errors import LedgerError
+from guard.domain.errors import LedgerError, TransientSpoolError
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.ledger import Ledger
 from guard.ledger.spool_files import has_instances, named_spool_paths
@@ -51,10 +57,11 @@ _LISTED = 50
 
 @dataclass
 class SweepResult:
-    """What one round removed, and the files it could not judge yet."""
+    """What one round removed, and the storage failure that stopped part of it (None: none)."""
 
     partial: list[SpoolEntry] = field(default_factory=list)
     orphans: list[SpoolEntry] = field(default_factory=list)
+    failure: TransientSpoolError | None = None
 
     @property
     def removed(self) -> list[SpoolEntry]:
@@ -82,18 +89,27 @@ class SpoolSweep:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._report = FailureReporter(ledger, "spool-sweep")
+        #: Whether the study folders are still to be listed in full (at start, and until a listing has worked).
+        self._full_listing_due = True
 
     def run_once(self, *, at_start: bool = False) -> SweepResult:
-        """One round: incoming leftovers; study folders in full at start, else the files left to judge."""
-        result = SweepResult(partial=self._sweep_incoming())
-        result.orphans = self._sweep_stored(list(self.spool.stored_files()) if at_start else list(self._suspects.values()))
+        """One round: incoming leftovers; study folders in full at start (or until that worked), else the files left to judge."""
+        result = SweepResult()
+        try:
+            result.partial = self._sweep_incoming(result)
+            full = at_start or self._full_listing_due
+            entries = list(self.spool.stored_files()) if full else list(self._suspects.values())
+            self._full_listing_due = False
+            result.orphans = self._sweep_stored(entries, result)
+        except TransientSpoolError as exc:
+            result.failure = exc
         if result.removed:
             self._audit(result, at_start=at_start)
         return result
 
     def start(self) -> SpoolSweep:
         """Sweep now (before the listener opens), then every ``interval`` seconds in a daemon thread."""
-        self.run_once(at_start=True)
+        self._report_round(self.run_once(at_start=True))
         self._thread = threading.Thread(target=self._loop, name="spool-sweep", daemon=True)
         self._thread.start()
         return self
@@ -107,24 +123,43 @@ class SpoolSweep:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.run_once()
+                result = self.run_once()
             except Exception as exc:  # noqa: BLE001 - the loop's boundary: reported, and the next round tries again
                 self._report.failed(exc)
             else:
-                self._report.succeeded()
+                self._report_round(result)
+
+    def _report_round(self, result: SweepResult) -> None:
+        if result.failure is not None:
+            self._report.failed(result.failure)
+        else:
+            self._report.succeeded()
+
+    def _remove(self, entries: list[SpoolEntry], result: SweepResult) -> list[SpoolEntry]:
+        """Remove each entry that is unchanged; the removed ones. A removal the storage refuses is noted in ``result``."""
+        removed: list[SpoolEntry] = []
+        for entry in entries:
+            try:
+                if self.spool.remove_if_unchanged(entry):
+                    removed.append(entry)
+            except TransientSpoolError as exc:
+                result.failure = result.failure or exc
+                if entry.study_uid:
+                    self._suspects[entry.relative_path] = entry  # judged again next round
+        return removed
 
     def _quiet(self, entry: SpoolEntry) -> bool:
         return self.clock() - entry.touched >= self.quiet
 
-    def _sweep_incoming(self) -> list[SpoolEntry]:
+    def _sweep_incoming(self, result: SweepResult) -> list[SpoolEntry]:
         """Temporary files no receive holds, once quiet."""
         entries = self.spool.leftover_incoming()
         if not entries:
             return []
         held = {path.resolve() for path in runtime.incoming_in_use()}
-        return [e for e in entries if e.path.resolve() not in held and self._quiet(e) and self.spool.remove_if_unchanged(e)]
+        return self._remove([e for e in entries if e.path.resolve() not in held and self._quiet(e)], result)
 
-    def _sweep_stored(self, entries: list[SpoolEntry]) -> list[SpoolEntry]:
+    def _sweep_stored(self, entries: list[SpoolEntry], result: SweepResult) -> list[SpoolEntry]:
         """Study files no ledger row names, once quiet and only as many as a crash can leave; the recent ones are judged again."""
         orphans = self._unnamed_and_quiet(entries)
         if not orphans or self._refused:
@@ -139,7 +174,7 @@ class SpoolSweep:
         if refusal is not None:
             self._refuse(orphans, refusal)
             return []
-        removed = [entry for entry in orphans if self.spool.remove_if_unchanged(entry)]
+        removed = self._remove(orphans, result)
         self._orphans_removed += len(removed)
         return removed
 

@@ -75,6 +75,8 @@ def test_delete_gate_with_orthanc_pacs_and_archive(
     assert "unknown-study" in text
 
     _pacs_sends(pacs, study.paths)
+    # In the archive but not yet confirmed (the commitment request waits for batch_wait): "unconfirmed" alone.
+    wait_until(lambda: set(guard.instance_states().values()) == {"forwarded"}, 30, message="not forwarded")
     code, text = _delete(guard, study.study_uid)
     assert (code, "unconfirmed" in text) == (3, True)
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")

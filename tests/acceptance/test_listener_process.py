@@ -74,6 +74,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
         archive_port=orthanc_archive.dicom_port,
         node={"listener_process": True},
         http={"port": free_port(), "bind": "127.0.0.1"},
+        fresh=True,  # the processes' life cycle is the point: the main process as an administrator starts it
     ).start(timeout=90)
     wait_until(lambda: _ready(guard) == 200, 60, message="the guard never became ready")
     first_listener = _listener_pid(guard)
@@ -145,7 +146,10 @@ def test_archive_reports_reach_metrics_and_sigterm_stops_the_listener_process(
 ) -> None:
     """Reports the listener process receives show in the main process's /metrics; SIGTERM then stops both, exit 0, audited."""
     guard = guard_factory(
-        archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, http={"port": free_port(), "bind": "127.0.0.1"}
+        archive_port=orthanc_archive.dicom_port,
+        node={"listener_process": True},
+        http={"port": free_port(), "bind": "127.0.0.1"},
+        fresh=True,  # the processes' life cycle is the point: the main process as an administrator starts it
     )
     orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
     guard.start(timeout=90)

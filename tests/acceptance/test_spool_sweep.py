@@ -121,12 +121,14 @@ def test_files_left_as_a_crash_leaves_them_are_removed_and_the_rest_kept(
     foreign = spool / study.study_uid / "notes.txt"  # not named as the spool names its files: not the guard's
     foreign.write_text("an administrator's note")
     guard.start()
-    wait_until(lambda: not partial.exists() and not (spool / orphan).exists() and not (spool / lone).exists(), 30, message="leftovers kept")
+    leftovers = {".incoming/tmpcrashed.dcm", orphan, lone}
+    # The removal is audited just after the files go: wait for both.
+    wait_until(lambda: not any((spool / p).exists() for p in leftovers) and set(_removed(guard)) >= leftovers, 30, message="leftovers kept")
     assert _stored(guard) == named | {f"{study.study_uid}/notes.txt"}
     assert foreign.exists()
     for relative in named:
         assert dcmread(spool / relative).SOPInstanceUID in study.sop_instance_uids
-    assert set(_removed(guard)) == {".incoming/tmpcrashed.dcm", orphan, lone}
+    assert set(_removed(guard)) == leftovers
     alerts = [r for r in guard.audit_records("security.alert") if r["detail"].get("alert") == ALERT]
     assert sum(a["detail"]["partial_files"] for a in alerts) == 1
     assert sum(a["detail"]["orphan_files"] for a in alerts) == 2

@@ -8,6 +8,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import study_facts
 from tests.integration.inprocess import GUARD_AE, SOURCE_AE, running_guard
 from tests.support.datasets import make_study
@@ -59,3 +60,20 @@ def test_an_archive_that_cannot_understand_dead_letters_at_once(tmp_path: Path) 
         wait_until(lambda: _states(service, study) == {"dead-lettered"}, 20, message="instances not dead-lettered")
         assert archive.received_count == 0
         assert len(list(service.spool.root.rglob("*.dcm"))) >= 2
+
+
+def test_a_spool_file_that_is_gone_is_dead_lettered_at_once(tmp_path: Path) -> None:
+    """A spooled file removed behind the guard's back: the next attempt dead-letters it as permanent (spool file missing); nothing sent."""
+    study = make_study(tmp_path / "study", 2)
+    with running_guard(tmp_path) as (service, archive):
+        archive.faults.refuse = True  # hold the instances back (refused associations use up no attempt)
+        _send(service, study)
+        wait_until(lambda: _states(service, study) == {"failed"}, 20, message="instances not failed while the archive refuses")
+        for path in service.spool.root.rglob("*.dcm"):
+            path.unlink()
+        wait_until(lambda: _states(service, study) == {"dead-lettered"}, 30, message="instances with no spool file not dead-lettered")
+        assert service.ledger is not None
+        dead = query_audit(service.ledger, event="instance.dead_lettered")
+        assert len(dead) == 2
+        assert all(r.detail["reason"].startswith("permanent failure: spool file missing") for r in dead)
+        assert archive.received_count == 0

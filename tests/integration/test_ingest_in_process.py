@@ -7,6 +7,7 @@ rule of durable ingest is checked where it lives.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -20,12 +21,14 @@ from sqlalchemy import select
 
 from guard.config.settings import Settings
 from guard.domain import status as st
+from guard.domain.errors import PermanentSpoolError, SpoolError, TransientSpoolError
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import audit_log, instances
 from guard.runtime import ReceiveError
-from guard.services.ingest import IngestService, StoreRequest
+from guard.services.ingest import IngestService, StoreAnswer, StoreRequest
 from guard.spool import Spool
 from tests.support.datasets import make_instance
+from tests.support.mounts import remount, tmpfs, use_up_inodes
 
 SOURCE = "PACS"
 
@@ -206,3 +209,71 @@ def test_a_truncated_data_set_cannot_be_understood(tmp_path: Path, ingest: Inges
     answer = ingest.store(_request(temp, sop_class_uid=CTImageStorage, sop_instance_uid=sop_uid))
     assert answer.status == st.CANNOT_UNDERSTAND
     assert _rows(ledger, sop_uid) == []
+
+
+def _spool_on(root: Path) -> Spool:
+    spool = Spool(root)
+    spool.prepare()
+    return spool
+
+
+def _place_fails(spool: Spool, temp: Path, sop_uid: str, kind: type[SpoolError], code: int) -> None:
+    """Placing ``temp`` raises ``kind``, caused by an OS error ``code``."""
+    with pytest.raises(kind) as raised:
+        spool.place(temp, str(generate_uid()), sop_uid)
+    assert isinstance(raised.value.__cause__, OSError)
+    assert raised.value.__cause__.errno == code
+
+
+def _refused_once(ledger: Ledger, sop_uid: str, answer: StoreAnswer, status: int, reason: str) -> None:
+    """The answer is ``status`` naming ``reason``; nothing is recorded for the instance but one failed-receipt record with ``reason``."""
+    assert (answer.status, answer.comment.split(":")[0]) == (status, reason)
+    assert _rows(ledger, sop_uid) == []
+    assert [(e, o, d["reason"]) for e, o, d in _events(ledger, sop_uid)] == [("instance.received", "failure", reason)]
+
+
+def _ingest_into(tmp_path: Path, ledger: Ledger, spool: Spool) -> IngestService:
+    settings = Settings(node={"data_dir": str(tmp_path)}, sources=[{"ae_title": SOURCE, "host": "127.0.0.1", "port": 11112}])
+    return IngestService(settings, ledger, spool)
+
+
+def test_a_spool_out_of_space_is_out_of_resources(tmp_path: Path, ledger: Ledger) -> None:
+    """A spool file system with no inode left (a real, small tmpfs): TransientSpoolError (ENOSPC), and ingest answers 0xA700."""
+    source, sop_uid = _instance(tmp_path)
+    with tmpfs(tmp_path / "fs", "size=4m,nr_inodes=16") as fs:
+        spool = _spool_on(fs / "spool")
+        temp = _incoming(spool, source)
+        assert use_up_inodes(fs) > 0
+        _place_fails(spool, temp, sop_uid, TransientSpoolError, errno.ENOSPC)
+        answer = _ingest_into(tmp_path, ledger, spool).store(_request(temp))
+        _refused_once(ledger, sop_uid, answer, st.OUT_OF_RESOURCES, "spool-unavailable")
+        assert list(spool.incoming.iterdir()) == []
+
+
+def test_a_read_only_spool_is_out_of_resources(tmp_path: Path, ledger: Ledger) -> None:
+    """The spool's file system remounted read-only: TransientSpoolError (EROFS), 0xA700; writable again, the same instance is stored."""
+    source, sop_uid = _instance(tmp_path)
+    with tmpfs(tmp_path / "fs") as fs:
+        spool = _spool_on(fs / "spool")
+        ingest = _ingest_into(tmp_path, ledger, spool)
+        temp = _incoming(spool, source)
+        remount(fs, "ro")
+        _place_fails(spool, temp, sop_uid, TransientSpoolError, errno.EROFS)
+        assert ingest.store(_request(temp)).status == st.OUT_OF_RESOURCES
+        remount(fs, "rw")
+        assert ingest.store(_request(_incoming(spool, source))).status == st.SUCCESS
+        assert len(_rows(ledger, sop_uid)) == 1
+
+
+def test_a_name_the_file_system_refuses_cannot_be_understood(tmp_path: Path, ledger: Ledger) -> None:
+    """A spool path the file system refuses as too long (ENAMETOOLONG) is PermanentSpoolError: 0xC000 spool-refused, not 0xA700."""
+    source, sop_uid = _instance(tmp_path)
+    # A spool root so deep that its incoming files fit within PATH_MAX (4096) but no study file does.
+    depth = 4096 - 100 - len(str(tmp_path))
+    root = tmp_path.joinpath(*["d" * 199] * (depth // 200), "s" * (depth % 200 or 1))
+    spool = _spool_on(root)
+    temp = _incoming(spool, source)
+    _place_fails(spool, temp, sop_uid, PermanentSpoolError, errno.ENAMETOOLONG)
+    answer = _ingest_into(tmp_path, ledger, spool).store(_request(temp))
+    _refused_once(ledger, sop_uid, answer, st.CANNOT_UNDERSTAND, "spool-refused")
+    assert list(spool.incoming.iterdir()) == []

@@ -9,12 +9,14 @@ from pathlib import Path
 from pydicom import dcmread
 
 from guard.config.settings import Settings
+from guard.ledger.audit_query import query_audit
 from guard.ledger.instances import ReceivedInstance, record_received
 from guard.ledger.ledger import Ledger
 from guard.ledger.spool_files import has_instances, named_spool_paths
 from guard.services.sweep import SpoolSweep
 from guard.spool import Spool
 from tests.support.datasets import make_study
+from tests.support.mounts import remount, tmpfs
 
 
 def _place(spool: Spool, source: Path) -> tuple[str, str]:
@@ -83,3 +85,32 @@ def test_a_file_placed_again_since_it_was_listed_is_not_removed(tmp_path: Path) 
     (fresh,) = list(spool.stored_files())
     assert spool.remove_if_unchanged(fresh) is True
     assert not (spool.root / relative).exists()
+
+
+def test_a_read_only_spool_keeps_the_orphan_reports_it_and_removes_it_once_writable(ledger: Ledger, tmp_path: Path) -> None:
+    """Spool remounted read-only (a real tmpfs): the start round removes nothing and audits spool-sweep-failed.
+
+    Writable again, the next round removes the orphan (it was kept to be judged again).
+    """
+    study = make_study(tmp_path / "study", 2)
+    with tmpfs(tmp_path / "fs") as fs:
+        spool = Spool(fs / "spool")
+        spool.prepare()
+        _, kept = _place(spool, study.paths[0])
+        _, orphan = _place(spool, study.paths[1])
+        _record(ledger, study.paths[0], kept)
+        settings = Settings.model_validate({"node": {"data_dir": str(tmp_path), "network_timeout": 30}})
+        later = time.time() + 600
+        sweep = SpoolSweep(settings, ledger, spool, clock=lambda: later)
+        remount(fs, "ro")
+        sweep.start()  # the start round; the next periodic one is 30 s away
+        sweep.stop()
+        assert (spool.root / orphan).exists()
+        alerts = [r.detail for r in query_audit(ledger, event="security.alert")]
+        assert [(a["alert"], a["error"].split(":")[0]) for a in alerts] == [("spool-sweep-failed", "TransientSpoolError")]
+        remount(fs, "rw")
+        result = sweep.run_once()
+        assert result.failure is None
+        assert [e.relative_path for e in result.orphans] == [orphan]
+        assert not (spool.root / orphan).exists()
+        assert (spool.root / kept).exists()

@@ -1,8 +1,10 @@
 """Run the guard as a real process (``guard serve``) with its own configuration and data folder.
 
-The process is started with ``python -m guard``, its JSON log goes to a file, readiness is the
-``service.started`` audit line plus an open DICOM port, and it is stopped by its own pid:
-SIGTERM for a clean stop, SIGKILL to simulate a crash.
+The process is forked from a server that imported the guard's libraries once
+(``tests.support.forked``), or with ``fresh=True`` started as ``python -m guard`` in a new
+interpreter; its JSON log goes to a file, readiness is the ``service.started`` audit line plus
+an open DICOM port, and it is stopped by its own pid: SIGTERM for a clean stop, SIGKILL to
+simulate a crash. ``cli`` runs a ``guard`` command the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Self
 from sqlalchemy import Engine, create_engine, select
 
 from guard.ledger.schema import audit_log, instances
-from tests.support import catalogue
+from tests.support import catalogue, forked
 from tests.support.ports import free_port
 from tests.support.waiting import STARTUP_TIMEOUT, port_is_open, wait_until
 
@@ -57,9 +59,18 @@ class GuardProcess:
     """One ``guard serve`` process under test."""
 
     def __init__(
-        self, workdir: Path, *, archive_port: int, archive_ae: str = "ARCHIVE", ledger_url: str | None = None, **overrides: dict[str, Any]
+        self,
+        workdir: Path,
+        *,
+        archive_port: int,
+        archive_ae: str = "ARCHIVE",
+        ledger_url: str | None = None,
+        fresh: bool = False,
+        **overrides: dict[str, Any],
     ) -> None:
+        """Configure (not start) a guard; ``fresh``: start it and its commands as ``python -m guard``, a new interpreter each."""
         self.workdir = workdir
+        self.fresh = fresh
         self.port = free_port()
         self.data_dir = workdir / "data"
         self.config: dict[str, Any] = {
@@ -78,7 +89,7 @@ class GuardProcess:
                 self.config[section] = values
         self.config_path = workdir / "guard.toml"
         self.log_path = workdir / "guard.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | forked.ForkedProcess | None = None
         self.starts = 0
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> Self:
@@ -86,11 +97,12 @@ class GuardProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_toml(self.config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "guard", "serve", "--config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-        log.close()
+        argv = ["serve", "--config", str(self.config_path)]
+        if self.fresh:
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "guard", *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+        else:
+            self.proc = forked.start_guard(argv, env=env, stdout=self.log_path)
         self.starts += 1
         expected = self.starts
 
@@ -179,11 +191,7 @@ class GuardProcess:
         """Run a ``guard`` command against this guard's configuration."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         env["COLUMNS"] = "200"
-        return subprocess.run(
-            [sys.executable, "-m", "guard", *args, "--config", str(self.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
+        argv = [*args, "--config", str(self.config_path)]
+        if not self.fresh:
+            return forked.run_guard(argv, env=env, timeout=timeout)
+        return subprocess.run([sys.executable, "-m", "guard", *argv], capture_output=True, text=True, timeout=timeout, env=env, check=False)

@@ -10,6 +10,7 @@ import pytest
 from lxml import etree
 
 from guard.domain.states import AuditEvent
+from guard.ledger.audit_query import AuditEntry
 from guard.services.audit.atna import EXPORTED_EVENTS, Node, to_message
 from guard.services.audit.syslog import PRI, octet_counted, rfc5424
 
@@ -17,7 +18,7 @@ SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parents[1] / "data" / "dic
 NODE = Node(ae_title="GUARD", host="guard-host", site_id="HOSPITAL")
 
 
-def _record(event: str, outcome: str = "success", **fields: Any) -> dict[str, Any]:
+def _record(event: str, outcome: str = "success", **fields: Any) -> AuditEntry:
     base: dict[str, Any] = {
         "seq": 42,
         "at": "2026-11-23T10:00:00.123456+00:00",
@@ -34,14 +35,14 @@ def _record(event: str, outcome: str = "success", **fields: Any) -> dict[str, An
         "hash": "ab" * 32,
     }
     base.update(fields)
-    return base
+    return AuditEntry(**base)
 
 
 STUDY = {"patient_id": "PAT001", "study_uid": "1.2.3.4"}
 
 # event record -> (EventID, EventActionCode, EventOutcomeIndicator, EventTypeCodes, {role code: requestor}, objects)
 # and the participant objects as type code, type code role, ID type code and object ID.
-CASES: list[tuple[dict[str, Any], tuple[str, str, str, set[str], dict[str, str], set[tuple[str, str, str, str]]]]] = [
+CASES: list[tuple[AuditEntry, tuple[str, str, str, set[str], dict[str, str], set[tuple[str, str, str, str]]]]] = [
     (_record("service.started", actor="GUARD"), ("110100", "E", "0", {"110120"}, {"110150": "false"}, set())),
     (_record("service.stopped", actor="GUARD"), ("110100", "E", "0", {"110121"}, {"110150": "false"}, set())),
     (
@@ -92,8 +93,8 @@ CASES: list[tuple[dict[str, Any], tuple[str, str, str, set[str], dict[str, str],
 ]
 
 
-@pytest.mark.parametrize(("record", "expected"), CASES, ids=[f"{r['event']}-{r['outcome']}" for r, _ in CASES])
-def test_message_follows_the_standard(record: dict[str, Any], expected: tuple[Any, ...]) -> None:
+@pytest.mark.parametrize(("record", "expected"), CASES, ids=[f"{r.event}-{r.outcome}" for r, _ in CASES])
+def test_message_follows_the_standard(record: AuditEntry, expected: tuple[Any, ...]) -> None:
     """Each message validates against the A.5.1 structure and carries the codes and roles of its A.5.3 definition."""
     event_id, action, outcome, types, roles, objects = expected
     xml = to_message(record, NODE)

@@ -1,6 +1,6 @@
 """Audit records as DICOM audit messages (PS3.15 Annex A.5, the IHE ATNA format).
 
-``to_message`` turns one ledger audit record (as returned by ``guard.ledger.audit_query``) into
+``to_message`` turns one ledger audit record (an ``AuditEntry`` of ``guard.ledger.audit_query``) into
 the XML of a DICOM audit message, or None when the record has no counterpart in the standard's
 catalogue (for example ``instance.confirmed``). The mapping:
 
@@ -30,7 +30,8 @@ import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from guard.ledger.audit_query import AuditEntry
 
 # EventOutcomeIndicator (PS3.15 A.5.1)
 SUCCESS = "0"
@@ -184,49 +185,49 @@ def _guard(node: Node, *, requestor: bool, role: Code | None) -> Participant:
     return Participant(user_id=node.ae_title, requestor=requestor, role=role, address=node.host, ae_title=node.ae_title)
 
 
-def _peer(record: dict[str, Any], *, requestor: bool, role: Code | None, fallback: str = "unknown") -> Participant:
-    actor = record.get("actor") or fallback
-    return Participant(user_id=actor, requestor=requestor, role=role, address=record.get("peer_address"), ae_title=actor)
+def _peer(record: AuditEntry, *, requestor: bool, role: Code | None, fallback: str = "unknown") -> Participant:
+    actor = record.actor or fallback
+    return Participant(user_id=actor, requestor=requestor, role=role, address=record.peer_address, ae_title=actor)
 
 
-def _chain_details(record: dict[str, Any]) -> dict[str, str]:
-    return {"guard-audit-seq": str(record["seq"]), "guard-audit-hash": str(record.get("hash") or "")}
+def _chain_details(record: AuditEntry) -> dict[str, str]:
+    return {"guard-audit-seq": str(record.seq), "guard-audit-hash": str(record.hash or "")}
 
 
-def _study_and_patient(msg: _Message, record: dict[str, Any], *, sop_classes: dict[str, int] | None = None) -> None:
-    study = record.get("study_uid")
+def _study_and_patient(msg: _Message, record: AuditEntry, *, sop_classes: dict[str, int] | None = None) -> None:
+    study = record.study_uid
     if study:
         msg.participant_object(
             study, TYPE_SYSTEM_OBJECT, ROLE_REPORT, STUDY_INSTANCE_UID, details=_chain_details(record), sop_classes=sop_classes
         )
-    patient = record.get("patient_id")
+    patient = record.patient_id
     if patient:
         msg.participant_object(patient, TYPE_PERSON, ROLE_PATIENT, PATIENT_NUMBER)
 
 
-def _outcome(record: dict[str, Any]) -> str:
-    return SUCCESS if record["outcome"] == "success" else MINOR_FAILURE if record["outcome"] == "refused" else SERIOUS_FAILURE
+def _outcome(record: AuditEntry) -> str:
+    return SUCCESS if record.outcome == "success" else MINOR_FAILURE if record.outcome == "refused" else SERIOUS_FAILURE
 
 
-def _sop_classes(record: dict[str, Any]) -> dict[str, int] | None:
-    sop_class = record["detail"].get("sop_class_uid")
+def _sop_classes(record: AuditEntry) -> dict[str, int] | None:
+    sop_class = record.detail.get("sop_class_uid")
     return {sop_class: 1} if sop_class else None
 
 
-def _application_activity(record: dict[str, Any], node: Node) -> _Message:
-    start = record["event"] == "service.started"
-    msg = _Message(APPLICATION_ACTIVITY, "E", record["at"], _outcome(record), types=(APPLICATION_START if start else APPLICATION_STOP,))
+def _application_activity(record: AuditEntry, node: Node) -> _Message:
+    start = record.event == "service.started"
+    msg = _Message(APPLICATION_ACTIVITY, "E", record.at, _outcome(record), types=(APPLICATION_START if start else APPLICATION_STOP,))
     msg.participant(_guard(node, requestor=False, role=APPLICATION))
     msg.source(node)
     return msg
 
 
-def _transferred(record: dict[str, Any], node: Node) -> _Message:
+def _transferred(record: AuditEntry, node: Node) -> _Message:
     """Instances the guard received (C), forwarded (R), or a commitment report naming them (R)."""
-    event = record["event"]
+    event = record.event
     action = "C" if event == "instance.received" else "R"
-    detail = record["detail"]
-    msg = _Message(INSTANCES_TRANSFERRED, action, record["at"], _outcome(record), note=str(detail.get("reason") or ""))
+    detail = record.detail
+    msg = _Message(INSTANCES_TRANSFERRED, action, record.at, _outcome(record), note=str(detail.get("reason") or ""))
     if event == "instance.received" or (event == "commitment.reported" and detail.get("direction") == "inbound"):
         msg.participant(_peer(record, requestor=True, role=SOURCE))
         msg.participant(_guard(node, requestor=False, role=DESTINATION))
@@ -238,9 +239,9 @@ def _transferred(record: dict[str, Any], node: Node) -> _Message:
     return msg
 
 
-def _query(record: dict[str, Any], node: Node) -> _Message:
-    detail = record["detail"]
-    msg = _Message(QUERY, "E", record["at"], _outcome(record))
+def _query(record: AuditEntry, node: Node) -> _Message:
+    detail = record.detail
+    msg = _Message(QUERY, "E", record.at, _outcome(record))
     msg.participant(_peer(record, requestor=True, role=SOURCE))
     msg.participant(_guard(node, requestor=False, role=DESTINATION))
     msg.source(node)
@@ -251,9 +252,9 @@ def _query(record: dict[str, Any], node: Node) -> _Message:
     return msg
 
 
-def _begin_transferring(record: dict[str, Any], node: Node) -> _Message:
-    detail = record["detail"]
-    msg = _Message(BEGIN_TRANSFERRING, "E", record["at"], _outcome(record))
+def _begin_transferring(record: AuditEntry, node: Node) -> _Message:
+    detail = record.detail
+    msg = _Message(BEGIN_TRANSFERRING, "E", record.at, _outcome(record))
     msg.participant(_peer(record, requestor=True, role=SOURCE))
     destination = str(detail.get("destination") or node.ae_title)
     msg.participant(Participant(user_id=destination, requestor=False, role=DESTINATION, ae_title=destination))
@@ -263,12 +264,12 @@ def _begin_transferring(record: dict[str, Any], node: Node) -> _Message:
     return msg
 
 
-def _study_deleted(record: dict[str, Any], node: Node) -> _Message | None:
-    detail = record["detail"]
-    if record["event"] == "delete.permitted" and detail.get("backend") in {None, "decision-only"} and record["outcome"] == "success":
+def _study_deleted(record: AuditEntry, node: Node) -> _Message | None:
+    detail = record.detail
+    if record.event == "delete.permitted" and detail.get("backend") in {None, "decision-only"} and record.outcome == "success":
         return None  # permitted but not carried out by the guard: nothing was deleted here
     note = "; ".join(detail.get("reasons") or []) or str(detail.get("backend_error") or "")
-    msg = _Message(STUDY_DELETED, "D", record["at"], _outcome(record), note=note)
+    msg = _Message(STUDY_DELETED, "D", record.at, _outcome(record), note=note)
     msg.participant(_peer(record, requestor=True, role=None, fallback="unknown-requester"))
     msg.participant(_guard(node, requestor=False, role=APPLICATION))
     msg.source(node)
@@ -284,16 +285,16 @@ _ALERT_TYPES = {
 }
 
 
-def _security_alert(record: dict[str, Any], node: Node) -> _Message:
-    detail = record["detail"]
-    kind = str(detail.get("alert") or detail.get("reason") or record["event"])
-    alert_type = NODE_AUTHENTICATION if record["event"] == "association.rejected" else _ALERT_TYPES.get(kind, NODE_AUTHENTICATION)
-    msg = _Message(SECURITY_ALERT, "E", record["at"], MINOR_FAILURE, types=(alert_type,))
+def _security_alert(record: AuditEntry, node: Node) -> _Message:
+    detail = record.detail
+    kind = str(detail.get("alert") or detail.get("reason") or record.event)
+    alert_type = NODE_AUTHENTICATION if record.event == "association.rejected" else _ALERT_TYPES.get(kind, NODE_AUTHENTICATION)
+    msg = _Message(SECURITY_ALERT, "E", record.at, MINOR_FAILURE, types=(alert_type,))
     msg.participant(_guard(node, requestor=False, role=APPLICATION))
-    if record.get("actor") or record.get("peer_address"):
+    if record.actor or record.peer_address:
         msg.participant(_peer(record, requestor=True, role=None))
     msg.source(node)
-    subject = str(record.get("peer_address") or record.get("actor") or node.ae_title)
+    subject = str(record.peer_address or record.actor or node.ae_title)
     description = str(detail.get("message") or kind)
     msg.participant_object(
         subject, TYPE_SYSTEM_OBJECT, ROLE_SECURITY_RESOURCE, NODE_ID, details=_chain_details(record), description=description
@@ -301,7 +302,7 @@ def _security_alert(record: dict[str, Any], node: Node) -> _Message:
     return msg
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any], Node], _Message | None]] = {
+_BUILDERS: dict[str, Callable[[AuditEntry, Node], _Message | None]] = {
     "service.started": _application_activity,
     "service.stopped": _application_activity,
     "instance.received": _transferred,
@@ -320,9 +321,9 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], Node], _Message | None]] = {
 EXPORTED_EVENTS = frozenset(_BUILDERS)
 
 
-def to_message(record: dict[str, Any], node: Node) -> str | None:
+def to_message(record: AuditEntry, node: Node) -> str | None:
     """The XML of the DICOM audit message for ``record``, or None when the standard has none for it."""
-    builder = _BUILDERS.get(record["event"])
+    builder = _BUILDERS.get(record.event)
     if builder is None:
         return None
     msg = builder(record, node)

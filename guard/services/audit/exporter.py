@@ -72,9 +72,9 @@ class AtnaExporter:
         for record in records:
             xml = to_message(record, self.node)
             if xml is not None:
-                messages.append(rfc5424(xml, at=record["at"], hostname=self.hostname, seq=int(record["seq"])))
+                messages.append(rfc5424(xml, at=record.at, hostname=self.hostname, seq=record.seq))
         self.sender.send(messages)
-        last = int(records[-1]["seq"])
+        last = records[-1].seq
         audit_export.save_export_cursor(self._fenced, EXPORTER, last)
         metrics.AUDIT_EXPORT_SENT.inc(len(messages))
         metrics.AUDIT_EXPORT_BACKLOG.set(max(0, audit_export.head_seq(self.ledger) - last))

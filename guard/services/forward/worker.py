@@ -22,7 +22,15 @@ from datetime import timedelta
 import structlog
 
 from guard.config.settings import Settings
-from guard.domain.errors import ArchiveUnreachableError, GuardError, LedgerError, PeerError, PermanentPeerError
+from guard.domain.errors import (
+    ArchiveUnreachableError,
+    GuardError,
+    LedgerError,
+    PeerError,
+    PermanentPeerError,
+    PermanentSpoolError,
+    SpoolError,
+)
 from guard.domain.pacing import idle_wait
 from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
@@ -196,13 +204,17 @@ class Forwarder:
     def _forward_one(self, owner: str, sender: Sender, claim: Claim) -> int | None:
         """Send one instance; its status on success (to be recorded), None when the failure has been recorded."""
         try:
-            return sender.send(self.spool.path_of(claim.spool_path), claim.sop_class_uid, claim.transfer_syntax)
+            # Gone or not Part 10: permanent (sending again will not bring it back); an I/O error: retried.
+            path = self.spool.readable(claim.spool_path)
+        except SpoolError as exc:
+            self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentSpoolError))
+            return None
+        try:
+            return sender.send(path, claim.sop_class_uid, claim.transfer_syntax)
         except ArchiveUnreachableError:
             raise
         except PeerError as exc:
             self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentPeerError))
-        except OSError as exc:  # the spool file is gone or unreadable: retrying will not bring it back
-            self._record_failure(owner, claim, GuardError(f"spool file unreadable: {exc}"), permanent=True)
         return None
 
     def _record_failure(self, owner: str, claim: Claim, exc: GuardError, *, permanent: bool) -> None:
