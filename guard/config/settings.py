@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from guard.config.unknown import UnknownKey, environment_names, unknown_environment, unknown_file_keys
+from guard.config.verify import VerifySettings
 from guard.domain.admission import ALL_SERVICES, Service, parse_address_entry
 from guard.domain.errors import ConfigError
 from guard.domain.redaction import MASK, is_secret_key, scrub, scrub_text
@@ -504,6 +505,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
     audit: AuditSettings = AuditSettings()
+    verify: VerifySettings = VerifySettings()
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:

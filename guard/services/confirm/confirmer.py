@@ -37,6 +37,7 @@ from guard.ledger.source_commitments import due_inbound, evaluate_inbound, mark_
 from guard.ledger.verification import apply_reverification, due_for_reverification, mark_spool_removed, removable_spool_copies
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
 from guard.services.boundary import FailureReporter
+from guard.services.verify.verifier import ByteVerifier
 from guard.spool import Spool
 
 log = structlog.get_logger("guard.confirm")
@@ -49,13 +50,23 @@ exponential = backoff_schedule
 class Confirmer:
     """Runs the confirmation loops and answers the DICOM handlers' commitment events."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, spool: Spool, *, wake_loops: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        spool: Spool,
+        *,
+        wake_loops: Callable[[], None] | None = None,
+        verifier: ByteVerifier | None = None,
+    ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
         ``wake_loops`` replaces the local wake when the loops run in another process (the
-        listener process hands reports and requests to the main process's loops).
+        listener process hands reports and requests to the main process's loops). With a
+        ``verifier``, each round also runs the byte checks due (``settings.verify``).
         """
         self.settings = settings
+        self.verifier = verifier
         self._wake_loops = wake_loops
         self.cfg = settings.confirm
         self.ledger = ledger
@@ -124,6 +135,9 @@ class Confirmer:
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
             busy = self._find_confirmations() or busy
         busy = self._reverify() or busy
+        if self.verifier is not None:
+            busy = self.verifier.confirmation_round() or busy
+            busy = self.verifier.rolling_round() or busy
         return self._clean_spool() or busy
 
     def _request_commitments(self) -> bool:

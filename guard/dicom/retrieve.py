@@ -1,0 +1,128 @@
+"""Byte retrieval by C-GET (PS3.4 C.4.3): the archive hands instances back on the guard's own association.
+
+The guard is the C-GET SCU and, on the same association, the Storage SCP of the sub-operations
+(SCP role by role selection, PS3.7 D.3.3.4). It proposes each instance's SOP class in exactly
+the transfer syntax the instance was received in, so an archive that keeps the bytes sends
+them back unchanged (one that would have to transcode refuses the sub-operation, or converts
+when it may: the comparison then says so).
+
+Nothing is kept: each data set streams into a temporary file (the process-wide incoming-file
+hook of ``guard.runtime``), is hashed as soon as it is complete, and the file is removed before
+the sub-operation is answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+
+from guard import runtime
+from guard.config.verify import CompareMode
+from guard.dicom.conversation import associated, comment_of, drain, get_responses, outbound_ae, peer_failure
+from guard.dicom.net import Peer
+from guard.domain import status as st
+from guard.domain.digests import DigestError, content_digest, exact_digest
+from guard.domain.errors import PermanentPeerError
+
+_CHUNK = 1 << 20
+#: At most 128 presentation contexts (PS3.8 9.3.2.2); one is the C-GET model.
+_MAX_STORAGE_CONTEXTS = 127
+
+#: SOP Instance UID -> (SOP Class UID, Transfer Syntax UID) of the instances to retrieve.
+KindsOf = Callable[[Sequence[str]], Mapping[str, tuple[str, str]]]
+
+
+class RetrieveNotOfferedError(PermanentPeerError):
+    """The archive does not accept C-GET (the Study Root GET presentation context was rejected)."""
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            yield chunk
+
+
+def digest_file(path: Path, compare: CompareMode) -> str:
+    """The digest of a retrieved Part 10 file by the ``compare`` rule; ``DigestError`` when it cannot be made."""
+    if compare is CompareMode.EXACT:
+        return exact_digest(_chunks(path))
+    try:
+        ds = dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        msg = f"the retrieved data set cannot be read: {exc}"
+        raise DigestError(msg) from exc
+    return content_digest(ds)
+
+
+def retrieve_query(study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]) -> Dataset:
+    """The IMAGE-level identifier naming the instances (Study Root, PS3.4 C.6.2.1)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = series_uid
+    query.SOPInstanceUID = list(sop_instance_uids) if len(sop_instance_uids) > 1 else sop_instance_uids[0]
+    return query
+
+
+class CGetRetriever:
+    """A ``ByteRetriever`` by C-GET; one association per call (one series)."""
+
+    method = "c-get"
+
+    def __init__(self, own_ae: str, archive: Peer, *, timeout: float, compare: CompareMode, kinds_of: KindsOf) -> None:
+        """Retrieve from ``archive`` as ``own_ae``; ``kinds_of`` tells each instance's SOP class and received transfer syntax."""
+        self.own_ae = own_ae
+        self.archive = archive
+        self.timeout = timeout
+        self.compare = compare
+        self.kinds_of = kinds_of
+
+    def digests(self, study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]) -> Mapping[str, str]:
+        """SOP Instance UID -> digest of what the archive returned; an instance it did not return is absent."""
+        wanted = set(sop_instance_uids)
+        if not wanted:
+            return {}
+        kinds = self.kinds_of(sorted(wanted))
+        pairs = sorted(set(kinds.values()))[:_MAX_STORAGE_CONTEXTS]
+        ae = outbound_ae(self.own_ae, self.timeout, [StudyRootQueryRetrieveInformationModelGet])
+        for sop_class, syntax in pairs:
+            ae.add_requested_context(sop_class, [syntax])
+        roles = [build_role(sop_class, scp_role=True) for sop_class in sorted({c for c, _ in pairs})]
+        found: dict[str, str] = {}
+        received: list[str] = []
+
+        def on_store(event: Any) -> int:
+            uid = str(event.request.AffectedSOPInstanceUID or "")
+            received.append(uid)
+            path = Path(event.dataset_path)
+            try:
+                if runtime.take_receive_error(path) is not None:
+                    return st.OUT_OF_RESOURCES
+                if uid in wanted:
+                    found[uid] = digest_file(path, self.compare)
+            except DigestError:
+                return st.CANNOT_UNDERSTAND  # absent from ``found``: not a copy that matches
+            finally:
+                path.unlink(missing_ok=True)
+            return st.SUCCESS
+
+        with associated(ae, self.archive, [(evt.EVT_C_STORE, on_store)], ext_neg=roles) as assoc:
+            offered = any(str(cx.abstract_syntax) == str(StudyRootQueryRetrieveInformationModelGet) for cx in assoc.accepted_contexts)
+            if not offered:
+                msg = f"{self.archive.ae_title} does not accept C-GET (Study Root)"
+                raise RetrieveNotOfferedError(msg)
+            query = retrieve_query(study_uid, series_uid, sorted(wanted))
+            final, answer = drain(get_responses(assoc, query, str(StudyRootQueryRetrieveInformationModelGet), self.archive))
+        code = int(final.Status)
+        # A failure with nothing delivered and no instance named as failed says nothing about
+        # the instances (the archive could not serve the request): a PeerError, not absence.
+        named_failed = answer is not None and "FailedSOPInstanceUIDList" in answer
+        if not st.is_success(code) and code != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not received and not named_failed:
+            raise peer_failure(code, "C-GET", self.archive, comment_of(final))
+        return found
