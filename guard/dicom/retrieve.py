@@ -13,6 +13,7 @@ the sub-operation is answered.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from guard.dicom.conversation import associated, comment_of, drain, get_response
 from guard.dicom.net import Peer
 from guard.domain import status as st
 from guard.domain.digests import DigestError, content_digest, exact_digest
-from guard.domain.errors import PermanentPeerError
+from guard.domain.errors import PermanentPeerError, TransientPeerError
 
 _CHUNK = 1 << 20
 #: At most 128 presentation contexts (PS3.8 9.3.2.2); one is the C-GET model.
@@ -58,6 +59,13 @@ def digest_file(path: Path, compare: CompareMode) -> str:
         msg = f"the retrieved data set cannot be read: {exc}"
         raise DigestError(msg) from exc
     return content_digest(ds)
+
+
+def digest_bytes(encoded: bytes, decoded: Dataset | None) -> str:
+    """The digest of a data set received in memory: its encoded bytes (exact), or the content of ``decoded`` when given."""
+    if decoded is not None:
+        return content_digest(decoded)
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def retrieve_query(study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]) -> Dataset:
@@ -96,20 +104,22 @@ class CGetRetriever:
         roles = [build_role(sop_class, scp_role=True) for sop_class in sorted({c for c, _ in pairs})]
         found: dict[str, str] = {}
         received: list[str] = []
+        broken: list[str] = []
 
         def on_store(event: Any) -> int:
             uid = str(event.request.AffectedSOPInstanceUID or "")
             received.append(uid)
-            path = Path(event.dataset_path)
             try:
-                if runtime.take_receive_error(path) is not None:
-                    return st.OUT_OF_RESOURCES
-                if uid in wanted:
-                    found[uid] = digest_file(path, self.compare)
+                digest = self._digest_of(event)
             except DigestError:
                 return st.CANNOT_UNDERSTAND  # absent from ``found``: not a copy that matches
-            finally:
-                path.unlink(missing_ok=True)
+            except Exception as exc:  # noqa: BLE001 - the sub-operation handler's boundary: the guard's own failure is no evidence
+                broken.append(f"{exc.__class__.__name__}: {exc}")
+                return st.PROCESSING_FAILURE
+            if digest is None:
+                return st.OUT_OF_RESOURCES
+            if uid in wanted:
+                found[uid] = digest
             return st.SUCCESS
 
         with associated(ae, self.archive, [(evt.EVT_C_STORE, on_store)], ext_neg=roles) as assoc:
@@ -119,6 +129,9 @@ class CGetRetriever:
                 raise RetrieveNotOfferedError(msg)
             query = retrieve_query(study_uid, series_uid, sorted(wanted))
             final, answer = drain(get_responses(assoc, query, str(StudyRootQueryRetrieveInformationModelGet), self.archive))
+        if broken:
+            msg = f"C-GET from {self.archive.ae_title}: the guard could not digest what arrived ({broken[0]})"
+            raise TransientPeerError(msg)
         code = int(final.Status)
         # A failure with nothing delivered and no instance named as failed says nothing about
         # the instances (the archive could not serve the request): a PeerError, not absence.
@@ -126,3 +139,21 @@ class CGetRetriever:
         if not st.is_success(code) and code != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not received and not named_failed:
             raise peer_failure(code, "C-GET", self.archive, comment_of(final))
         return found
+
+    def _digest_of(self, event: Any) -> str | None:
+        """The digest of a C-STORE sub-operation's data set; None when it could not be received (the disk)."""
+        try:
+            streamed = event.dataset_path
+        except AttributeError:
+            streamed = None
+        if streamed is None:
+            # Not streamed to a file (a process that did not configure guard.runtime, e.g. a CLI
+            # command): the data set's encoded bytes are in memory, as received.
+            return digest_bytes(event.request.DataSet.getvalue(), event.dataset if self.compare is CompareMode.CONTENT else None)
+        path = Path(streamed)
+        try:
+            if runtime.take_receive_error(path) is not None:
+                return None
+            return digest_file(path, self.compare)
+        finally:
+            path.unlink(missing_ok=True)

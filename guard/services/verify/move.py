@@ -58,6 +58,7 @@ class CMoveRetriever:
         mover = ArchiveMove(self.settings, request, relay)
         mover.start()
         found: dict[str, str] = {}
+        broken: list[str] = []
         received = 0
         done: ArchiveDone | None = None
         idle = self.settings.verify.timeout
@@ -82,11 +83,16 @@ class CMoveRetriever:
                         found[item.sop_instance_uid] = digest_file(item.path, self.compare)
                 except DigestError:
                     pass  # absent from ``found``: not a copy that matches
+                except OSError as exc:  # the guard's own disk: no evidence about the copy
+                    broken.append(str(exc))
                 finally:
                     relay.done_with(item)
         finally:
             self.registry.close(relay)
             mover.join(self.settings.query.timeout)
+        if broken:
+            msg = f"C-MOVE from {self.settings.archive.ae_title}: the guard could not read what arrived ({broken[0]})"
+            raise TransientPeerError(msg)
         if done.status is None:
             raise ArchiveUnreachableError(f"C-MOVE to {self.settings.archive.ae_title}: {done.error}")
         if not st.is_success(done.status) and done.status != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not received:
