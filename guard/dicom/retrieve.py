@@ -20,7 +20,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pynetdicom import build_role, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
 from guard import runtime
@@ -78,6 +78,16 @@ def retrieve_query(study_uid: str, series_uid: str, sop_instance_uids: Sequence[
     return query
 
 
+def check_final(code: int, comment: str, what: str, archive: Peer, *, delivered: bool) -> None:
+    """Raise for a final retrieve status that says nothing about the instances.
+
+    A failure with nothing delivered and no instance named as failed means the archive could not
+    serve the request at all: a ``PeerError`` (doubt), not absence (evidence against the copies).
+    """
+    if not st.is_success(code) and code != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not delivered:
+        raise peer_failure(code, what, archive, comment)
+
+
 class CGetRetriever:
     """A ``ByteRetriever`` by C-GET; one association per call (one series)."""
 
@@ -96,12 +106,7 @@ class CGetRetriever:
         wanted = set(sop_instance_uids)
         if not wanted:
             return {}
-        kinds = self.kinds_of(sorted(wanted))
-        pairs = sorted(set(kinds.values()))[:_MAX_STORAGE_CONTEXTS]
-        ae = outbound_ae(self.own_ae, self.timeout, [StudyRootQueryRetrieveInformationModelGet])
-        for sop_class, syntax in pairs:
-            ae.add_requested_context(sop_class, [syntax])
-        roles = [build_role(sop_class, scp_role=True) for sop_class in sorted({c for c, _ in pairs})]
+        ae, roles = self._ae(sorted(wanted))
         found: dict[str, str] = {}
         received: list[str] = []
         broken: list[str] = []
@@ -132,13 +137,17 @@ class CGetRetriever:
         if broken:
             msg = f"C-GET from {self.archive.ae_title}: the guard could not digest what arrived ({broken[0]})"
             raise TransientPeerError(msg)
-        code = int(final.Status)
-        # A failure with nothing delivered and no instance named as failed says nothing about
-        # the instances (the archive could not serve the request): a PeerError, not absence.
         named_failed = answer is not None and "FailedSOPInstanceUIDList" in answer
-        if not st.is_success(code) and code != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not received and not named_failed:
-            raise peer_failure(code, "C-GET", self.archive, comment_of(final))
+        check_final(int(final.Status), comment_of(final), "C-GET", self.archive, delivered=bool(received) or named_failed)
         return found
+
+    def _ae(self, uids: list[str]) -> tuple[AE, list[Any]]:
+        """The AE proposing the GET model and each instance's SOP class in its received transfer syntax, with the SCP roles."""
+        pairs = sorted(set(self.kinds_of(uids).values()))[:_MAX_STORAGE_CONTEXTS]
+        ae = outbound_ae(self.own_ae, self.timeout, [StudyRootQueryRetrieveInformationModelGet])
+        for sop_class, syntax in pairs:
+            ae.add_requested_context(sop_class, [syntax])
+        return ae, [build_role(sop_class, scp_role=True) for sop_class in sorted({c for c, _ in pairs})]
 
     def _digest_of(self, event: Any) -> str | None:
         """The digest of a C-STORE sub-operation's data set; None when it could not be received (the disk)."""

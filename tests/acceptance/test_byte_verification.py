@@ -154,7 +154,7 @@ def test_delete_time_sample_finds_a_damaged_instance_in_a_study_of_50(
         if "bytes-differ" in verdicts[-1]["reasons"]:
             break
     assert "bytes-differ" in verdicts[-1]["reasons"], verdicts[-1]
-    assert all(v["permitted"] for v in verdicts[:-1]), verdicts
+    assert {v["decision"] for v in verdicts[:-1]} <= {"permitted"}, verdicts
     differ = [r for r in guard.audit_records("instance.bytes_differ") if r["sop_instance_uid"] == victim]
     assert [r["detail"]["found_by"] for r in differ] == ["delete"]
     checked = [r for r in guard.audit_records("bytes.checked") if r["detail"]["found_by"] == "delete"]

@@ -19,14 +19,12 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # t
 
 from guard.config.settings import Settings
 from guard.config.verify import CompareMode
-from guard.dicom.conversation import peer_failure
 from guard.dicom.net import archive_peer
-from guard.dicom.retrieve import digest_file, retrieve_query
-from guard.domain import status as st
+from guard.dicom.retrieve import check_final, digest_file, retrieve_query
 from guard.domain.digests import DigestError
 from guard.domain.errors import ArchiveUnreachableError, TransientPeerError
 from guard.services.qr.common import RelayRequest
-from guard.services.qr.inflight import ArchiveDone, RelayRegistry
+from guard.services.qr.inflight import ActiveRelay, ArchiveDone, RelayRegistry
 from guard.services.qr.move import ArchiveMove
 
 _POLL = 0.1
@@ -57,36 +55,8 @@ class CMoveRetriever:
         )
         mover = ArchiveMove(self.settings, request, relay)
         mover.start()
-        found: dict[str, str] = {}
-        broken: list[str] = []
-        received = 0
-        done: ArchiveDone | None = None
-        idle = self.settings.verify.timeout
         try:
-            idle_until = time.monotonic() + idle
-            while done is None:
-                try:
-                    item = relay.inbox.get(timeout=_POLL)
-                except queue.Empty:
-                    if time.monotonic() > idle_until:
-                        mover.abort()
-                        msg = f"C-MOVE to {self.settings.archive.ae_title}: nothing from the archive for {idle:g} s"
-                        raise TransientPeerError(msg) from None
-                    continue
-                idle_until = time.monotonic() + idle
-                if isinstance(item, ArchiveDone):
-                    done = item
-                    continue
-                received += 1
-                try:
-                    if item.sop_instance_uid in wanted:
-                        found[item.sop_instance_uid] = digest_file(item.path, self.compare)
-                except DigestError:
-                    pass  # absent from ``found``: not a copy that matches
-                except OSError as exc:  # the guard's own disk: no evidence about the copy
-                    broken.append(str(exc))
-                finally:
-                    relay.done_with(item)
+            found, received, broken, done = self._collect(relay, mover, wanted)
         finally:
             self.registry.close(relay)
             mover.join(self.settings.query.timeout)
@@ -94,7 +64,37 @@ class CMoveRetriever:
             msg = f"C-MOVE from {self.settings.archive.ae_title}: the guard could not read what arrived ({broken[0]})"
             raise TransientPeerError(msg)
         if done.status is None:
-            raise ArchiveUnreachableError(f"C-MOVE to {self.settings.archive.ae_title}: {done.error}")
-        if not st.is_success(done.status) and done.status != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not received:
-            raise peer_failure(done.status, "C-MOVE", archive_peer(self.settings.archive), done.error)
+            msg = f"C-MOVE to {self.settings.archive.ae_title}: {done.error}"
+            raise ArchiveUnreachableError(msg)
+        check_final(done.status, done.error, "C-MOVE", archive_peer(self.settings.archive), delivered=received > 0)
         return found
+
+    def _collect(self, relay: ActiveRelay, mover: ArchiveMove, wanted: set[str]) -> tuple[dict[str, str], int, list[str], ArchiveDone]:
+        """Digest each arrival until the archive's final answer; (digests, arrivals, the guard's own read errors, the answer)."""
+        found: dict[str, str] = {}
+        broken: list[str] = []
+        received = 0
+        idle = self.settings.verify.timeout
+        idle_until = time.monotonic() + idle
+        while True:
+            try:
+                item = relay.inbox.get(timeout=_POLL)
+            except queue.Empty:
+                if time.monotonic() > idle_until:
+                    mover.abort()
+                    msg = f"C-MOVE to {self.settings.archive.ae_title}: nothing from the archive for {idle:g} s"
+                    raise TransientPeerError(msg) from None
+                continue
+            idle_until = time.monotonic() + idle
+            if isinstance(item, ArchiveDone):
+                return found, received, broken, item
+            received += 1
+            try:
+                if item.sop_instance_uid in wanted:
+                    found[item.sop_instance_uid] = digest_file(item.path, self.compare)
+            except DigestError:
+                pass  # absent from ``found``: not a copy that matches
+            except OSError as exc:  # the guard's own disk: no evidence about the copy
+                broken.append(str(exc))
+            finally:
+                relay.done_with(item)
