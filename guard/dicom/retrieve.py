@@ -81,11 +81,27 @@ def retrieve_query(study_uid: str, series_uid: str, sop_instance_uids: Sequence[
 def check_final(code: int, comment: str, what: str, archive: Peer, *, delivered: bool) -> None:
     """Raise for a final retrieve status that says nothing about the instances.
 
-    A failure with nothing delivered and no instance named as failed means the archive could not
-    serve the request at all: a ``PeerError`` (doubt), not absence (evidence against the copies).
+    A failure (or "completed with failures") with nothing delivered and no instance named as
+    failed means the archive could not serve the request at all: a ``PeerError`` (doubt), not
+    absence (evidence against the copies). Only a plain Success with nothing delivered says that
+    the archive has none of them.
     """
-    if not st.is_success(code) and code != st.SUBOPERATIONS_COMPLETE_WITH_FAILURES and not delivered:
-        raise peer_failure(code, what, archive, comment)
+    if delivered or code == st.SUCCESS:
+        return
+    if code == st.SUBOPERATIONS_COMPLETE_WITH_FAILURES or not st.is_success(code):
+        raise peer_failure(code, what, archive, comment or "no instance delivered and none named as failed")
+
+
+def _failed_uids(answer: Dataset | None) -> set[str]:
+    """The SOP Instance UIDs the final response's Failed SOP Instance UID List names (PS3.4 C.4.3.1.3.1); empty values name none."""
+    if answer is None:
+        return set()
+    try:
+        listed = answer.get("FailedSOPInstanceUIDList", "")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return set()
+    values = [listed] if isinstance(listed, str) else list(listed)
+    return {str(uid).strip() for uid in values if str(uid).strip()}
 
 
 class CGetRetriever:
@@ -137,7 +153,7 @@ class CGetRetriever:
         if broken:
             msg = f"C-GET from {self.archive.ae_title}: the guard could not digest what arrived ({broken[0]})"
             raise TransientPeerError(msg)
-        named_failed = answer is not None and "FailedSOPInstanceUIDList" in answer
+        named_failed = bool(wanted & _failed_uids(answer))
         check_final(int(final.Status), comment_of(final), "C-GET", self.archive, delivered=bool(received) or named_failed)
         return found
 

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -313,8 +314,12 @@ class ReferenceArchive:
 
     # C-GET
 
-    def _on_get(self, event: Any) -> Iterator[int | tuple[int, Path | None]]:
-        """Send back the held instances the identifier names (IMAGE level), each file as stored."""
+    def _on_get(self, event: Any) -> Iterator[int | tuple[int, Dataset | None]]:
+        """Send back the held instances the identifier names (IMAGE level), each file as stored.
+
+        pynetdicom's C-GET SCP sends only a ``Dataset``: each file is read without decoding its
+        values, so the elements are written back on the wire as they were stored.
+        """
         if self.faults.abort:
             event.assoc.abort()
             return
@@ -331,7 +336,12 @@ class ReferenceArchive:
             if event.is_cancelled:
                 yield st.CANCEL, None
                 return
-            yield st.PENDING, path
+            try:
+                stored = dcmread(path)
+            except (OSError, InvalidDicomError) as exc:  # forgotten meanwhile, or damaged by a test: not returned
+                log.warning("refarchive.unreadable", action="refarchive.unreadable", path=path.name, error=str(exc))
+                continue
+            yield st.PENDING, stored
 
     # Storage Commitment
 

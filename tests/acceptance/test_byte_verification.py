@@ -171,12 +171,19 @@ def test_delete_time_sample_finds_a_damaged_instance_in_a_study_of_50(
 def test_c_move_to_the_guard_verifies_and_finds_a_damaged_copy(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
 ) -> None:
-    """With verify.retrieve = c-move, Orthanc moves the instances to the guard's listener: confirmed copies match, a damaged one differs."""
+    """With verify.retrieve = c-move, Orthanc moves the instances to the guard's listener: confirmed copies match, a damaged one differs.
+
+    ``guard delete`` from a shell cannot receive a C-MOVE: it refuses with archive-unreachable and says why.
+    """
     guard = _start(guard_factory, orthanc_archive, verify={"retrieve": "c-move", "reverify_days": 0, "delete_sample": 4})
     study = synthetic_study(4)
     _send(guard, study.paths)
     wait_until(lambda: _all_matched(guard, study.sop_instance_uids), 120, message="not byte-checked by C-MOVE at confirmation")
     assert {c["method"] for c in _checks(guard)} == {"c-move"}
+    # `guard delete` in a shell has no listener for the moved instances: refused, saying why; the running guard permits.
+    code, text = _delete(guard, study.study_uid)
+    assert (code, "archive-unreachable" in text, "no DICOM listener" in text) == (3, True, True), text
+    assert _study_view(guard, study.study_uid)["deletable"]["decision"] == "permitted"
     _damage(orthanc_archive, study.paths[2])
     verdict = _study_view(guard, study.study_uid)["deletable"]
     assert "bytes-differ" in verdict["reasons"], verdict

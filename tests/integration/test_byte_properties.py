@@ -1,5 +1,7 @@
 """Random histories of receipts, confirmations, damage in the archive, byte re-verifications and deletes on a real ledger.
 
+The ledger is SQLite and PostgreSQL (the ``ledger_engine`` fixture), emptied before each history.
+
 The archive is modelled as SOP Instance UID -> the digest of the copy it holds; the guard's
 byte verifier (its real policies and ledger rules) asks it through the ``ByteRetriever``
 interface. Whatever happens, no delete is permitted while an instance the sample looked at has
@@ -16,16 +18,17 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from sqlalchemy import Engine
 
 from guard.config.settings import ConfirmMode, Settings
 from guard.config.verify import ConfirmationCheck, VerifySettings
 from guard.domain.decision import LiveEvidence, Reason, StudyFacts, decide_delete
 from guard.ledger.byte_checks import flagged_in_study
 from guard.ledger.confirmations import ConfirmPolicy, apply_find
-from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forwarded, record_received, study_facts
 from guard.ledger.ledger import Ledger
+from guard.ledger.schema import metadata
 from guard.services.confirm.confirmer import exponential
 from guard.services.verify.verifier import ByteVerifier
 from guard.spool import Spool
@@ -64,12 +67,14 @@ def _digest(uid: str) -> str:
 class BytesMachine(RuleBasedStateMachine):
     """Receipts, forwarding with C-FIND confirmation, damage, byte checks by every policy, and delete decisions."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.folder = tempfile.TemporaryDirectory()
         root = Path(self.folder.name)
-        self.engine = open_engine(f"sqlite:///{root / 'ledger.sqlite'}")
-        migrate(self.engine)
+        self.engine = engine
+        with engine.begin() as conn:  # every history starts from an empty (migrated) ledger
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
         self.clock = Clock()
         self.ledger = Ledger(self.engine, self.clock)
         self.spool = Spool(root / "spool")
@@ -78,16 +83,13 @@ class BytesMachine(RuleBasedStateMachine):
         self.next_uid = 1
         self.policy = ConfirmPolicy(mode=ConfirmMode.FIND, max_resends=None, backoff=exponential(1, 4))
 
-    @initialize(
-        at_confirmation=st.sampled_from(list(ConfirmationCheck)), delete_sample=st.integers(1, 3), keep_copies=st.booleans()
-    )
+    @initialize(at_confirmation=st.sampled_from(list(ConfirmationCheck)), delete_sample=st.integers(1, 3), keep_copies=st.booleans())
     def choose_policy(self, at_confirmation: ConfirmationCheck, delete_sample: int, keep_copies: bool) -> None:
         verify = VerifySettings(at_confirmation=at_confirmation, delete_sample=delete_sample, reverify_days=1)
         self.keep_copies = keep_copies
         self.verifier = ByteVerifier(Settings(verify=verify), self.ledger, self.spool, self.archive)
 
     def teardown(self) -> None:
-        self.engine.dispose()
         self.folder.cleanup()
 
     @rule(series=st.sampled_from(SERIES))
@@ -100,7 +102,18 @@ class BytesMachine(RuleBasedStateMachine):
             self.spool.path_of(relative).write_bytes(b"")
         with self.ledger.transaction() as tx:
             item = ReceivedInstance(
-                uid, STUDY, series, "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", 10, _digest(uid), relative, None, "CT", "PACS", "::1"
+                uid,
+                STUDY,
+                series,
+                "1.2.840.10008.5.1.4.1.1.2",
+                "1.2.840.10008.1.2.1",
+                10,
+                _digest(uid),
+                relative,
+                None,
+                "CT",
+                "PACS",
+                "::1",
             )
             record_received(tx, item)
 
@@ -160,7 +173,9 @@ class BytesMachine(RuleBasedStateMachine):
         assert flagged <= set(states)
 
 
-BytesMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-test_byte_histories = BytesMachine.TestCase
+def test_byte_histories(ledger_engine: Engine) -> None:
+    """No history permits a delete while a sampled instance's bytes differ in the archive, or while the last check did not match."""
+    run_state_machine_as_test(
+        lambda: BytesMachine(ledger_engine),
+        settings=settings(max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
+    )

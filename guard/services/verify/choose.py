@@ -24,14 +24,36 @@ log = structlog.get_logger("guard.services.verify")
 
 
 class NoMoveDestination:
-    """C-MOVE needs the guard's listener in this process (a CLI command or the listener process has none): always refuses."""
+    """C-MOVE needs the guard's listener in this process (a CLI command or the listener process has none): always refuses.
+
+    The archive sends a C-MOVE's instances to the guard's AE title, that is to the listener of
+    ``guard serve``; a process without that listener would ask for instances it can never receive.
+    """
 
     method = "c-move"
 
+    def __init__(self, settings: Settings) -> None:
+        """Explain the refusal for the configuration of ``settings``."""
+        if settings.node.listener_process:
+            where = (
+                "the DICOM listener runs in its own process (node.listener_process = true), not in the one that asks "
+                "(set node.listener_process = false)"
+            )
+        else:
+            where = (
+                "this process has no DICOM listener (a command run from a shell, such as guard delete); "
+                "ask the running guard instead (the admin API's DELETE /studies/{uid})"
+            )
+        if settings.verify.retrieve is RetrieveMethod.C_MOVE:
+            method, remedy = "verify.retrieve = c-move", "; or use verify.retrieve = auto or c-get if the archive serves C-GET"
+        else:
+            method = "the archive refused C-GET, and the fallback C-MOVE"
+            remedy = "; or let the archive serve C-GET to the guard's AE title"
+        self.reason = f"{method}: C-MOVE delivers the archive's instances to the guard's own DICOM listener, and {where}{remedy}"
+
     def digests(self, study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]) -> Mapping[str, str]:  # noqa: ARG002 - the protocol's signature
         """Raise: the instances could not arrive anywhere."""
-        msg = "byte verification by C-MOVE needs the guard's DICOM listener in this process (guard serve, node.listener_process = false)"
-        raise PermanentPeerError(msg)
+        raise PermanentPeerError(self.reason)
 
 
 class AutoRetriever:
@@ -67,7 +89,7 @@ def make_retriever(settings: Settings, kinds_of: KindsOf, registry: RelayRegistr
     get = CGetRetriever(
         settings.node.ae_title, archive_peer(settings.archive), timeout=verify.timeout, compare=verify.compare, kinds_of=kinds_of
     )
-    move: ByteRetriever = CMoveRetriever(settings, registry, compare=verify.compare) if registry is not None else NoMoveDestination()
+    move: ByteRetriever = NoMoveDestination(settings) if registry is None else CMoveRetriever(settings, registry, compare=verify.compare)
     if verify.retrieve is RetrieveMethod.C_GET:
         return get
     if verify.retrieve is RetrieveMethod.C_MOVE:
