@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -32,20 +32,9 @@ from guard.ledger.schema import metadata
 from guard.services.confirm.confirmer import exponential
 from guard.services.verify.verifier import ByteVerifier
 from guard.spool import Spool
+from tests.integration.test_confirmation_properties import LEASE, STUDY, Clock
 
-STUDY = "1.2.3"
 SERIES = ("1.2.3.1", "1.2.3.2")
-LEASE = timedelta(seconds=30)
-
-
-class Clock:
-    """A clock moved by the machine."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class ModelArchive:
