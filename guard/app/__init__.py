@@ -33,8 +33,10 @@ from guard.services.delete.gate import DeleteGate
 from guard.services.forward.worker import Forwarder
 from guard.services.ingest import IngestService
 from guard.services.nodes import NodeHeartbeat
+from guard.services.qr.inflight import RelayRegistry
 from guard.services.qr.relay import QueryRetrieveRelay
 from guard.services.sweep import SpoolSweep
+from guard.services.verify.choose import build_verifier
 from guard.spool import Spool
 from guard.web.backends import make_backend
 
@@ -64,6 +66,7 @@ class GuardService:
         #: Set on stop: /readyz answers 503 (draining) while the listener still serves.
         self.draining = threading.Event()
         self._stopped = threading.Event()
+        self.relays: RelayRegistry | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -91,13 +94,16 @@ class GuardService:
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
         archive = open_archive(self.settings)
-        self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive)
+        # Byte verification by C-MOVE receives on this process's listener: one registry of moves in flight for both.
+        self.relays = None if self.settings.node.listener_process else RelayRegistry()
+        verifier = build_verifier(self.settings, ledger, self.spool, self.relays)
+        self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive, verifier=verifier)
         # Each forwarded batch wakes the confirmer: an idle confirmer looks for work less and less
         # often (guard.domain.pacing), and commitment requests must not wait for its next look.
         self.forwarder = Forwarder(self.settings, ledger, self.spool, sender_factory=archive.sender, on_forwarded=self.confirmer.wake)
         self.forwarder.start()
         self.confirmer.start()
-        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete), archive)
+        self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete), archive, verifier)
         # What a crash left in the spool goes before the listener opens (and then periodically).
         self.sweep = SpoolSweep(self.settings, ledger, self.spool).start()
         dicom_port = self._start_listener(ledger, self.forwarder, self.confirmer, self.gate)
@@ -133,7 +139,7 @@ class GuardService:
             self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake).start()
             return self.listener.port
         ingest = IngestService(self.settings, ledger, self.spool, on_received=forwarder.wake, gate=gate)
-        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger))
+        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger, self.relays))
         self.server.start()
         return self.server.port
 

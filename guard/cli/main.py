@@ -263,6 +263,9 @@ def delete(
     out.print(f"[red]refused[/red]: {decision.sentence}", highlight=False)
     for code in decision.reasons:
         out.print(f"  - {code.value}")
+    for peer in ("archive", "source", "bytes"):  # why a peer could not be asked, as the decision's evidence says
+        if f"{peer}_error" in decision.evidence:
+            out.print(f"    {peer}: {decision.evidence[f'{peer}_error']}", highlight=False, markup=False)
     raise typer.Exit(EXIT_REFUSED)
 
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from guard.config.unknown import UnknownKey, environment_names, unknown_environment, unknown_file_keys
+from guard.config.verify import CompareMode, VerifySettings
 from guard.domain.admission import ALL_SERVICES, Service, parse_address_entry
 from guard.domain.errors import ConfigError
 from guard.domain.redaction import MASK, is_secret_key, scrub, scrub_text
@@ -695,6 +696,18 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
     audit: AuditSettings = AuditSettings()
+    verify: VerifySettings = VerifySettings()
+
+    @model_validator(mode="after")
+    def _dicomweb_bytes_exact(self) -> Settings:
+        """A DICOMweb archive's copies are retrieved by WADO-RS in the transfer syntax it holds: compared exactly."""
+        if self.archive.protocol is ArchiveProtocol.DICOMWEB and self.verify.compare is CompareMode.CONTENT:
+            msg = (
+                "verify.compare = content is for DIMSE archives that transcode; with archive.protocol = dicomweb the guard "
+                "retrieves by WADO-RS the bytes the archive holds and compares them exactly (verify.compare = exact)"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _tls_complete(self) -> Settings:

@@ -1,7 +1,7 @@
 """The one seam of outbound DICOM: the AE builder, the DIMSE loops, and pynetdicom outcomes as ``PeerError``.
 
 Every outbound conversation of the guard (C-ECHO, C-FIND, C-STORE, N-ACTION, N-EVENT-REPORT,
-C-MOVE) is made with an AE from ``outbound_ae`` on an association from ``associated`` (or
+C-MOVE, C-GET) is made with an AE from ``outbound_ae`` on an association from ``associated`` (or
 ``guard.dicom.net.open_association`` for one held open), and every answer is read by
 ``status_of`` and, when it is a failure, turned into a ``PeerError`` by ``peer_failure``:
 
@@ -127,12 +127,23 @@ def move_responses(
     The final response comes with its identifier (the Failed SOP Instance UID List, PS3.4
     C.4.2.1.4.2), as the peer sent them. No response raises ``TransientPeerError``.
     """
-    for response, answer in assoc.send_c_move(identifier, destination, model, msg_id=msg_id):
-        code = status_of(response, "C-MOVE", peer)
+    return _retrieve_responses(assoc.send_c_move(identifier, destination, model, msg_id=msg_id), "C-MOVE", peer)
+
+
+def get_responses(
+    assoc: Association, identifier: Dataset, model: str, peer: Peer, *, msg_id: int = 1
+) -> Generator[Dataset, None, MoveFinal]:
+    """The one C-GET loop (PS3.4 C.4.3): as ``move_responses``; the C-STOREs arrive on the same association, to its EVT_C_STORE handler."""
+    return _retrieve_responses(assoc.send_c_get(identifier, model, msg_id=msg_id), "C-GET", peer)
+
+
+def _retrieve_responses(responses: Iterable[tuple[Dataset, Dataset | None]], what: str, peer: Peer) -> Generator[Dataset, None, MoveFinal]:
+    for response, answer in responses:
+        code = status_of(response, what, peer)
         if code not in st.PENDING_STATUSES:
             return response, answer
         yield response
-    msg = f"C-MOVE to {peer.ae_title}: no final response"
+    msg = f"{what} to {peer.ae_title}: no final response"
     raise TransientPeerError(msg)
 
 

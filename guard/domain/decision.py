@@ -3,7 +3,10 @@
 Invariant 3: permitted only when every instance of the study is confirmed in the archive:
 every instance the guard received; with ``source_check``, every instance the source lists for
 the study; with ``reverify``, a live C-FIND of the archive at decision time lists every one of
-them. Anything missing, any error or doubt refuses (fail closed), with machine-readable reasons.
+them; with ``bytes_sample``, the instances sampled at decision time came back from the archive
+with the digest recorded on receipt. An instance whose last byte check differed refuses
+whatever the checks, until a later check matches. Anything missing, any error or doubt refuses
+(fail closed), with machine-readable reasons.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Reason(StrEnum):
     SOURCE_UNREACHABLE = "source-unreachable"
     UNKNOWN_TO_GUARD = "unknown-to-guard"
     DEAD_LETTERED = "dead-lettered"
+    BYTES_DIFFER = "bytes-differ"
 
 
 SENTENCES = {
@@ -33,25 +37,34 @@ SENTENCES = {
     Reason.SOURCE_UNREACHABLE: "the source could not be asked which instances it holds",
     Reason.UNKNOWN_TO_GUARD: "the source holds instances the guard never received",
     Reason.DEAD_LETTERED: "some instances could not be forwarded (dead letters)",
+    Reason.BYTES_DIFFER: "the archive returned some instances with other bytes than the guard received, or not at all",
 }
 
 
 @dataclass(frozen=True)
 class StudyFacts:
-    """What the ledger knows: SOP Instance UID -> state of its newest version."""
+    """What the ledger knows: SOP Instance UID -> state of its newest version; those whose last byte check differed."""
 
     study_uid: str
     states: dict[str, str]
+    bytes_differ: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class LiveEvidence:
-    """What the peers said at decision time; None where not asked (check off) and an error text where asking failed."""
+    """What the peers said at decision time; None where not asked (check off) and an error text where asking failed.
+
+    ``bytes_checked``: the instances retrieved from the archive for the byte sample and
+    compared; ``bytes_differ``: those among them that came back with other bytes or not at all.
+    """
 
     archive_listed: set[str] | None = None
     archive_error: str | None = None
     source_listed: set[str] | None = None
     source_error: str | None = None
+    bytes_checked: set[str] | None = None
+    bytes_differ: frozenset[str] = frozenset()
+    bytes_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def _sample(uids: set[str], limit: int = 20) -> list[str]:
     return sorted(uids)[:limit]
 
 
-def decide_delete(facts: StudyFacts, live: LiveEvidence, *, reverify: bool, source_check: bool) -> Decision:
+def decide_delete(facts: StudyFacts, live: LiveEvidence, *, reverify: bool, source_check: bool, bytes_sample: bool = False) -> Decision:
     """Decide; never raises, never permits on missing evidence."""
     states = facts.states
     counts: dict[str, int] = {}
@@ -93,6 +106,10 @@ def decide_delete(facts: StudyFacts, live: LiveEvidence, *, reverify: bool, sour
     if reverify and states:
         lost |= _check_archive(reasons, evidence, live, set(states) | (live.source_listed or set()))
     _note(reasons, evidence, Reason.MISSING_IN_ARCHIVE, "missing_in_archive", lost)
+    differ = set(facts.bytes_differ) & set(states)
+    if bytes_sample and states:
+        differ |= _check_bytes(reasons, evidence, live)
+    _note(reasons, evidence, Reason.BYTES_DIFFER, "bytes_differ", differ)
     if reasons:
         sentence = "Refused: " + "; ".join(SENTENCES[r] for r in reasons) + "."
         return Decision(facts.study_uid, permitted=False, reasons=reasons, sentence=sentence, evidence=evidence)
@@ -124,3 +141,14 @@ def _check_archive(reasons: list[Reason], evidence: dict[str, Any], live: LiveEv
         return set()
     evidence["archive_listed"] = len(live.archive_listed)
     return wanted - live.archive_listed
+
+
+def _check_bytes(reasons: list[Reason], evidence: dict[str, Any], live: LiveEvidence) -> set[str]:
+    """The sampled instances, retrieved now, must match; returns those that did not. No retrieve at all is doubt."""
+    if live.bytes_checked is None:
+        if Reason.ARCHIVE_UNREACHABLE not in reasons:
+            reasons.append(Reason.ARCHIVE_UNREACHABLE)
+        evidence["bytes_error"] = live.bytes_error or "the archive was not asked for the instances' bytes"
+        return set()
+    evidence["bytes_checked"] = len(live.bytes_checked)
+    return set(live.bytes_differ)

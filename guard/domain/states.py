@@ -42,6 +42,8 @@ class AuditEvent(StrEnum):
     INSTANCE_REQUEUED = "instance.requeued"
     INSTANCE_MISSING = "instance.missing_in_archive"
     INSTANCE_SPOOL_REMOVED = "instance.spool_removed"
+    INSTANCE_BYTES_DIFFER = "instance.bytes_differ"
+    BYTES_CHECKED = "bytes.checked"
     COMMITMENT_REQUESTED = "commitment.requested"
     COMMITMENT_REPORTED = "commitment.reported"
     DELETE_REQUESTED = "delete.requested"
@@ -65,3 +67,17 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
     REFUSED = "refused"
+
+
+class ByteResult(StrEnum):
+    """The outcome of comparing one instance retrieved from the archive with the guard's record of it.
+
+    ``match``: same digest; ``differ``: another digest; ``absent``: the archive did not return
+    it; ``unverifiable``: no reference digest to compare with (content comparison without the
+    spool copy it is computed from).
+    """
+
+    MATCH = "match"
+    DIFFER = "differ"
+    ABSENT = "absent"
+    UNVERIFIABLE = "unverifiable"

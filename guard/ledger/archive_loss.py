@@ -1,4 +1,4 @@
-"""One rule for "the archive does not list it", whoever finds it, and for sending an instance back.
+"""One rule for "the archive does not hold it (intact)", whoever finds it, and for sending an instance back.
 
 Three readers of the archive can find that it does not hold an instance the ledger believes it
 sent: the C-FIND confirmation of a forwarded instance (``find``), the periodic re-verification
@@ -31,6 +31,8 @@ class FoundBy(StrEnum):
     FIND = "find"
     REVERIFY = "reverify"
     RECONCILE = "reconcile"
+    CONFIRMATION = "confirmation"
+    DELETE = "delete"
 
 
 class Disposition(StrEnum):
@@ -77,6 +79,48 @@ def not_in_archive(tx: Transaction, row: Row[Any], *, found_by: FoundBy, has_cop
         detail={"found_by": found_by.value, "was": row.state, "spool_copy": has_copy, "reason": reason},
         **subject_of(row),
     )
+    return _evidence_against(tx, row, reason, found_by=found_by, has_copy=has_copy, max_resends=max_resends, alert=_LOST)
+
+
+_LOST = ("lost-in-archive", "the archive does not list it and no spool copy is left")
+_DAMAGED = ("damaged-in-archive", "the archive's copy differs from what the guard received and no spool copy is left")
+
+
+def bytes_differ(
+    tx: Transaction,
+    row: Row[Any],
+    *,
+    found_by: FoundBy,
+    has_copy: bool,
+    max_resends: int | None,
+    result: str,
+    expected: str | None,
+    actual: str | None,
+) -> Disposition:
+    """A byte check found the archive's copy of ``row`` damaged (differ) or missing (absent): record both digests, then the one rule."""
+    reason = f"the archive's copy failed a byte check ({result}, {found_by.value})"
+    tx.audit(
+        AuditEvent.INSTANCE_BYTES_DIFFER,
+        Outcome.FAILURE,
+        actor=found_by.value,
+        detail={
+            "found_by": found_by.value,
+            "result": result,
+            "expected_sha256": expected,
+            "archive_sha256": actual,
+            "was": row.state,
+            "spool_copy": has_copy,
+            "reason": reason,
+        },
+        **subject_of(row),
+    )
+    return _evidence_against(tx, row, reason, found_by=found_by, has_copy=has_copy, max_resends=max_resends, alert=_DAMAGED)
+
+
+def _evidence_against(
+    tx: Transaction, row: Row[Any], reason: str, *, found_by: FoundBy, has_copy: bool, max_resends: int | None, alert: tuple[str, str]
+) -> Disposition:
+    """Re-send from the spool, or (no copy left) mark the instance not held and raise the alarm."""
     if has_copy:
         return send_back(tx, row.id, reason, max_resends)
     tx.conn.execute(update(instances).where(instances.c.id == row.id).values(state=InstanceState.MISSING.value, updated_at=tx.clock()))
@@ -84,7 +128,7 @@ def not_in_archive(tx: Transaction, row: Row[Any], *, found_by: FoundBy, has_cop
         AuditEvent.SECURITY_ALERT,
         Outcome.FAILURE,
         actor=found_by.value,
-        detail={"alert": "lost-in-archive", "message": "the archive does not list it and no spool copy is left", "was": row.state},
+        detail={"alert": alert[0], "message": alert[1], "was": row.state},
         **subject_of(row),
     )
     return Disposition.LOST

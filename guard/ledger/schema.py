@@ -85,11 +85,35 @@ instances = Table(
     Column("spool_removed_at", DateTime(timezone=True), nullable=True),
     # The node that received the instance and holds its spool copy (node-local spool).
     Column("node", NODE, nullable=True),
+    # Proof of bytes (guard/ledger/byte_checks.py): the last byte check and its result, when the
+    # rolling re-verification is due to check again, and the content digest (verify.compare = content).
+    Column("bytes_checked_at", DateTime(timezone=True), nullable=True),
+    Column("bytes_result", String(16), nullable=True),
+    Column("bytes_due_at", DateTime(timezone=True), nullable=True),
+    Column("content_sha256", String(64), nullable=True),
     UniqueConstraint("sop_instance_uid", "version"),
     Index(None, "state", "next_attempt_at"),
     Index(None, "state", "confirm_next_at"),
     # Each archive report names its transaction: without this, applying one reads every instance.
     Index(None, "commit_transaction_uid"),
+)
+
+# Every byte check of an instance: when, found by which policy, by which retrieve, with what
+# result, and both digests (the one recorded and the one the archive's copy has).
+byte_checks = Table(
+    "byte_checks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_id", Integer, nullable=False, index=True),
+    Column("study_uid", UID, nullable=False, index=True),
+    Column("sop_instance_uid", UID, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("found_by", String(16), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("compare", String(16), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("expected_sha256", String(64), nullable=True),
+    Column("archive_sha256", String(64), nullable=True),
 )
 
 commitment_transactions = Table(

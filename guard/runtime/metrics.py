@@ -44,3 +44,8 @@ ARCHIVE_REACHABLE = Gauge(
     "Whether the last C-ECHO probe of the archive succeeded (1) or not (0, also before the first probe).",
 )
 ARCHIVE_ECHO_SECONDS = Gauge("guard_archive_echo_seconds", "Round-trip time of the last successful C-ECHO probe of the archive.")
+BYTE_CHECKS = Counter(
+    "guard_byte_checks_total",
+    "Instances retrieved from the archive and compared with the digest recorded on receipt, by policy and result.",
+    ["found_by", "result"],
+)

@@ -7,6 +7,8 @@ receive, forward, confirm and status work on a fresh machine, and says so loudly
 It can prove what it holds, as a real archive does:
 
 - C-FIND SCP, Study Root and Patient Root (see ``guard.sandbox.index`` for matching);
+- C-GET SCP, Study Root at IMAGE level (the instances named by SOP Instance UID), sending each
+  stored file as it was received, so that the guard's byte verification can check it;
 - Storage Commitment Push Model SCP (PS3.4 Annex J), behaving like Orthanc: the N-ACTION is
   answered at once, the N-EVENT-REPORT comes later on a **new association** that the archive
   opens to the requester's address (``requesters``), proposing the SCP role by role
@@ -33,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -144,10 +148,12 @@ class ReferenceArchive:
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_pdu_size = 262144
         for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+            # The SCU role too: a C-GET requester takes the instances as Storage SCP (PS3.4 C.4.3, role selection).
+            self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
         self.ae.add_supported_context(Verification)
         self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+        self.ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
         self.ae.add_supported_context(StorageCommitmentPushModel)
         self.server: ThreadedAssociationServer | None = None
         self._lock = threading.Lock()
@@ -195,6 +201,7 @@ class ReferenceArchive:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, lambda _e: st.SUCCESS),
             (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, self._on_get),
             (evt.EVT_N_ACTION, self._on_n_action),
         ]
         self.server = start_quiet_server(self.ae, (self.bind, self.requested_port), handlers, name="reference-archive")
@@ -304,6 +311,37 @@ class ReferenceArchive:
                 yield st.CANCEL, None
                 return
             yield st.PENDING, identifier
+
+    # C-GET
+
+    def _on_get(self, event: Any) -> Iterator[int | tuple[int, Dataset | None]]:
+        """Send back the held instances the identifier names (IMAGE level), each file as stored.
+
+        pynetdicom's C-GET SCP sends only a ``Dataset``: each file is read without decoding its
+        values, so the elements are written back on the wire as they were stored.
+        """
+        if self.faults.abort:
+            event.assoc.abort()
+            return
+        try:
+            named = event.identifier.get("SOPInstanceUID", "")
+        except (AttributeError, KeyError, TypeError, ValueError):
+            yield 0
+            yield st.CANNOT_UNDERSTAND, None
+            return
+        uids = [named] if isinstance(named, str) else [str(u) for u in named]
+        held = [self.directory / f"{uid}.dcm" for uid in uids if self.holds(uid)]
+        yield len(held)
+        for path in held:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            try:
+                stored = dcmread(path)
+            except (OSError, InvalidDicomError) as exc:  # forgotten meanwhile, or damaged by a test: not returned
+                log.warning("refarchive.unreadable", action="refarchive.unreadable", path=path.name, error=str(exc))
+                continue
+            yield st.PENDING, stored
 
     # Storage Commitment
 

@@ -87,6 +87,9 @@ def sop_instance_uids(matches: object) -> list[str]:
 class DicomWebArchive:
     """A DICOMweb archive: ``archive.url`` with ``archive.auth``, TLS per ``archive.ca_file`` / ``verify_tls``."""
 
+    #: How byte checks retrieve from it (recorded with each check).
+    method = "wado-rs"
+
     def __init__(self, archive: ArchiveSettings, *, timeout: float, page_size: int = QIDO_PAGE) -> None:
         """Talk to ``archive.url``; ``timeout`` seconds to connect, send, and for each read; QIDO-RS pages of ``page_size``."""
         self.archive = archive

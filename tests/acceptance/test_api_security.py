@@ -72,7 +72,10 @@ def api(ledger: Ledger, tmp_path: Path) -> Iterator[ApiFactory]:
         settings = Settings.model_validate(
             {
                 "node": {"data_dir": str(tmp_path / "data")},
+                # No archive runs here (these tests are about the API's tokens): no live C-FIND,
+                # and no delete-time byte sample, which would have to retrieve from it.
                 "delete": {"reverify": False, "source_check": False},
+                "verify": {"delete_sample": 0},
                 "http": {"bind": LOOPBACK, "port": free_port(), "token": LEGACY, "tokens": TOKENS, **http},
             }
         )

@@ -19,7 +19,9 @@ from tests.support.waiting import wait_until
 
 #: The history of a one-instance study: received, forwarded, a delete refused while unconfirmed,
 #: the Storage Commitment request, the instance confirmed by the archive's report (one
-#: transaction: the instance first, then the report's summary), a delete permitted, a query relayed.
+#: transaction: the instance first, then the report's summary), its bytes checked after
+#: confirmation (``verify.at_confirmation = sample``), a delete permitted after the delete-time
+#: byte sample (``verify.delete_sample = 1``), a query relayed.
 EXPECTED = [
     "instance.received",
     "instance.forwarded",
@@ -28,7 +30,9 @@ EXPECTED = [
     "commitment.requested",
     "instance.confirmed",
     "commitment.reported",
+    "bytes.checked",
     "delete.requested",
+    "bytes.checked",
     "delete.permitted",
     "query.relayed",
 ]
@@ -66,6 +70,7 @@ def test_a_study_history_reads_first_receipt_to_last_decision(
     refused = guard.cli("delete", study.study_uid, "--reason", "migration clean-up")
     assert refused.returncode == 3, refused.stdout + refused.stderr
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="not confirmed")
+    wait_until(lambda: guard.audit_records("bytes.checked"), 60, message="not byte-checked after confirmation")
     permitted = guard.cli("delete", study.study_uid, "--reason", "migration clean-up")
     assert permitted.returncode == 0, permitted.stdout + permitted.stderr
     answers = findscu(
@@ -78,7 +83,8 @@ def test_a_study_history_reads_first_receipt_to_last_decision(
     seqs = [r["seq"] for r in history]
     assert seqs == sorted(seqs)
     assert history[3]["detail"]["reasons"] == ["unconfirmed"]
-    assert history[8]["outcome"] == "success"
+    assert history[EXPECTED.index("delete.permitted")]["outcome"] == "success"
+    assert [r["actor"] for r in history if r["event"] == "bytes.checked"] == ["confirmation", "delete"]
     assert history[0]["actor"] == SOURCE_AE
 
     rows = list(csv.DictReader(io.StringIO(guard.cli("audit", "--study", study.study_uid, "--format", "csv").stdout)))

@@ -1,7 +1,7 @@
 """The admin HTTP API over real HTTP: a real uvicorn server, a real SQLite ledger and a real delete gate.
 
-The gate runs with ``delete.reverify`` and ``delete.source_check`` off, so no DICOM peer is
-needed: these tests are about the API layer (status codes, problem documents, the token,
+The gate runs with ``delete.reverify``, ``delete.source_check`` and the delete-time byte sample
+(``verify.delete_sample``) off, so no DICOM peer is needed: these tests are about the API layer (status codes, problem documents, the token,
 audit records, metrics). Delete-gate interop with Orthanc is tested elsewhere.
 """
 
@@ -120,6 +120,7 @@ def start_api(api_ledger: Ledger, tmp_path: Path) -> Iterator[ApiFactory]:
             {
                 "node": {"data_dir": str(tmp_path / "data")},
                 "delete": {"reverify": False, "source_check": False, **(delete or {})},
+                "verify": {"delete_sample": 0},  # no archive to retrieve from (see the module docstring)
                 "http": {"bind": LOOPBACK, "port": free_port(), "token": TOKEN, **(http or {})},
             }
         )

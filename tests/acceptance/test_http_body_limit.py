@@ -37,7 +37,9 @@ def api(tmp_path: Path) -> Iterator[Api]:
     settings = Settings.model_validate(
         {
             "node": {"data_dir": str(tmp_path / "data")},
+            # No archive runs here: no live C-FIND, no delete-time byte sample.
             "delete": {"reverify": False, "source_check": False},
+            "verify": {"delete_sample": 0},
             "http": {"bind": LOOPBACK, "port": free_port(), "token": TOKEN},
         }
     )

@@ -74,7 +74,10 @@ def _ledger(tmp_path: Path) -> Ledger:
 
 
 def _gate(ledger: Ledger, backend: str, url: str) -> DeleteGate:
-    settings = Settings.model_validate({"delete": {"backend": backend, "url": url, "reverify": False, "source_check": False}})
+    # No archive runs here (these tests are about the backends): no live C-FIND, no delete-time byte sample.
+    settings = Settings.model_validate(
+        {"delete": {"backend": backend, "url": url, "reverify": False, "source_check": False}, "verify": {"delete_sample": 0}}
+    )
     return DeleteGate(settings, ledger, make_backend(settings.delete))
 
 

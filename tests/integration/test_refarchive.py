@@ -1,4 +1,4 @@
-"""The reference archive as a peer that proves what it holds: C-FIND, Storage Commitment, partial keeping."""
+"""The reference archive as a peer that proves what it holds: C-FIND, C-GET, Storage Commitment, partial keeping."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydicom import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -21,9 +21,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from guard.config.verify import CompareMode
 from guard.dicom.commitment import find_study_instances, request_commitment
 from guard.dicom.net import NODELAY_HANDLER, Peer
+from guard.dicom.retrieve import CGetRetriever
 from guard.domain import status as st
+from guard.domain.comparison import exact_digest
 from guard.sandbox.archive import COMMITMENT_INSTANCE_UID, ReferenceArchive
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import findscu
@@ -455,3 +458,23 @@ def test_the_guards_own_clients_work_against_it(archive: ReferenceArchive, reque
     report = _wait_report(requester, transaction_uid)
     assert sorted(report.successes) == sorted(study.sop_instance_uids[:2])
     assert report.failures == [(study.sop_instance_uids[2], 0x0112)]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["in-memory", "chunked-to-disk"])
+def test_c_get_hands_back_each_held_instance_with_the_bytes_received(
+    archive: ReferenceArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunked: bool
+) -> None:
+    """The guard's C-GET retriever gets every named instance the archive holds, its data set byte for byte; a forgotten one is absent."""
+    monkeypatch.setattr(pynetdicom_config, "STORE_RECV_CHUNKED_DATASET", chunked)
+    study = make_study(tmp_path / "study", 3)
+    assert _store(archive, study) == [st.SUCCESS] * 3
+    archive.forget(study.sop_instance_uids[2])
+    kinds = {uid: (CT, str(ExplicitVRLittleEndian)) for uid in study.sop_instance_uids}
+    retriever = CGetRetriever(
+        REQUESTER_AE, Peer(archive.ae_title, LOOPBACK, archive.port), timeout=WAIT, compare=CompareMode.EXACT, kinds_of=lambda _: kinds
+    )
+
+    digests = retriever.digests(study.study_uid, study.series_uids[0], study.sop_instance_uids)
+
+    expected = {uid: exact_digest([path.read_bytes()]) for uid, path in zip(study.sop_instance_uids[:2], study.paths[:2], strict=True)}
+    assert dict(digests) == expected

@@ -52,6 +52,7 @@ from guard.ledger.verification import (
 from guard.runtime.metrics import COMMITMENT_LATENCY, COMMITMENT_REQUESTS, LOST_IN_ARCHIVE, MISSING_IN_ARCHIVE, SPOOL_REMOVED
 from guard.services.archive import Archive, open_archive
 from guard.services.boundary import FailureReporter
+from guard.services.verify.verifier import ByteVerifier
 from guard.spool import Spool
 
 log = structlog.get_logger("guard.confirm")
@@ -73,15 +74,18 @@ class Confirmer:
         wake_loops: Callable[[], None] | None = None,
         observe_latency: Callable[[float], None] = COMMITMENT_LATENCY.observe,
         archive: Archive | None = None,
+        verifier: ByteVerifier | None = None,
     ) -> None:
         """Confirm per ``settings.archive.confirm`` and ``settings.confirm``.
 
         ``wake_loops`` replaces the local wake and ``observe_latency`` the local metric when the
         loops run in another process (the listener process hands reports and requests, and the
         report latencies, to the main process). ``archive`` lists what the archive holds (C-FIND
-        or QIDO-RS; by default the configured archive's).
+        or QIDO-RS; by default the configured archive's). With a ``verifier``, each round of the
+        ``confirm`` lease also runs the byte checks due (``settings.verify``).
         """
         self.settings = settings
+        self.verifier = verifier
         self._wake_loops = wake_loops
         self._observe_latency = observe_latency
         self.cfg = settings.confirm
@@ -168,7 +172,11 @@ class Confirmer:
             busy = self._request_commitments() or busy
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
             busy = self._find_confirmations() or busy
-        return self._reverify() or busy
+        busy = self._reverify() or busy
+        if self.verifier is not None:
+            busy = self.verifier.confirmation_round() or busy
+            busy = self.verifier.rolling_round() or busy
+        return busy
 
     def _request_commitments(self) -> bool:
         due = list(due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)))

@@ -18,9 +18,13 @@ from guard.dicom.net import source_peer
 from guard.domain.decision import Decision, LiveEvidence, StudyFacts, decide_delete
 from guard.domain.errors import PeerError
 from guard.domain.states import AuditEvent, Outcome
+from guard.ledger.byte_checks import flagged_in_study
 from guard.ledger.instances import mark_study_deleted, study_deleted_at, study_facts
 from guard.ledger.ledger import Ledger
 from guard.services.archive import Archive, open_archive
+from guard.services.verify.choose import build_verifier
+from guard.services.verify.verifier import ByteVerifier, SampleOutcome
+from guard.spool import Spool
 from guard.web.backends import Backend, BackendError
 
 
@@ -36,12 +40,19 @@ class DeleteOutcome:
 class DeleteGate:
     """Decides delete requests for every channel."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, backend: Backend, archive: Archive | None = None) -> None:
-        """Decide with ``settings.delete``, asking ``archive`` (default: the configured one); carry out with ``backend``."""
+    def __init__(
+        self, settings: Settings, ledger: Ledger, backend: Backend, archive: Archive | None = None, verifier: ByteVerifier | None = None
+    ) -> None:
+        """Decide with ``settings.delete``, asking ``archive`` (default: the configured one); carry out with ``backend``.
+
+        The delete-time byte sample (``verify.delete_sample``) is taken with ``verifier``; without
+        one, with a verifier of its own (C-GET only: C-MOVE needs the listener of ``guard serve``).
+        """
         self.settings = settings
         self.archive = archive or open_archive(settings)
         self.ledger = ledger
         self.backend = backend
+        self.verifier = verifier or build_verifier(settings, ledger, Spool(settings.spool_dir), registry=None)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -53,7 +64,14 @@ class DeleteGate:
         """The decision as it would be now, without auditing or carrying anything out."""
         facts = StudyFacts(study_uid, study_facts(self.ledger, study_uid))
         live = self._live_evidence(study_uid, facts)
-        return decide_delete(facts, live, reverify=self.settings.delete.reverify, source_check=self.settings.delete.source_check)
+        facts = StudyFacts(study_uid, facts.states, bytes_differ=flagged_in_study(self.ledger, study_uid))
+        return decide_delete(
+            facts,
+            live,
+            reverify=self.settings.delete.reverify,
+            source_check=self.settings.delete.source_check,
+            bytes_sample=self.settings.verify.delete_sample > 0,
+        )
 
     def _live_evidence(self, study_uid: str, facts: StudyFacts) -> LiveEvidence:
         """Ask the archive and the source(s) now; an error is evidence of doubt, never of absence."""
@@ -68,8 +86,17 @@ class DeleteGate:
                 archive_error = str(exc)
         if self.settings.delete.source_check and facts.states:
             source_listed, source_error = self._ask_sources(study_uid, timeout)
+        sample = SampleOutcome(checked=None)
+        if self.settings.verify.delete_sample > 0 and facts.states:
+            sample = self.verifier.at_delete(study_uid)
         return LiveEvidence(
-            archive_listed=archive_listed, archive_error=archive_error, source_listed=source_listed, source_error=source_error
+            archive_listed=archive_listed,
+            archive_error=archive_error,
+            source_listed=source_listed,
+            source_error=source_error,
+            bytes_checked=sample.checked,
+            bytes_differ=sample.not_matching,
+            bytes_error=sample.error,
         )
 
     def _ask_sources(self, study_uid: str, timeout: float) -> tuple[set[str] | None, str | None]:

@@ -64,7 +64,16 @@ from guard.services.qr.inflight import BUFFERED_INSTANCES, ActiveRelay, ArchiveD
 
 log = structlog.get_logger("guard.services.qr.move")
 
-__all__ = ["BUFFERED_INSTANCES", "COMMON_STORAGE_CLASSES", "Arrival", "MovePlan", "MoveRelay", "RelayRegistry", "move_destination"]
+__all__ = [
+    "BUFFERED_INSTANCES",
+    "COMMON_STORAGE_CLASSES",
+    "ArchiveMove",
+    "Arrival",
+    "MovePlan",
+    "MoveRelay",
+    "RelayRegistry",
+    "move_destination",
+]
 
 _POLL = 0.1
 
@@ -123,10 +132,14 @@ def move_destination(settings: Settings, ae_title: str) -> Peer | None:
     return None
 
 
-class _ArchiveMove(threading.Thread):
-    """The guard's own C-MOVE to the archive (destination: the guard), on its own thread."""
+class ArchiveMove(threading.Thread):
+    """The guard's own C-MOVE to the archive (destination: the guard), on its own thread; the final answer goes to the relay's inbox.
+
+    Used by the relay and by byte verification (``guard.services.verify.move``).
+    """
 
     def __init__(self, settings: Settings, request: RelayRequest, relay: ActiveRelay) -> None:
+        """Move what ``request`` names for ``relay`` (not started)."""
         super().__init__(name=f"move-relay-{relay.message_id}", daemon=True)
         self.settings = settings
         self.request = request
@@ -134,6 +147,7 @@ class _ArchiveMove(threading.Thread):
         self.assoc: Any = None
 
     def run(self) -> None:
+        """Send the C-MOVE and wait for its final response (the sub-operations arrive on the listener)."""
         done = ArchiveDone(None, "no final response from the archive")
         archive = archive_peer(self.settings.archive)
         try:
@@ -191,11 +205,14 @@ def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: SubOpe
 class MoveRelay:
     """The C-MOVE SCP side of the relay, and the recogniser of the archive's sub-operations."""
 
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
-        """Relay through the archive named by ``settings``; audit into ``ledger``."""
+    def __init__(self, settings: Settings, ledger: Ledger, registry: RelayRegistry | None = None) -> None:
+        """Relay through the archive named by ``settings``; audit into ``ledger``.
+
+        ``registry`` is shared with the byte verification's C-MOVE retriever, whose instances arrive on the same listener.
+        """
         self.settings = settings
         self.ledger = ledger
-        self.registry = RelayRegistry()
+        self.registry = registry or RelayRegistry()
 
     # -- the archive's C-STOREs -----------------------------------------------------
 
@@ -304,7 +321,7 @@ class MoveRelay:
         """The sub-operations: the archive's instances relayed one by one, then the final answer."""
         pending = set(plan.expected)
         relay = self.registry.open(self.settings.archive.ae_title, set(plan.expected))
-        mover = _ArchiveMove(self.settings, request, relay)
+        mover = ArchiveMove(self.settings, request, relay)
         mover.start()
         done: ArchiveDone | None = None
         cancelled = finished = False

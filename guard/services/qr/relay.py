@@ -20,6 +20,7 @@ from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.ledger import Ledger
 from guard.services.qr.common import FIND_MODELS, MOVE_MODELS, status_dataset
 from guard.services.qr.find import FindRelay
+from guard.services.qr.inflight import RelayRegistry
 from guard.services.qr.move import MoveNotPossibleError, MoveRelay
 
 log = structlog.get_logger("guard.qr")
@@ -31,12 +32,12 @@ SUPPORTED_MODELS: tuple[str, ...] = (*FIND_MODELS, *MOVE_MODELS)
 class QueryRetrieveRelay:
     """C-FIND and C-MOVE SCP for sources, relayed to the archive."""
 
-    def __init__(self, settings: Settings, ledger: Ledger) -> None:
-        """Relay for the sources and archive named by ``settings``; audit into ``ledger``."""
+    def __init__(self, settings: Settings, ledger: Ledger, registry: RelayRegistry | None = None) -> None:
+        """Relay for the sources and archive named by ``settings``; audit into ``ledger``; moves in flight in ``registry``."""
         self.settings = settings
         self.ledger = ledger
         self.find = FindRelay(settings, ledger)
-        self.move = MoveRelay(settings, ledger)
+        self.move = MoveRelay(settings, ledger, registry)
 
     def on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """EVT_C_FIND."""
