@@ -99,6 +99,12 @@ def test_forwarded_by_stow_confirmed_by_qido_and_gated(
     assert refusals == [["unconfirmed"], ["missing-in-archive"], ["archive-unreachable"]]
     started = guard.audit_records("service.started")[-1]
     assert dicomweb_archive.dicomweb_url == started["detail"]["archive"]
+    # Proof of bytes came by WADO-RS: a sample at confirmation, and one per series at the permitted delete, all matching.
+    checks = guard.audit_records("bytes.checked")
+    assert {"wado-rs"} == {c["detail"]["method"] for c in checks}
+    assert {"confirmation", "delete"} <= {c["detail"]["found_by"] for c in checks}
+    final = checks[-1]
+    assert (final["detail"]["found_by"], final["outcome"], final["detail"]["not_matching"]) == ("delete", "success", [])
 
 
 def test_an_archive_that_is_down_is_retried_until_it_is_back(

@@ -76,3 +76,11 @@ def test_an_empty_token_file_is_refused_and_its_content_never_shown(tmp_path: Pa
     settings = load_settings(_write_file(tmp_path, body))
     assert settings.archive.auth == ArchiveAuth.BEARER
     assert "very-secret-token" not in settings.model_dump_json()
+
+
+def test_a_dicomweb_archive_is_byte_checked_exactly(tmp_path: Path) -> None:
+    """verify.compare = content with protocol = dicomweb is refused at load: WADO-RS returns the held bytes, compared exactly."""
+    path = _write_file(tmp_path, 'protocol = "dicomweb"\nurl = "https://vna.example/dicom-web"\n')
+    path.write_text(path.read_text() + '[verify]\ncompare = "content"\n')
+    with pytest.raises(ConfigError, match="verify.compare = content"):
+        load_settings(path)
