@@ -119,11 +119,13 @@ class Spool:
         """The absolute path of a spooled file."""
         return self.root / relative_path
 
-    def place(self, temp_path: Path, study_uid: str, sop_instance_uid: str) -> StoredFile:
+    def place(self, temp_path: Path, study_uid: str, sop_instance_uid: str, digest: str | None = None) -> StoredFile:
         """Make the received file at ``temp_path`` durable in the spool and return its facts.
 
-        Raises ``PermanentSpoolError`` for an invalid UID (nothing is written) or a file that is
-        not Part 10, ``TransientSpoolError`` when the storage fails.
+        ``digest``: the data set's digest already taken as it streamed in (``guard.runtime``);
+        without it the file is read back and hashed. Raises ``PermanentSpoolError`` for an invalid
+        UID (nothing is written) or a file that is not Part 10, ``TransientSpoolError`` when the
+        storage fails.
         """
         try:
             study = require_uid(study_uid, "StudyInstanceUID")
@@ -131,7 +133,7 @@ class Spool:
         except InvalidUIDError as exc:
             raise PermanentSpoolError(str(exc)) from exc
         try:
-            digest, size = self._digest_and_sync(temp_path)
+            digest, size = self._digest_and_sync(temp_path, digest)
             folder = self.root / study
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -145,19 +147,20 @@ class Spool:
         return StoredFile(relative_path=relative, size=size, sha256=digest)
 
     @staticmethod
-    def _digest_and_sync(path: Path) -> tuple[str, int]:
-        """The data set's digest (``guard.domain.digest``: the file meta depends on the sender), then fsync."""
-        digest = DatasetDigest()
+    def _digest_and_sync(path: Path, known: str | None) -> tuple[str, int]:
+        """The data set's digest (``guard.domain.digest``: the file meta depends on the sender) unless ``known``, then fsync."""
         with path.open("r+b") as fh:
-            try:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                hexdigest = digest.hexdigest()
-            except NotPart10Error as exc:
-                raise PermanentSpoolError(str(exc)) from exc
+            if known is None:
+                digest = DatasetDigest()
+                try:
+                    while chunk := fh.read(_CHUNK):
+                        digest.update(chunk)
+                    known = digest.hexdigest()
+                except NotPart10Error as exc:
+                    raise PermanentSpoolError(str(exc)) from exc
             os.fsync(fh.fileno())
-            size = fh.tell()
-        return hexdigest, size
+            size = os.fstat(fh.fileno()).st_size
+        return known, size
 
     def readable(self, relative_path: str) -> Path:
         """The path of a spooled file, once its Part 10 header has been read back (before it is sent).

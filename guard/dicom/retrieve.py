@@ -7,8 +7,8 @@ them back unchanged (one that would have to transcode refuses the sub-operation,
 when it may: the comparison then says so).
 
 Nothing is kept: each data set streams into a temporary file (the process-wide incoming-file
-hook of ``guard.runtime``), is hashed as soon as it is complete, and the file is removed before
-the sub-operation is answered.
+hook of ``guard.runtime``), hashed as it streams, and the file is removed before the
+sub-operation is answered.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ class CGetRetriever:
         try:
             if runtime.take_receive_error(path) is not None:
                 return None
-            return digest_file(path, self.compare)
+            hashed = runtime.streamed_digest(path) if self.compare is CompareMode.EXACT else None
+            return hashed or digest_file(path, self.compare)
         finally:
             path.unlink(missing_ok=True)

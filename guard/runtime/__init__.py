@@ -38,6 +38,7 @@ import structlog
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages
 
+from guard.domain.digest import DatasetDigest, NotPart10Error
 from guard.domain.redaction import LogScrubber
 
 _receive_errors: dict[str, ReceiveError] = {}
@@ -71,6 +72,17 @@ def take_receive_error(path: str | Path) -> ReceiveError | None:
         return _receive_errors.pop(str(path), None)
 
 
+def streamed_digest(path: str | Path) -> str | None:
+    """The data-set digest (``guard.domain.digest``) of what streamed into ``path``, taken as it was written.
+
+    None when ``path`` is not an incoming file of this process, its receive failed, or it is not a
+    Part 10 file: the caller then reads the file back (or refuses it).
+    """
+    with _incoming_lock:
+        incoming = _incoming.get(str(path))
+    return None if incoming is None else incoming.digest()
+
+
 class IncomingFile:
     """The temporary file a received data set streams into, tolerant of a failing disk.
 
@@ -83,6 +95,8 @@ class IncomingFile:
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         """Open a new temporary file in the spool's incoming folder, registered with the association receiving it."""
         self._fh: IO[bytes] | None = None
+        # Hashed as it streams: a retrieved copy is never read back, a received one not twice.
+        self._digest: DatasetDigest | None = DatasetDigest()
         self._written = 0
         self._limit = _max_dataset_size
         # pynetdicom decodes P-DATA on the association's DUL thread, which knows its association.
@@ -109,10 +123,29 @@ class IncomingFile:
             self._fail_with(ReceiveError("dataset-too-large", f"data set larger than the limit of {self._limit} bytes"))
         if self._fh is not None:
             try:
-                return self._fh.write(data)
+                written = self._fh.write(data)
             except OSError as exc:
                 self._fail(exc)
+            else:
+                self._hash(data)
+                return written
         return len(data)
+
+    def _hash(self, data: bytes) -> None:
+        if self._digest is not None:
+            try:
+                self._digest.update(data)
+            except NotPart10Error:
+                self._digest = None  # not hashable as Part 10: the reader decides what that means
+
+    def digest(self) -> str | None:
+        """The data set's digest so far (complete once pynetdicom has written the last fragment); None if unknown."""
+        if self._digest is None or self.name in _receive_errors:
+            return None
+        try:
+            return self._digest.hexdigest()
+        except NotPart10Error:
+            return None
 
     def flush(self) -> None:
         """Flush to the OS (not fsync: the spool does that once the data set is complete)."""

@@ -18,6 +18,7 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
+from guard import runtime
 from guard.config.settings import Settings, SourceSettings
 from guard.domain import status as st
 from guard.domain.admission import Service, address_allowed
@@ -190,7 +191,7 @@ class IngestService:
         if refusal is not None:
             return refusal
         try:
-            stored = self.spool.place(req.temp_path, study_uid, sop_uid)
+            stored = self.spool.place(req.temp_path, study_uid, sop_uid, digest=runtime.streamed_digest(req.temp_path))
         except PermanentSpoolError as exc:
             # The spool will never take this instance: Error, Cannot Understand (PS3.4 B.2.3), not worth a resend.
             return self._refuse(req, st.CANNOT_UNDERSTAND, "spool-refused", str(exc))

@@ -71,3 +71,40 @@ def test_an_aborted_oversized_receive_leaves_neither_its_file_nor_its_error(list
     wait_until(lambda: runtime.held_receive_errors() == before, 10, message="the receive error of an aborted association is kept for ever")
     assert list(incoming.iterdir()) == []
     assert runtime.incoming_in_use() == frozenset()
+
+
+def test_a_received_data_set_is_hashed_as_it_streams(incoming: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest taken while pynetdicom writes the fragments equals the data-set digest of the file read back (the spool's rule)."""
+    del incoming
+    monkeypatch.setattr(runtime, "_max_dataset_size", 0)  # data sets of several PDUs
+    from pydicom import dcmread  # noqa: PLC0415 - only this test reads files back
+    from pynetdicom import evt  # noqa: PLC0415
+
+    from guard.domain.digest import dataset_sha256  # noqa: PLC0415
+    from tests.support.datasets import make_study  # noqa: PLC0415
+
+    seen: list[tuple[str | None, str]] = []
+
+    def on_store(event: Any) -> int:
+        path = Path(event.dataset_path)
+        seen.append((runtime.streamed_digest(path), dataset_sha256([path.read_bytes()])))
+        return 0x0000
+
+    ae = AE(ae_title="GUARD")
+    ae.add_supported_context(CT_STORAGE, ALL_TRANSFER_SYNTAXES)
+    ae.maximum_pdu_size = 16384  # many fragments for one data set
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        study = make_study(tmp_path / "study", 2, rows=64, columns=64, patient_id="STREAM")
+        scu = AE(ae_title="STORESCU")
+        scu.add_requested_context(CT_STORAGE, EXPLICIT_LE)
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="GUARD")
+        assert assoc.is_established
+        statuses = [int(assoc.send_c_store(dcmread(path)).Status) for path in study.paths]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses == [0x0000, 0x0000]
+    assert len(seen) == 2
+    assert all(streamed == read_back for streamed, read_back in seen), seen
+    assert all(streamed is not None for streamed, _ in seen)

@@ -82,5 +82,5 @@ def test_a_dicomweb_archive_is_byte_checked_exactly(tmp_path: Path) -> None:
     """verify.compare = content with protocol = dicomweb is refused at load: WADO-RS returns the held bytes, compared exactly."""
     path = _write_file(tmp_path, 'protocol = "dicomweb"\nurl = "https://vna.example/dicom-web"\n')
     path.write_text(path.read_text() + '[verify]\ncompare = "content"\n')
-    with pytest.raises(ConfigError, match="verify.compare = content"):
+    with pytest.raises(ConfigError, match=r"verify\.compare = content"):
         load_settings(path)
