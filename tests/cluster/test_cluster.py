@@ -6,16 +6,20 @@ prove together; every wait is a bounded poll.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from sqlalchemy import func, or_, select
 
+from guard.ledger.schema import instances
 from tests.support.cluster import GUARD_AE, SOURCE_AE, TOKEN
 from tests.support.datasets import make_study
 from tests.support.dcmtk import store_responses, storescu
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,3 +91,119 @@ def test_four_senders_through_haproxy_each_instance_forwarded_and_confirmed_once
     for node in cluster.nodes:
         verify = node.cli("audit", "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _acknowledged_then_killed(cluster: Cluster, node_id: str, folder: Path, count: int, kill_after: int) -> list[str]:
+    """Send a study straight to ``node_id``; SIGKILL the node once it received ``kill_after``; return the acknowledged UIDs."""
+    node = cluster.node(node_id)
+    study = make_study(folder / "killed-study", count, rows=16, columns=16, patient_id="PATKILL")
+
+    def received_by_node() -> bool:
+        return (
+            sum(1 for r in cluster.audit("instance.received") if r["node"] == node_id and r["study_uid"] == study.study_uid) >= kill_after
+        )
+
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(storescu, "127.0.0.1", node.port, study.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+        wait_until(received_by_node, CONFIRM_TIMEOUT, interval=0.1, message=f"{node_id} did not receive {kill_after} instances")
+        node.kill()
+        responses = store_responses(sending.result())
+    assert kill_after <= len(responses) < count, "the node was killed mid-study"
+    assert set(responses) == {"Success"}
+    return study.sop_instance_uids[: len(responses)]
+
+
+def _claimable(cluster: Cluster, uids: list[str]) -> bool:
+    """Whether no instance of ``uids`` is under a forwarding lease or waiting for a retry time now."""
+    with cluster.nodes[0].ledger_engine() as engine, engine.connect() as conn:
+        busy = conn.execute(
+            select(func.count())
+            .select_from(instances)
+            .where(instances.c.sop_instance_uid.in_(uids))
+            .where(or_(instances.c.lease_expires_at > func.now(), instances.c.next_attempt_at > func.now()))
+        ).scalar_one()
+    return busy == 0
+
+
+def _states_and_holders(cluster: Cluster, uids: list[str]) -> tuple[set[str], set[str | None]]:
+    """The states of ``uids`` and the nodes recorded as holding their spool copies."""
+    with cluster.nodes[0].ledger_engine() as engine, engine.connect() as conn:
+        rows = conn.execute(select(instances.c.state, instances.c.node).where(instances.c.sop_instance_uid.in_(uids))).all()
+    return {r.state for r in rows}, {r.node for r in rows}
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-spool", "node-local-spool"])
+def test_a_node_killed_mid_study_loses_no_acknowledged_instance(cluster_factory: ClusterFactory, tmp_path: Path, *, shared: bool) -> None:
+    """SIGKILL node A mid-study while the archive is down, so its acknowledged instances are all backlog.
+
+    Shared spool: node B forwards and confirms A's backlog while A stays dead (A's forwarding
+    leases expire after ``forward.lease_seconds``). Node-local spool: B forwards its own instances
+    but A's backlog waits, unforwarded, until A is started again, then A finishes it. Either way
+    every acknowledged instance is confirmed and stored in the archive exactly once.
+    """
+    cluster = cluster_factory(2, shared_spool=shared)
+    cluster.archive.stop()
+    acknowledged = _acknowledged_then_killed(cluster, "node-a", tmp_path, count=30, kill_after=8)
+    cluster.archive.start()
+    node_b = cluster.node("node-b")
+    own = make_study(tmp_path / "node-b-study", 1, rows=16, columns=16, patient_id="PATB")
+    assert store_responses(storescu("127.0.0.1", node_b.port, own.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)) == ["Success"]
+    if shared:
+        cluster.wait_confirmed({*acknowledged, *own.sop_instance_uids}, CONFIRM_TIMEOUT)
+        assert {r["node"] for r in cluster.audit("instance.forwarded") if r["sop_instance_uid"] in acknowledged} == {"node-b"}
+    else:
+        cluster.wait_confirmed(set(own.sop_instance_uids), CONFIRM_TIMEOUT)
+        wait_until(lambda: _claimable(cluster, acknowledged), CONFIRM_TIMEOUT, interval=0.2, message="node A's leases did not expire")
+        later = make_study(tmp_path / "node-b-later", 1, rows=16, columns=16, patient_id="PATB")
+        assert store_responses(storescu("127.0.0.1", node_b.port, later.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)) == ["Success"]
+        cluster.wait_confirmed(set(later.sop_instance_uids), CONFIRM_TIMEOUT)
+        # B forwarded an instance after A's backlog became due, and left the backlog alone.
+        states, holders = _states_and_holders(cluster, acknowledged)
+        assert (states <= {"received", "failed"}, holders) == (True, {"node-a"})
+        assert not set(acknowledged) & set(cluster.received())
+        cluster.node("node-a").start()
+        cluster.wait_confirmed(set(acknowledged), CONFIRM_TIMEOUT)
+        assert {r["node"] for r in cluster.audit("instance.forwarded") if r["sop_instance_uid"] in acknowledged} == {"node-a"}
+    stored = Counter(cluster.received())
+    assert {uid: stored[uid] for uid in acknowledged} == dict.fromkeys(acknowledged, 1)
+
+
+def test_rolling_restart_under_load_refuses_no_association(cluster_factory: ClusterFactory, tmp_path: Path) -> None:
+    """Two nodes behind HAProxy; each node in turn gets SIGTERM, drains, exits 0 and is started again, under load.
+
+    Two senders store study after study through the balancer the whole time: every association
+    is accepted, every instance acknowledged and then confirmed.
+    """
+    cluster = cluster_factory(2, extra={"node": {"drain_seconds": 4}})
+    stop = threading.Event()
+    outcomes: list[tuple[str, list[str], int]] = []
+
+    def sender(index: int) -> None:
+        round_ = 0
+        while not stop.is_set():
+            study = make_study(tmp_path / f"load-{index}-{round_}", 3, rows=16, columns=16, patient_id=f"PATL{index}")
+            result = storescu("127.0.0.1", cluster.port, study.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)
+            outcomes.append((study.study_uid, store_responses(result), result.returncode))
+            round_ += 1
+
+    with ThreadPoolExecutor(2) as pool:
+        senders = [pool.submit(sender, i) for i in range(2)]
+        try:
+            for node in cluster.nodes:
+                wait_until(lambda: len(outcomes) >= 2, CONFIRM_TIMEOUT, interval=0.1, message="no load before the restart")
+                assert node.terminate(timeout=60) == 0
+                node.start()
+                cluster.balancer.wait_up(len(cluster.nodes))
+            before = len(outcomes)
+            wait_until(lambda: len(outcomes) >= before + 2, CONFIRM_TIMEOUT, interval=0.1, message="no load after the restarts")
+        finally:
+            stop.set()
+        for future in senders:
+            future.result()
+
+    assert [(responses, code) for _, responses, code in outcomes] == [(["Success"] * 3, 0)] * len(outcomes)
+    stopped = [(r["node"], r["outcome"]) for r in cluster.audit("service.stopped")]
+    assert stopped == [("node-a", "success"), ("node-b", "success")]
+    uids = {r["sop_instance_uid"] for r in cluster.audit("instance.received")}
+    assert len(uids) == 3 * len(outcomes)
+    cluster.wait_confirmed(uids, CONFIRM_TIMEOUT)

@@ -135,16 +135,12 @@ def start_cluster(
     folder.mkdir(parents=True, exist_ok=True)
     lua.write_text(_RECEIVE_FILTER.replace("{path}", json.dumps(str(receive_log))), encoding="utf-8")
     archive = Orthanc(folder / "archive", aet=ARCHIVE_AE, extra_config={"LuaScripts": [str(lua)]})
-    nodes = [
-        GuardProcess(
-            folder / f"node-{letter}",
-            archive_port=archive.dicom_port,
-            ledger_url=ledger_url,
-            **node_config(letter, shared_spool=spool, extra=extra or {}),
-            **({"sources": sources} if sources is not None else {}),  # type: ignore[arg-type]
-        )
-        for letter in letters
-    ]
+    nodes = []
+    for letter in letters:
+        overrides: dict[str, Any] = node_config(letter, shared_spool=spool, extra=extra or {})
+        if sources is not None:
+            overrides["sources"] = sources
+        nodes.append(GuardProcess(folder / f"node-{letter}", archive_port=archive.dicom_port, ledger_url=ledger_url, **overrides))
     balancer = HAProxy(folder / "haproxy", [Backend(n.config["node"]["id"], n.port, n.config["http"]["port"]) for n in nodes])
     archive.modalities["guard"] = (GUARD_AE, LOOPBACK, balancer.port)
     for node in nodes:
