@@ -6,6 +6,7 @@ prove together; every wait is a bounded poll.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,10 @@ from sqlalchemy import func, or_, select
 from guard.ledger.schema import instances
 from tests.support.cluster import GUARD_AE, SOURCE_AE, TOKEN
 from tests.support.datasets import make_study
-from tests.support.dcmtk import store_responses, storescu
+from tests.support.dcmtk import move_responses, movescu, store_responses, storescu
+from tests.support.fixtures import STORESCP_AET
+from tests.support.pacs import PacsListener, request_commitment
+from tests.support.storescp import Storescp
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -31,6 +35,8 @@ pytestmark = [pytest.mark.interop, pytest.mark.postgres, pytest.mark.slow]
 SENDERS = 4
 PER_STUDY = 6
 CONFIRM_TIMEOUT = 120
+CT = "1.2.840.10008.5.1.4.1.1.2"
+NEVER_SENT = "1.2.3.999999.1"
 
 
 def _send_at_once(cluster: Cluster, folder: Path, senders: int, count: int) -> list[tuple[str, list[str]]]:
@@ -207,3 +213,78 @@ def test_rolling_restart_under_load_refuses_no_association(cluster_factory: Clus
     uids = {r["sop_instance_uid"] for r in cluster.audit("instance.received")}
     assert len(uids) == 3 * len(outcomes)
     cluster.wait_confirmed(uids, CONFIRM_TIMEOUT)
+
+
+def test_storage_commitment_from_the_pacs_and_c_move_relay_through_the_balancer(cluster_factory: ClusterFactory, tmp_path: Path) -> None:
+    """Two nodes; the PACS stores two studies at once through HAProxy, then asks each node directly for Storage Commitment.
+
+    Each node is asked for every instance, including those the other node received, plus one
+    never sent: whichever node sends it, each report reaches the PACS once, names the guard's AE
+    title, lists every stored instance as committed and the unknown one as failed (0x0112).
+    Then two C-MOVEs at once through the balancer to a storescp: each relaying node names its own
+    relay AE title, the archive connects back to that node, and every instance arrives once.
+    """
+    pacs = PacsListener(ae_title=SOURCE_AE).start()
+    try:
+        with Storescp(tmp_path / "destination", aet=STORESCP_AET, fork=True) as destination:
+            cluster = cluster_factory(
+                2,
+                lists={
+                    "sources": [{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": pacs.port}],
+                    "destinations": [{"ae_title": STORESCP_AET, "host": "127.0.0.1", "port": destination.port}],
+                },
+                # The never-sent instance is reported failed at this deadline; the others are confirmed before the request.
+                extra={"confirm": {"source_report_deadline": 3}},
+            )
+            sent = _send_at_once(cluster, tmp_path, 2, 3)
+            assert [responses for _, responses in sent] == [["Success"] * 3] * 2
+            received = {r["sop_instance_uid"]: r["study_uid"] for r in cluster.audit("instance.received")}
+            cluster.wait_confirmed(set(received), CONFIRM_TIMEOUT)
+            references = [(CT, uid) for uid in sorted(received)]
+            transactions = {}
+            for node in cluster.nodes:
+                uid, status = request_commitment(node.port, [*references, (CT, NEVER_SENT)])
+                assert status == 0
+                transactions[uid] = node.config["node"]["id"]
+            reports = {uid: wait_until(lambda u=uid: pacs.report_for(u), CONFIRM_TIMEOUT, message="no report") for uid in transactions}
+            expected = (GUARD_AE, sorted(received), {NEVER_SENT: 0x0112})
+            assert [(r.calling_ae, sorted(r.successes), r.failures) for r in reports.values()] == [expected] * 2
+            wait_until(lambda: len(_inbound_reported(cluster)) == len(transactions), 30, message="inbound reports not audited")
+            assert sorted(_inbound_reported(cluster)) == sorted(transactions)
+            with pacs.lock:
+                assert sorted(r.transaction_uid for r in pacs.reports) == sorted(transactions)
+
+            studies = sorted(set(received.values()))
+            with ThreadPoolExecutor(len(studies)) as pool:
+                moves = list(pool.map(lambda study: _move(cluster, study), studies))
+            assert [_final(move_responses(m)) for m in moves] == [{"status": 0, "completed": 3, "failed": 0, "warning": 0}] * 2
+            assert destination.wait_for(set(received)) == set(received)
+            assert len(destination.received_files()) == len(received)
+            relayed = cluster.audit("move.relayed")
+            assert sorted(r["study_uid"] for r in relayed) == studies
+    finally:
+        pacs.stop()
+
+
+def _inbound_reported(cluster: Cluster) -> list[str]:
+    """Transaction UIDs of the reports the guard delivered to a source, as audited."""
+    return [r["detail"]["transaction_uid"] for r in cluster.audit("commitment.reported") if r["detail"]["direction"] == "inbound"]
+
+
+def _move(cluster: Cluster, study_uid: str) -> subprocess.CompletedProcess[str]:
+    """C-MOVE one study through the balancer to the storescp."""
+    return movescu(
+        "127.0.0.1",
+        cluster.port,
+        calling_ae=SOURCE_AE,
+        called_ae=GUARD_AE,
+        move_destination=STORESCP_AET,
+        level="STUDY",
+        keys={"StudyInstanceUID": study_uid},
+        debug=True,
+    )
+
+
+def _final(responses: list[dict[str, int]]) -> dict[str, int]:
+    """The final C-MOVE response without Number of Remaining."""
+    return {k: v for k, v in responses[-1].items() if k != "remaining"}

@@ -124,10 +124,14 @@ def start_cluster(
     count: int,
     *,
     shared_spool: bool = False,
-    sources: list[dict[str, Any]] | None = None,
+    lists: Mapping[str, list[dict[str, Any]]] | None = None,
     extra: Mapping[str, dict[str, Any]] | None = None,
 ) -> Cluster:
-    """Start an archive, ``count`` nodes (one after the other: the first migrates the ledger) and HAProxy."""
+    """Start an archive, ``count`` nodes (one after the other: the first migrates the ledger) and HAProxy.
+
+    ``extra`` is merged into each node's configuration sections; ``lists`` replaces list sections
+    (``sources``, ``destinations``).
+    """
     letters = string.ascii_lowercase[:count]
     spool = folder / "shared-spool" if shared_spool else None
     receive_log = folder / "archive-received.log"
@@ -138,8 +142,7 @@ def start_cluster(
     nodes = []
     for letter in letters:
         overrides: dict[str, Any] = node_config(letter, shared_spool=spool, extra=extra or {})
-        if sources is not None:
-            overrides["sources"] = sources
+        overrides.update(lists or {})
         nodes.append(GuardProcess(folder / f"node-{letter}", archive_port=archive.dicom_port, ledger_url=ledger_url, **overrides))
     balancer = HAProxy(folder / "haproxy", [Backend(n.config["node"]["id"], n.port, n.config["http"]["port"]) for n in nodes])
     archive.modalities["guard"] = (GUARD_AE, LOOPBACK, balancer.port)
