@@ -21,7 +21,7 @@ from tests.support.cluster import GUARD_AE, SOURCE_AE, TOKEN
 from tests.support.datasets import make_study
 from tests.support.dcmtk import move_responses, movescu, store_responses, storescu
 from tests.support.fixtures import STORESCP_AET
-from tests.support.pacs import PacsListener, request_commitment
+from tests.support.pacs import PacsListener, ReceivedReport, request_commitment
 from tests.support.storescp import Storescp
 from tests.support.waiting import wait_until
 
@@ -246,7 +246,7 @@ def test_storage_commitment_from_the_pacs_and_c_move_relay_through_the_balancer(
                 uid, status = request_commitment(node.port, [*references, (CT, NEVER_SENT)])
                 assert status == 0
                 transactions[uid] = node.config["node"]["id"]
-            reports = {uid: wait_until(lambda u=uid: pacs.report_for(u), CONFIRM_TIMEOUT, message="no report") for uid in transactions}
+            reports = {uid: _report(pacs, uid) for uid in transactions}
             expected = (GUARD_AE, sorted(received), {NEVER_SENT: 0x0112})
             assert [(r.calling_ae, sorted(r.successes), r.failures) for r in reports.values()] == [expected] * 2
             wait_until(lambda: len(_inbound_reported(cluster)) == len(transactions), 30, message="inbound reports not audited")
@@ -264,6 +264,13 @@ def test_storage_commitment_from_the_pacs_and_c_move_relay_through_the_balancer(
             assert sorted(r["study_uid"] for r in relayed) == studies
     finally:
         pacs.stop()
+
+
+def _report(pacs: PacsListener, transaction_uid: str) -> ReceivedReport:
+    """Wait for the report of ``transaction_uid`` at the PACS."""
+    report = wait_until(lambda: pacs.report_for(transaction_uid), CONFIRM_TIMEOUT, message=f"no report of {transaction_uid}")
+    assert report is not None
+    return report
 
 
 def _inbound_reported(cluster: Cluster) -> list[str]:
