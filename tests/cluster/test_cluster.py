@@ -57,17 +57,17 @@ def _delete(cluster: Cluster, study_uid: str) -> list[httpx.Response]:
 def test_four_senders_through_haproxy_each_instance_forwarded_and_confirmed_once_deletes_decided_once_audit_verifies(
     cluster_factory: ClusterFactory, tmp_path: Path
 ) -> None:
-    """Two nodes, four senders at once through HAProxy.
+    """Three nodes, four senders at once through HAProxy.
 
-    Every instance is acknowledged, received by both nodes between them, stored in the archive
+    Every instance is acknowledged, received by the nodes between them (at least two of them), stored in the archive
     exactly once (the archive's receive log), forwarded and confirmed exactly once (one
-    ``instance.forwarded`` and one ``instance.confirmed`` per SOP Instance UID) though both nodes
+    ``instance.forwarded`` and one ``instance.confirmed`` per SOP Instance UID) though several nodes
     forward; the archive's Storage Commitment reports reach the nodes through the balancer. A
-    delete for one study through both nodes at once: one permitted decision carried out, the other
-    node answers that it already was; an unknown study is refused by each node with the reason a
+    delete for one study through every node at once: one permitted decision carried out, the other
+    nodes answer that it already was; an unknown study is refused by each node with the reason a
     single node gives. ``guard audit verify`` on each node passes over every node's records.
     """
-    cluster = cluster_factory(2)
+    cluster = cluster_factory(3)
     sent = _send_at_once(cluster, tmp_path, SENDERS, PER_STUDY)
     assert [responses for _, responses in sent] == [["Success"] * PER_STUDY] * SENDERS
     received = {r["sop_instance_uid"]: r["node"] for r in cluster.audit("instance.received")}
@@ -75,24 +75,23 @@ def test_four_senders_through_haproxy_each_instance_forwarded_and_confirmed_once
     assert len(uids) == SENDERS * PER_STUDY
     cluster.wait_confirmed(uids, CONFIRM_TIMEOUT)
 
-    assert set(received.values()) == {"node-a", "node-b"}
+    assert len(set(received.values())) >= 2, received
     assert Counter(cluster.received()) == dict.fromkeys(uids, 1)
     forwarded = Counter(r["sop_instance_uid"] for r in cluster.audit("instance.forwarded"))
     confirmed = Counter(r["sop_instance_uid"] for r in cluster.audit("instance.confirmed"))
     assert (forwarded, confirmed) == (dict.fromkeys(uids, 1), dict.fromkeys(uids, 1))
-    assert {r["node"] for r in cluster.audit("instance.forwarded")} == {"node-a", "node-b"}
+    assert len({r["node"] for r in cluster.audit("instance.forwarded")}) >= 2
 
     study_uid = sent[0][0]
     answers = _delete(cluster, study_uid)
-    assert [(a.status_code, a.json()["decision"]) for a in answers] == [(200, "permitted")] * 2, [a.text for a in answers]
+    assert [(a.status_code, a.json()["decision"]) for a in answers] == [(200, "permitted")] * 3, [a.text for a in answers]
     permitted = cluster.audit("delete.permitted")
-    assert sorted(("already_deleted" in p["detail"], p["study_uid"]) for p in permitted) == [(False, study_uid), (True, study_uid)]
-    assert {p["node"] for p in permitted} == {"node-a", "node-b"}
+    assert sorted(("already_deleted" in p["detail"], p["study_uid"]) for p in permitted) == [(False, study_uid)] + [(True, study_uid)] * 2
+    assert {p["node"] for p in permitted} == {"node-a", "node-b", "node-c"}
 
     unknown = _delete(cluster, "1.2.3.4.5.6.7")
-    assert [a.status_code for a in unknown] == [409, 409], [a.text for a in unknown]
-    assert unknown[0].json()["reasons"] == unknown[1].json()["reasons"]
-    assert unknown[0].json()["reasons"]
+    assert [a.status_code for a in unknown] == [409] * 3, [a.text for a in unknown]
+    assert [a.json()["reasons"] for a in unknown] == [["unknown-study"]] * 3
 
     for node in cluster.nodes:
         verify = node.cli("audit", "verify")
@@ -142,12 +141,12 @@ def _states_and_holders(cluster: Cluster, uids: list[str]) -> tuple[set[str], se
 def test_a_node_killed_mid_study_loses_no_acknowledged_instance(cluster_factory: ClusterFactory, tmp_path: Path, *, shared: bool) -> None:
     """SIGKILL node A mid-study while the archive is down, so its acknowledged instances are all backlog.
 
-    Shared spool: node B forwards and confirms A's backlog while A stays dead (A's forwarding
-    leases expire after ``forward.lease_seconds``). Node-local spool: B forwards its own instances
+    Shared spool (three nodes): B and C forward and confirm A's backlog while A stays dead (A's
+    forwarding leases expire after ``forward.lease_seconds``). Node-local spool (two nodes): B forwards its own instances
     but A's backlog waits, unforwarded, until A is started again, then A finishes it. Either way
     every acknowledged instance is confirmed and stored in the archive exactly once.
     """
-    cluster = cluster_factory(2, shared_spool=shared)
+    cluster = cluster_factory(3 if shared else 2, shared_spool=shared)
     cluster.archive.stop()
     acknowledged = _acknowledged_then_killed(cluster, "node-a", tmp_path, count=30, kill_after=8)
     cluster.archive.start()
@@ -156,7 +155,8 @@ def test_a_node_killed_mid_study_loses_no_acknowledged_instance(cluster_factory:
     assert store_responses(storescu("127.0.0.1", node_b.port, own.paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE)) == ["Success"]
     if shared:
         cluster.wait_confirmed({*acknowledged, *own.sop_instance_uids}, CONFIRM_TIMEOUT)
-        assert {r["node"] for r in cluster.audit("instance.forwarded") if r["sop_instance_uid"] in acknowledged} == {"node-b"}
+        takers = {r["node"] for r in cluster.audit("instance.forwarded") if r["sop_instance_uid"] in acknowledged}
+        assert takers and takers <= {"node-b", "node-c"}, takers
     else:
         cluster.wait_confirmed(set(own.sop_instance_uids), CONFIRM_TIMEOUT)
         wait_until(lambda: _claimable(cluster, acknowledged), CONFIRM_TIMEOUT, interval=0.2, message="node A's leases did not expire")
