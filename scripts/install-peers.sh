@@ -3,11 +3,12 @@
 # DCMTK (storescu, storescp, findscu, movescu, echoscu) and Orthanc with its DICOMweb plugin
 # (the DICOMweb archive of the tests), from Debian packages;
 # headless Chromium with its WebDriver, for the test of the admin status page; and rsyslog
-# (with its TLS driver), the syslog collector the audit export tests deliver to.
+# (with its TLS driver), the syslog collector the audit export tests deliver to; and HAProxy,
+# the TCP load balancer in front of the several-node tests.
 # Idempotent: when every tool is already present it does nothing and returns at once.
 set -euo pipefail
 
-tools=(storescu storescp findscu movescu echoscu Orthanc chromium chromedriver rsyslogd)
+tools=(storescu storescp findscu movescu echoscu Orthanc chromium chromedriver rsyslogd haproxy)
 # rsyslog's TLS driver and Orthanc's DICOMweb plugin are libraries, not programs: checked by their files.
 gtls_driver() { ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; }
 dicomweb_plugin() { ls /usr/lib/orthanc/libOrthancDicomWeb.so* >/dev/null 2>&1; }
@@ -33,7 +34,7 @@ if ! dicomweb_plugin; then
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-peers: dcmtk, orthanc (with orthanc-dicomweb), chromium and rsyslog already present, nothing to do"
+    echo "install-peers: dcmtk, orthanc (with orthanc-dicomweb), chromium, rsyslog and haproxy already present, nothing to do"
     exit 0
 fi
 
@@ -49,7 +50,7 @@ fi
 
 # DPkg::Lock::Timeout: wait (bounded) for another apt run instead of failing at once.
 "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dcmtk orthanc orthanc-dicomweb chromium chromium-driver rsyslog rsyslog-gnutls >/dev/null
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q dcmtk orthanc orthanc-dicomweb chromium chromium-driver rsyslog rsyslog-gnutls haproxy >/dev/null
 
 for tool in "${missing[@]}"; do
     if [ "$tool" = rsyslog-gnutls ]; then
@@ -61,4 +62,4 @@ for tool in "${missing[@]}"; do
         exit 1
     fi
 done
-echo "install-peers: installed dcmtk, orthanc, orthanc-dicomweb, chromium and rsyslog (was missing: ${missing[*]})"
+echo "install-peers: installed dcmtk, orthanc, orthanc-dicomweb, chromium, rsyslog and haproxy (was missing: ${missing[*]})"

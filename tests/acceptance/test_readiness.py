@@ -75,7 +75,7 @@ def test_readyz_fails_while_the_ledger_database_refuses_connections_and_recovers
     url, admin = own_postgres_db
     name = url.rsplit("/", 1)[1]
     _service, base = run_guard(_settings(tmp_path / "data", url))
-    assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True})
+    assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True})
     admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
     status, checks = _ready(base)
@@ -95,7 +95,7 @@ def test_readyz_fails_when_the_spool_file_system_turns_read_only_and_recovers(ru
     try:
         settings = _settings(data, f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # the ledger elsewhere: only the spool breaks
         _service, base = run_guard(settings)
-        assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True})
+        assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True})
         subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
         status, checks = _ready(base)
         assert (status, checks["spool"], checks["ledger"]) == (503, False, True)
@@ -112,4 +112,4 @@ def test_readyz_fails_when_worker_threads_are_no_longer_running(run_guard: Any, 
     assert service.confirmer is not None
     service.confirmer.stop()
     assert not service.confirmer.alive()
-    assert _ready(base) == (503, {"ledger": True, "spool": True, "workers": False})
+    assert _ready(base) == (503, {"ledger": True, "spool": True, "workers": False, "accepting": True})
