@@ -50,7 +50,7 @@ test-container: install
 # Every target of the throughput work, each against the direct path measured in the same run
 # (docs/benchmark.md): idle; one and four senders with both ledgers; the listener in its own
 # process; a 2,000-instance study (memory); per-association CPU; the C-MOVE relay; the cost of
-# byte verification per policy; audit queries.
+# byte verification per policy; one, two and three nodes behind HAProxy; audit queries.
 bench: install peers
 	$(BIN)/python -m bench --idle 30 --sizes 200 --senders 1 4 --ledger sqlite postgresql
 	$(BIN)/python -m bench --sizes 200 --listener-process
@@ -58,6 +58,7 @@ bench: install peers
 	$(BIN)/python -m bench.association_cpu --associations 200
 	$(BIN)/python -m bench.move --instances 200
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.nodes
 	$(BIN)/python -m bench.audit_query
 
 clean:
