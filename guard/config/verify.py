@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RetrieveMethod(StrEnum):
@@ -68,3 +69,15 @@ class VerifySettings(BaseModel):
         description="Instances per series retrieved and byte-checked at delete time, on top of the live C-FIND. 0 turns it off.",
     )
     timeout: float = Field(120.0, gt=0, description="Seconds a retrieve may take without the archive sending anything.")
+
+    @field_validator("compare")
+    @classmethod
+    def _content_can_decode(cls, value: CompareMode) -> CompareMode:
+        """``content`` decodes pixel data, which needs numpy (the ``content`` extra): refused at load without it, not at every check."""
+        if value is CompareMode.CONTENT and importlib.util.find_spec("numpy") is None:
+            msg = (
+                "verify.compare = content decodes pixel data and needs numpy, which is not installed: "
+                "install the guard with its 'content' extra (pip install 'guard[content]') or use verify.compare = exact"
+            )
+            raise ValueError(msg)
+        return value
