@@ -9,8 +9,11 @@ query/retrieve relay and the DICOM listener. See ``guard.app.listener_process``.
 from __future__ import annotations
 
 import errno
+import os
+import sys
 import threading
 import time
+from typing import NoReturn
 
 import structlog
 
@@ -20,7 +23,7 @@ from guard.config.settings import Settings
 from guard.dicom import tls
 from guard.ledger.db import open_engine
 from guard.ledger.ledger import Ledger
-from guard.listener.server import IngestServer
+from guard.listener.server import DRAIN_TIMEOUT, IngestServer
 from guard.runtime import tls as tls_contexts
 from guard.services.confirm.confirmer import Confirmer
 from guard.services.delete.gate import DeleteGate
@@ -33,6 +36,8 @@ log = structlog.get_logger("guard.app.listener_child")
 
 #: Seconds a new listener waits for its ports to be released by a previous one.
 BIND_WAIT = 30.0
+#: Seconds beyond the drain time a stopping listener gets to close the ledger before it is ended.
+STOP_GRACE = 10.0
 
 
 class ListenerChild:
@@ -110,6 +115,23 @@ class ListenerChild:
                 tls_contexts.reload()
             except tls_contexts.TlsConfigError as exc:
                 log.exception("tls.reload_failed", action="tls.reload_failed", error=str(exc))
+
+    def stop_and_exit(self) -> NoReturn:
+        """Stop (bounded), then end the process at once, whatever threads are left.
+
+        pynetdicom's DUL threads are not daemon threads: one whose association never winds down
+        (a peer that neither answers nor closes) would keep the interpreter from exiting, and an
+        orphaned listener holding the port keeps the next guard from starting. Every instance this
+        process acknowledged is already durable, so nothing is lost by not waiting for them.
+        """
+        watchdog = threading.Timer(DRAIN_TIMEOUT + STOP_GRACE, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
+        self.stop()
+        log.info("listener.stopped", action="listener.stopped")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     def stop(self) -> None:
         """Drain and close the listener, then the ledger."""

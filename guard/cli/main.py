@@ -138,7 +138,7 @@ def listener(
     signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
     _start_or_exit(child.start, child.stop, "listener cannot start")
     child.run()
-    child.stop()
+    child.stop_and_exit()
 
 
 @app.command()
