@@ -113,7 +113,8 @@ def _acknowledged_then_killed(cluster: Cluster, node_id: str, folder: Path, coun
         wait_until(received_by_node, CONFIRM_TIMEOUT, interval=0.1, message=f"{node_id} did not receive {kill_after} instances")
         node.kill()
         responses = store_responses(sending.result())
-    assert kill_after <= len(responses) < count, "the node was killed mid-study"
+    # One instance may be durable but unanswered: committed, then the node killed before its response.
+    assert kill_after - 1 <= len(responses) < count, "the node was killed mid-study"
     assert set(responses) == {"Success"}
     return study.sop_instance_uids[: len(responses)]
 
