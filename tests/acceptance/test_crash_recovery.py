@@ -10,7 +10,7 @@ from guard.domain import status as st
 from tests.acceptance.conftest import GuardFactory
 from tests.support.fixtures import StudyFactory
 from tests.support.orthanc import Orthanc
-from tests.support.scu import send_files
+from tests.support.scu import send_files, unacknowledged
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -44,8 +44,7 @@ def test_sigkill_during_a_300_instance_send_loses_nothing_acknowledged(
         if kill_at is not None:
             assert killed.is_set(), "the guard was not killed during the send"
             guard.start()
-        done = {uid for uid, status in results if status == st.SUCCESS}
-        remaining = [(uid, p) for uid, p in remaining if uid not in done]
+        remaining = unacknowledged(remaining, results)
     assert remaining == []
     assert len(set(acked)) == 300
     wait_until(

@@ -24,7 +24,7 @@ from tests.support.fixtures import StudyFactory
 from tests.support.guard import GUARD_AE, GuardProcess
 from tests.support.orthanc import Orthanc
 from tests.support.ports import free_port
-from tests.support.scu import send_files
+from tests.support.scu import send_files, unacknowledged
 from tests.support.waiting import port_is_open, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -101,8 +101,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
     wait_until(lambda: _ready(guard) == 200, 90, message=f"the listener did not come back:\n{guard.log_tail()}")
     second_listener = _listener_pid(guard)
     assert second_listener != first_listener
-    done = {uid for uid, status in results if status == st.SUCCESS}
-    remaining = [(uid, p) for uid, p in remaining if uid not in done]
+    remaining = unacknowledged(remaining, results)
 
     def kill_main(sop_uid: str, status: int | None) -> None:
         with lock:
@@ -118,14 +117,12 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
     # stops accepting at once and lets the association in flight finish (bounded by the drain time).
     wait_until(lambda: not _is_running(second_listener), DRAIN_TIMEOUT + 30, message="the listener process outlived the main process")
     wait_until(lambda: not port_is_open("127.0.0.1", guard.port), 30, message="the DICOM port stayed open without a guard")
-    done = {uid for uid, status in results if status == st.SUCCESS}
-    remaining = [(uid, p) for uid, p in remaining if uid not in done]
+    remaining = unacknowledged(remaining, results)
     guard.start(timeout=90)
     deadline = time.monotonic() + 300
     while remaining and time.monotonic() < deadline:
         results = send_files(guard.port, [p for _, p in remaining], on_result=lambda uid, s: acked.append(uid) if s == st.SUCCESS else None)
-        done = {uid for uid, status in results if status == st.SUCCESS}
-        remaining = [(uid, p) for uid, p in remaining if uid not in done]
+        remaining = unacknowledged(remaining, results)
     assert remaining == []
     assert len(set(acked)) == 300
     wait_until(

@@ -55,3 +55,9 @@ def send_files(
         else:
             assoc.abort()
     return results
+
+
+def unacknowledged(pending: Sequence[tuple[str, Path]], results: Sequence[tuple[str, int | None]]) -> list[tuple[str, Path]]:
+    """The (SOP Instance UID, path) pairs of ``pending`` that ``results`` did not answer with Success (to be sent again)."""
+    done = {uid for uid, status in results if status == 0x0000}
+    return [(uid, path) for uid, path in pending if uid not in done]
