@@ -159,7 +159,7 @@ def _add_probes(app: FastAPI, ledger: Ledger, readiness: Readiness) -> None:
     def readyz() -> JSONResponse:
         try:
             checks = {str(name): bool(ok) for name, ok in readiness().items()}
-        except Exception:
+        except Exception:  # the readiness boundary: any failing check is "not ready" (503), logged
             log.exception("readiness.check_failed", action="readiness.check_failed")
             checks = {"readiness": False}
         ready = all(checks.values())
