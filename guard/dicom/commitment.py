@@ -14,6 +14,7 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import build_role, evt
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
@@ -66,6 +67,7 @@ def request_commitment(
     ds = Dataset()
     ds.TransactionUID = transaction_uid
     ds.ReferencedSOPSequence = Sequence([_ref(c, u) for c, u in references])
+    answering = threading.Event()
     got_report = threading.Event()
 
     def _on_report(event: Any) -> tuple[int, None]:
@@ -74,11 +76,19 @@ def request_commitment(
             return st.INVALID_ARGUMENT_VALUE, None
         if on_report is not None:
             on_report(report, archive.ae_title)
-        got_report.set()
+        answering.set()
         return st.SUCCESS, None
 
+    def _on_pdu_sent(event: Any) -> None:
+        # The report counts as done once its response is on the wire: releasing while the
+        # handler's answer is still being queued would put the response after the A-RELEASE-RQ,
+        # which the upper layer refuses (PS3.8 9.2, Sta7). Nothing else is sent meanwhile.
+        if answering.is_set() and isinstance(event.pdu, P_DATA_TF):
+            got_report.set()
+
     ae = outbound_ae(own_ae, timeout, [StorageCommitmentPushModel])
-    with associated(ae, archive, [(evt.EVT_N_EVENT_REPORT, _on_report)]) as assoc:
+    handlers = [(evt.EVT_N_EVENT_REPORT, _on_report), (evt.EVT_PDU_SENT, _on_pdu_sent)]
+    with associated(ae, archive, handlers) as assoc:
         status, _ = assoc.send_n_action(ds, ACTION_REQUEST_COMMIT, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID)
         code = status_of(status, "N-ACTION", archive)
         if code != st.SUCCESS:  # PS3.4 J.3.2.1.1: Success, or a failure (no report follows)

@@ -101,12 +101,18 @@ class AuditRecord:
 _PG_CHAIN_LOCK = 0x47554152
 
 
+# Built once: every transaction that audits runs them (see ``guard.ledger.statements``).
+_HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_ANCHOR = select(audit_anchor.c.seq, audit_anchor.c.hash)
+_INSERT = insert(audit_log)
+
+
 def chain_head(conn: Connection) -> tuple[int, str]:
     """The sequence number and hash of the newest record (or of the retention anchor, or genesis)."""
-    row = conn.execute(select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)).first()
+    row = conn.execute(_HEAD).first()
     if row is not None:
         return int(row.seq), str(row.hash)
-    anchor = conn.execute(select(audit_anchor.c.seq, audit_anchor.c.hash)).first()
+    anchor = conn.execute(_ANCHOR).first()
     if anchor is not None:
         return int(anchor.seq), str(anchor.hash)
     return 0, GENESIS
@@ -137,10 +143,13 @@ class Transaction:
         if self.conn.dialect.name == "postgresql":
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CHAIN_LOCK})
         seq, prev = chain_head(self.conn)
+        chained_records = []
         for record in self.pending:
             seq += 1
             chained = record.chained(seq, prev)
-            self.conn.execute(insert(audit_log).values(chained.row()))
-            self.records.append(chained)
+            chained_records.append(chained)
             prev = chained.hash or prev
+        # One statement for the lot (executemany): every row has the same columns.
+        self.conn.execute(_INSERT, [chained.row() for chained in chained_records])
+        self.records.extend(chained_records)
         self.pending.clear()

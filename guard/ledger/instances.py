@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Join, Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Join, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
@@ -64,14 +64,36 @@ class Claim:
     patient_id: str | None
 
 
-def _insert(tx: Transaction, table: Any, values: dict[str, Any]) -> Any:
-    """An INSERT with the dialect's ON CONFLICT clauses (SQLite and PostgreSQL spell them alike)."""
-    return (postgresql.insert(table) if tx.conn.dialect.name == "postgresql" else sqlite.insert(table)).values(values)
+# The statements of a receipt, built once per dialect: building a statement with ``.values()``
+# on every C-STORE cost more CPU than running it (SQLAlchemy coerces and keys each new object).
+_NEWEST = (
+    select(instances.c.version, instances.c.sha256)
+    .where(instances.c.sop_instance_uid == bindparam("b_sop_instance_uid"))
+    .order_by(instances.c.version.desc())
+    .limit(1)
+)
+_SUPERSEDE = (
+    update(instances)
+    .where(instances.c.sop_instance_uid == bindparam("b_sop_instance_uid"), instances.c.state.in_(CLAIMABLE_STATES))
+    .values(state=InstanceState.SUPERSEDED.value, updated_at=bindparam("b_now"))
+)
+_INSERT_INSTANCE = insert(instances)
+_RECEIPT_UPSERTS: dict[str, tuple[Any, Any]] = {}
 
 
-def _upsert_ignore(tx: Transaction, table: Any, values: dict[str, Any]) -> None:
-    """Insert a row unless its primary key exists."""
-    tx.conn.execute(_insert(tx, table, values).on_conflict_do_nothing())
+def _receipt_upserts(dialect: str) -> tuple[Any, Any]:
+    """The study upsert and the series insert-unless-known for ``dialect`` (built on first use)."""
+    found = _RECEIPT_UPSERTS.get(dialect)
+    if found is None:
+        study_insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(studies)
+        # A new study, or the known one received again. An instance arriving after a delete
+        # makes the study live again (a new state to protect).
+        study = study_insert.on_conflict_do_update(
+            index_elements=[studies.c.study_uid], set_={"last_received_at": study_insert.excluded.last_received_at, "deleted_at": None}
+        )
+        known_series = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(series).on_conflict_do_nothing()
+        found = _RECEIPT_UPSERTS[dialect] = (study, known_series)
+    return found
 
 
 def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, int]:
@@ -82,53 +104,39 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     were still waiting are marked superseded so the archive is not sent stale data.
     """
     now = tx.clock()
-    newest = tx.conn.execute(
-        select(instances.c.version, instances.c.sha256)
-        .where(instances.c.sop_instance_uid == item.sop_instance_uid)
-        .order_by(instances.c.version.desc())
-        .limit(1),
-    ).first()
+    newest = tx.conn.execute(_NEWEST, {"b_sop_instance_uid": item.sop_instance_uid}).first()
     if newest is not None and newest.sha256 == item.sha256:
         return Receipt.DUPLICATE, int(newest.version)
     version = 1 if newest is None else int(newest.version) + 1
     if newest is not None:
-        tx.conn.execute(
-            update(instances)
-            .where(instances.c.sop_instance_uid == item.sop_instance_uid, instances.c.state.in_(CLAIMABLE_STATES))
-            .values(state=InstanceState.SUPERSEDED.value, updated_at=now),
-        )
-    # One statement: a new study, or the known one received again. An instance arriving after a
-    # delete makes the study live again (a new state to protect).
-    study_row = {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+        tx.conn.execute(_SUPERSEDE, {"b_sop_instance_uid": item.sop_instance_uid, "b_now": now})
+    study, known_series = _receipt_upserts(tx.conn.dialect.name)
+    tx.conn.execute(study, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now})
     tx.conn.execute(
-        _insert(tx, studies, study_row).on_conflict_do_update(
-            index_elements=[studies.c.study_uid], set_={"last_received_at": now, "deleted_at": None}
-        )
-    )
-    _upsert_ignore(
-        tx, series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
+        known_series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
     )
     tx.conn.execute(
-        insert(instances).values(
-            sop_instance_uid=item.sop_instance_uid,
-            version=version,
-            study_uid=item.study_uid,
-            series_uid=item.series_uid,
-            sop_class_uid=item.sop_class_uid,
-            transfer_syntax=item.transfer_syntax,
-            size=item.size,
-            sha256=item.sha256,
-            spool_path=item.spool_path,
-            patient_id=item.patient_id,
-            calling_ae=item.calling_ae,
-            peer_address=item.peer_address,
-            node=tx.node,
-            state=InstanceState.RECEIVED.value,
-            attempts=0,
-            received_at=now,
-            updated_at=now,
-            next_attempt_at=now,
-        ),
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": item.sop_instance_uid,
+            "version": version,
+            "study_uid": item.study_uid,
+            "series_uid": item.series_uid,
+            "sop_class_uid": item.sop_class_uid,
+            "transfer_syntax": item.transfer_syntax,
+            "size": item.size,
+            "sha256": item.sha256,
+            "spool_path": item.spool_path,
+            "patient_id": item.patient_id,
+            "calling_ae": item.calling_ae,
+            "peer_address": item.peer_address,
+            "node": tx.node,
+            "state": InstanceState.RECEIVED.value,
+            "attempts": 0,
+            "received_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+        },
     )
     return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
 
@@ -211,6 +219,16 @@ def release_claims(ledger: Ledger, owner: str, ids: list[int]) -> None:
         )
 
 
+# Built once; the columns to set come with the parameters (one compiled form per set of columns).
+_SETTLE = update(instances).where(
+    instances.c.id == bindparam("b_id"),
+    instances.c.lease_owner == bindparam("b_owner"),
+    instances.c.attempts == bindparam("b_attempts"),
+    instances.c.lease_expires_at > bindparam("b_now"),
+    instances.c.state.in_(CLAIMABLE_STATES),
+)
+
+
 def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -> bool:
     """Write an outcome for a claim if ``owner`` still holds it, unexpired, at the claim's attempt; False if the lease was lost.
 
@@ -218,17 +236,9 @@ def _settle(tx: Transaction, claim: Claim, owner: str, values: dict[str, Any]) -
     outcome: a worker whose lease expired, on any node, cannot mark the instance forwarded,
     even when nobody has claimed it since (then it is simply sent again, which is harmless).
     """
-    result = tx.conn.execute(
-        update(instances)
-        .where(
-            instances.c.id == claim.id,
-            instances.c.lease_owner == owner,
-            instances.c.attempts == claim.attempts,
-            instances.c.lease_expires_at > tx.clock(),
-            instances.c.state.in_(CLAIMABLE_STATES),
-        )
-        .values(lease_owner=None, lease_expires_at=None, updated_at=tx.clock(), **values),
-    )
+    now = tx.clock()
+    params = {"b_id": claim.id, "b_owner": owner, "b_attempts": claim.attempts, "b_now": now}
+    result = tx.conn.execute(_SETTLE, {**params, "lease_owner": None, "lease_expires_at": None, "updated_at": now, **values})
     return bool(result.rowcount)
 
 

@@ -15,8 +15,10 @@ ever sees a driver exception, and whether to retry is decided by the error's typ
 from __future__ import annotations
 
 import hashlib
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +48,34 @@ def translate(exc: SQLAlchemyError, doing: str) -> LedgerError:
     return LedgerUnavailableError(message) if unavailable else LedgerRejectedError(message)
 
 
+#: Execution option of a connection that only reads: on SQLite it begins a deferred transaction
+#: (a WAL snapshot that neither waits for nor holds up writers) instead of ``BEGIN IMMEDIATE``.
+READ_ONLY = "guard_read_only"
+
+_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writer_locks_guard = threading.Lock()
+
+
+def writer_lock(engine: Engine) -> AbstractContextManager[object]:
+    """The lock that this process's writers to ``engine`` take in turn (SQLite); nothing for PostgreSQL.
+
+    SQLite has one writer at a time. A writer that finds the database locked sleeps in SQLite's
+    busy handler (1, 2, 5, 10 ms and more) before it looks again, so threads of one process
+    that contend for the lock wait far longer than the transaction they wait for; the C-STORE
+    path, which answers the PACS only after its commit, paid that on every collision with the
+    forwarding and confirmation threads. Queued on a lock of their own they take the write lock
+    the moment it is free. Other processes on the same file (the listener process, a CLI
+    command) still meet at SQLite's lock and its busy timeout.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _writer_locks_guard:
+        lock = _writer_locks.get(engine)
+        if lock is None:
+            lock = _writer_locks[engine] = threading.Lock()
+    return lock
+
+
 class Ledger:
     """Access to the ledger database: transactions with audit, reads, and the clock."""
 
@@ -54,12 +84,13 @@ class Ledger:
         self.engine = engine
         self.clock = clock
         self.node = node
+        self._writer_lock = writer_lock(engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Run a transaction; its audit records are logged once it has committed."""
         try:
-            with self.engine.begin() as conn:
+            with self._writer_lock, self.engine.begin() as conn:
                 tx = Transaction(conn, self.clock, self.node)
                 yield tx
                 tx.flush_audit()
@@ -70,9 +101,10 @@ class Ledger:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading, with the same error translation as ``transaction``."""
+        """A connection for reading (it must not write), with the same error translation as ``transaction``."""
         try:
             with self.engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
                 yield conn
         except SQLAlchemyError as exc:
             raise translate(exc, "read") from exc

@@ -40,6 +40,7 @@ from pynetdicom import dimse_messages
 
 from guard.domain.digest import DatasetDigest, NotPart10Error
 from guard.domain.redaction import LogScrubber
+from guard.runtime import reactor
 
 _receive_errors: dict[str, ReceiveError] = {}
 _receive_errors_lock = threading.Lock()
@@ -269,3 +270,5 @@ def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
     pynetdicom_config.ENFORCE_UID_CONFORMANCE = False
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]
+    # Association threads that wait for events instead of waking every millisecond.
+    reactor.install()
