@@ -2,8 +2,10 @@
 
 SQLite is opened in WAL mode with ``synchronous=FULL`` (a committed row survives power loss)
 and a busy timeout; every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
-writers queue on the lock instead of failing on an upgrade from read to write. PostgreSQL is
-reached through psycopg 3.
+writers queue on the lock instead of failing on an upgrade from read to write, except a read
+(``Ledger.read``), which begins deferred: in WAL mode it reads a snapshot and holds up no
+writer (receiving waits on that one lock before it answers a C-STORE). PostgreSQL is reached
+through psycopg 3.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from guard.ledger.ledger import Ledger, translate
+from guard.ledger.ledger import READ_ONLY, Ledger, translate
 
 if TYPE_CHECKING:
     from guard.config.settings import Settings
@@ -54,7 +56,7 @@ def open_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

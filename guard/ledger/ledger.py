@@ -32,6 +32,10 @@ from guard.ledger.audit import AuditRecord, Clock, Transaction
 log = structlog.get_logger("guard.audit")
 
 
+#: Execution option on the connections of ``Ledger.read``: nothing is written on them.
+READ_ONLY = "guard_read_only"
+
+
 def utcnow() -> datetime:
     """The current time in UTC."""
     return datetime.now(UTC)
@@ -70,9 +74,14 @@ class Ledger:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading, with the same error translation as ``transaction``."""
+        """A connection for reading, with the same error translation as ``transaction``.
+
+        Marked ``READ_ONLY`` so that SQLite begins it deferred (``guard.ledger.db``): a read takes
+        no write lock, so the loops that look for work do not hold up a C-STORE waiting to commit.
+        """
         try:
             with self.engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
                 yield conn
         except SQLAlchemyError as exc:
             raise translate(exc, "read") from exc

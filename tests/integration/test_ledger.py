@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
 from guard.domain.states import AuditEvent
+from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import (
     Receipt,
     ReceivedInstance,
@@ -187,3 +189,19 @@ def test_audit_is_rolled_back_with_its_state_change(ledger: Ledger) -> None:
     with ledger.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(instances)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(audit_log)).scalar() == 0
+
+
+def test_an_sqlite_read_in_progress_holds_up_no_writer(tmp_path: Path) -> None:
+    """A read (``Ledger.read``) begins deferred on SQLite: a write transaction commits while it is open, without waiting on it."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}", busy_timeout_ms=200)
+    migrate(engine)
+    ledger = Ledger(engine)
+    try:
+        with ledger.read() as conn:
+            assert conn.execute(select(func.count()).select_from(instances)).scalar_one() == 0
+            # With the read holding SQLite's write lock this would fail after 0.2 s: "database is locked".
+            ledger.audit(AuditEvent.CONFIG_LOADED, detail={"during": "read"})
+        with ledger.read() as conn:
+            assert conn.execute(select(func.count()).select_from(audit_log)).scalar_one() == 1
+    finally:
+        engine.dispose()
