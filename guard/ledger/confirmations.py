@@ -86,7 +86,23 @@ def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> 
 # -- Storage Commitment towards the archive ---------------------------------------------
 
 
-def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> list[tuple[str, list[Reference]]]:
+@dataclass(frozen=True)
+class CommitmentSchedule:
+    """What the forwarded instances still lacking commitment proof amount to, now.
+
+    ``due``: the requests to send now, one per study (several for a study of more than
+    ``limit``). ``next_due_at``: when the earliest of the other studies becomes due if nothing
+    more of it is forwarded (None: no other study waits). ``room``: the fewest further instances
+    that could fill a waiting study's request (``limit`` when none waits), so that a forwarder
+    can tell when a full request may be due before ``next_due_at``.
+    """
+
+    due: list[tuple[str, list[Reference]]]
+    next_due_at: datetime | None
+    room: int
+
+
+def commitment_schedule(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> CommitmentSchedule:
     """Forwarded instances still lacking commitment proof and not in a request, grouped by study.
 
     A study's group is due when it is full (``limit`` references) or when nothing of the study
@@ -113,7 +129,23 @@ def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(
         if not groups or groups[-1][0] != row.study_uid or len(groups[-1][1]) >= limit:
             groups.append((row.study_uid, []))
         groups[-1][1].append(Reference(row.id, row.sop_class_uid, row.sop_instance_uid))
-    return [(study, refs) for study, refs in groups if len(refs) >= limit or now - latest[study] >= quiet]
+    due: list[tuple[str, list[Reference]]] = []
+    waiting: list[tuple[datetime, int]] = []
+    for study, refs in groups:
+        if len(refs) >= limit or now - latest[study] >= quiet:
+            due.append((study, refs))
+        else:
+            waiting.append((latest[study] + quiet, limit - len(refs)))
+    return CommitmentSchedule(
+        due=due,
+        next_due_at=min((at for at, _ in waiting), default=None),
+        room=min((room for _, room in waiting), default=limit),
+    )
+
+
+def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> list[tuple[str, list[Reference]]]:
+    """The requests due now (``commitment_schedule``)."""
+    return commitment_schedule(ledger, limit, quiet).due
 
 
 def open_outbound(ledger: Ledger, *, transaction_uid: str, archive_ae: str, study_uid: str, refs: list[Reference], timeout: float) -> None:

@@ -221,6 +221,11 @@ def test_a_holder_renews_when_half_the_lease_passed_by_the_monotonic_clock(ledge
     assert sent == []
 
 
+def _fail() -> None:
+    msg = "the change fails"
+    raise RuntimeError(msg)
+
+
 def test_a_committed_fenced_change_counts_as_a_renewal(ledger_engine: Engine) -> None:
     """After a fenced transaction renewed the lease, ``hold()`` answers from memory; one rolled back does not count."""
     clock = Clock()
@@ -230,8 +235,7 @@ def test_a_committed_fenced_change_counts_as_a_renewal(ledger_engine: Engine) ->
     clock.now += timedelta(seconds=20)
     assert lease.due_for_renewal() is True
     with pytest.raises(RuntimeError), FencedLedger(base, lease).transaction():
-        msg = "the change fails"
-        raise RuntimeError(msg)
+        _fail()
     assert lease.due_for_renewal() is True  # that renewal was rolled back with the change
     with FencedLedger(base, lease).transaction():
         pass
