@@ -16,7 +16,8 @@ forwarded for ``confirm.batch_wait`` (or its request is full), so a forwarded ba
 study becomes due; a burst of batches costs a round per study that comes due, not one per batch.
 A report from the archive or a source's request rings both loops at once. Otherwise each loop
 looks every ``confirm.poll_interval`` after work, stretching while idle, for what only the
-ledger knows (another node's work, retries coming due).
+ledger knows (another node's work, retries coming due). Re-verification and spool retention,
+whose work comes due hours apart, are looked for at most every ``HOUSEKEEPING_INTERVAL``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from guard.config.settings import ConfirmMode, Settings
 from guard.dicom.commitment import Report, deliver_report, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
-from guard.domain.pacing import Alarm, idle_wait
+from guard.domain.pacing import IDLE_WAIT_MAX, Alarm, idle_wait
 from guard.domain.retry import backoff_schedule
 from guard.ledger.confirmations import (
     ConfirmPolicy,
@@ -73,6 +74,8 @@ exponential = backoff_schedule
 
 #: The shortest wait for work the ledger says is due soon, seconds: a clock that stands still cannot make a loop spin.
 SHORTEST_WAIT = 0.05
+#: Re-verification and spool retention come due hours apart: a loop busy with new studies looks for them at most this often, seconds.
+HOUSEKEEPING_INTERVAL = IDLE_WAIT_MAX
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Confirmer:
         self._forwarded_lock = threading.Lock()
         self._forwarded = 0
         self._room = self.cfg.max_references
+        self._looked: dict[str, float] = {}  # housekeeping part -> when it was last looked for (time.monotonic())
         self._threads: list[threading.Thread] = []
         owner = new_owner(settings.node_id)
         duration = timedelta(seconds=settings.node.lease_seconds)
@@ -214,7 +218,7 @@ class Confirmer:
     def _confirm_round(self) -> Round:
         """One round of the parts whose lease this node holds."""
         result = self._archive_round() if self.leases["confirm"].hold() else Round(busy=False)
-        if self._spool_ledger.lease.hold() and self._clean_spool():
+        if self._spool_ledger.lease.hold() and self._housekeeping("spool", self._clean_spool):
             result = Round(busy=True, next_due=result.next_due)
         if result.busy:  # instances may have been confirmed here (C-FIND, byte checks): reports may be due
             self._alarms["source-reports"].ring()
@@ -229,11 +233,20 @@ class Confirmer:
             busy, next_due = requests.busy or busy, requests.next_due
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
             busy = self._find_confirmations() or busy
-        busy = self._reverify() or busy
+        busy = self._housekeeping("reverify", self._reverify) or busy
         if self.verifier is not None:
             busy = self.verifier.confirmation_round() or busy
             busy = self.verifier.rolling_round() or busy
         return Round(busy, next_due)
+
+    def _housekeeping(self, part: str, look: Callable[[], bool]) -> bool:
+        """Run ``look`` if it found work last time or was last run ``HOUSEKEEPING_INTERVAL`` ago; whether it found work."""
+        now = time.monotonic()
+        if now - self._looked.get(part, -math.inf) < HOUSEKEEPING_INTERVAL:
+            return False
+        busy = look()
+        self._looked[part] = -math.inf if busy else now  # more may be due (each look is bounded): look again next round
+        return busy
 
     def _request_commitments(self) -> Round:
         """Ask for commitment of each study due; when the next waiting one becomes due."""
