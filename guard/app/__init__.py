@@ -98,9 +98,10 @@ class GuardService:
         self.relays = None if self.settings.node.listener_process else RelayRegistry()
         verifier = build_verifier(self.settings, ledger, self.spool, self.relays)
         self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive, verifier=verifier)
-        # Each forwarded batch wakes the confirmer: an idle confirmer looks for work less and less
-        # often (guard.domain.pacing), and commitment requests must not wait for its next look.
-        self.forwarder = Forwarder(self.settings, ledger, self.spool, sender_factory=archive.sender, on_forwarded=self.confirmer.wake)
+        # Each forwarded batch tells the confirmer when its commitment request can be due: an idle
+        # confirmer looks for work less and less often (guard.domain.pacing), and requests must not
+        # wait for its next look.
+        self.forwarder = Forwarder(self.settings, ledger, self.spool, sender_factory=archive.sender, on_forwarded=self.confirmer.forwarded)
         self.forwarder.start()
         self.confirmer.start()
         self.gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete), archive, verifier)

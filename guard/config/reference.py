@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from enum import Enum
 from typing import Any, get_args
@@ -62,7 +63,7 @@ def render_reference() -> str:
         annotation: Any = field.annotation
         entries = get_args(annotation)  # tuple[SourceSettings, ...]: a list of tables
         model = entries[0] if entries else annotation
-        doc = (model.__doc__ or "").strip()
+        doc = inspect.cleandoc(model.__doc__ or "")
         heading = f"## `[[{name}]]`" if entries else f"## `[{name}]`"
         lines += [heading, "", doc, ""]
         if name == "sources":

@@ -427,19 +427,30 @@ class ForwardSettings(_Section):
 
 
 class ConfirmSettings(_Section):
-    """How and when the guard asks the archive for proof, and how long it keeps spool copies."""
+    """How and when the guard asks the archive for proof, and how long it keeps spool copies.
+
+    When a commitment request goes out (ADR 0016): once a study has had nothing forwarded for
+    `batch_wait` seconds, or at once when `max_references` of its instances wait. The
+    confirmation loop is woken for exactly then, so a study is normally confirmed about
+    `batch_wait` plus the archive's answer after its last instance reached the archive. The
+    default, 0.5 s, keeps that under 2 s. The trade-off: a sender (or an archive) that pauses
+    for longer than `batch_wait` in the middle of a study splits it into several requests (each
+    an N-ACTION association, and an N-EVENT-REPORT association back); raise it for a source that
+    sends a study in bursts, or an archive that takes seconds per instance.
+    """
 
     poll_interval: float = Field(
         1.0,
         gt=0,
-        description="Seconds between rounds of the confirmation loop while it has work; with none the wait stretches to 5 s"
-        " (forwarded instances and reports wake it at once).",
+        description="Seconds between looks at the ledger while the confirmation loops have work; with none the wait stretches to 5 s"
+        " (a forwarded batch wakes the loop when its study's request can be due, a report from the archive at once).",
     )
     max_references: int = Field(500, ge=1, le=10000, description="Most instances referenced by one Storage Commitment request.")
     batch_wait: float = Field(
-        2.0,
+        0.5,
         ge=0,
-        description="Ask for commitment once a study has had nothing forwarded for this many seconds (or the request is full).",
+        description="Ask for commitment once a study has had nothing forwarded for this many seconds (or the request is full)."
+        " Longer: fewer requests for a study sent with pauses; shorter: confirmed sooner.",
     )
     commitment_timeout: float = Field(60.0, gt=0, description="Seconds to wait for the archive's N-EVENT-REPORT before asking again.")
     report_wait: float = Field(

@@ -86,34 +86,90 @@ def _promote_if_proven(tx: Transaction, instance_id: int, mode: ConfirmMode) -> 
 # -- Storage Commitment towards the archive ---------------------------------------------
 
 
-def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> list[tuple[str, list[Reference]]]:
+@dataclass(frozen=True)
+class CommitmentSchedule:
+    """What the forwarded instances still lacking commitment proof amount to, now.
+
+    ``due``: the requests to send now, one per study (several for a study of more than
+    ``limit``). ``next_due_at``: when the earliest of the other studies becomes due if nothing
+    more of it is forwarded (None: no other study waits). ``room``: the fewest further instances
+    that could fill a waiting study's request (``limit`` when none waits), so that a forwarder
+    can tell when a full request may be due before ``next_due_at``.
+    """
+
+    due: list[tuple[str, list[Reference]]]
+    next_due_at: datetime | None
+    room: int
+
+
+def _split_due(
+    counts: list[tuple[str, int, datetime]], now: datetime, limit: int, quiet: timedelta
+) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
+    """From (study, instances waiting, last forwarded): how many of each study are due now; when and how full the rest waits."""
+    due_count: dict[str, int] = {}
+    waiting: list[tuple[datetime, int]] = []
+    for study_uid, count, last in counts:
+        partial = count % limit
+        if now - last >= quiet or not partial:
+            due_count[study_uid] = count
+            continue
+        waiting.append((last + quiet, limit - partial))
+        if count > partial:
+            due_count[study_uid] = count - partial  # the full requests go now, the rest waits
+    return due_count, waiting
+
+
+def commitment_schedule(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> CommitmentSchedule:
     """Forwarded instances still lacking commitment proof and not in a request, grouped by study.
 
     A study's group is due when it is full (``limit`` references) or when nothing of the study
     was forwarded for ``quiet``: one request per study instead of one per instance, which also
-    spares the archive an association per report.
+    spares the archive an association per report. The studies are counted first, and only the
+    references of those due are read: a round that finds nothing due reads a row per study.
     """
     now = ledger.clock()
+    waiting_proof = (
+        instances.c.state == InstanceState.FORWARDED.value,
+        instances.c.commit_confirmed_at.is_(None),
+        instances.c.commit_transaction_uid.is_(None),
+        (instances.c.confirm_next_at.is_(None)) | (instances.c.confirm_next_at <= now),
+    )
     with ledger.read() as conn:
-        rows = conn.execute(
-            select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid, instances.c.forwarded_at)
-            .where(
-                instances.c.state == InstanceState.FORWARDED.value,
-                instances.c.commit_confirmed_at.is_(None),
-                instances.c.commit_transaction_uid.is_(None),
-                (instances.c.confirm_next_at.is_(None)) | (instances.c.confirm_next_at <= now),
-            )
-            .order_by(instances.c.study_uid, instances.c.id),
+        counts = conn.execute(
+            select(instances.c.study_uid, func.count(), func.max(instances.c.forwarded_at))
+            .where(*waiting_proof)
+            .group_by(instances.c.study_uid)
+            .order_by(instances.c.study_uid),
         ).all()
-    groups: list[tuple[str, list[Reference]]] = []
-    latest: dict[str, datetime] = {}
+        due_count, waiting = _split_due([(r[0], r[1], as_utc(r[2]) or now) for r in counts], now, limit, quiet)
+        rows = (
+            conn.execute(
+                select(instances.c.id, instances.c.study_uid, instances.c.sop_class_uid, instances.c.sop_instance_uid)
+                .where(*waiting_proof, instances.c.study_uid.in_(list(due_count)))
+                .order_by(instances.c.study_uid, instances.c.id),
+            ).all()
+            if due_count
+            else []
+        )
+    due: list[tuple[str, list[Reference]]] = []
+    taken: dict[str, int] = {}
     for row in rows:
-        forwarded_at = as_utc(row.forwarded_at) or now
-        latest[row.study_uid] = max(latest.get(row.study_uid, forwarded_at), forwarded_at)
-        if not groups or groups[-1][0] != row.study_uid or len(groups[-1][1]) >= limit:
-            groups.append((row.study_uid, []))
-        groups[-1][1].append(Reference(row.id, row.sop_class_uid, row.sop_instance_uid))
-    return [(study, refs) for study, refs in groups if len(refs) >= limit or now - latest[study] >= quiet]
+        if taken.get(row.study_uid, 0) >= due_count[row.study_uid]:
+            continue
+        taken[row.study_uid] = taken.get(row.study_uid, 0) + 1
+        if not due or due[-1][0] != row.study_uid or len(due[-1][1]) >= limit:
+            due.append((row.study_uid, []))
+        due[-1][1].append(Reference(row.id, row.sop_class_uid, row.sop_instance_uid))
+    return CommitmentSchedule(
+        due=due,
+        next_due_at=min((at for at, _ in waiting), default=None),
+        room=min((room for _, room in waiting), default=limit),
+    )
+
+
+def due_for_commitment(ledger: Ledger, limit: int, quiet: timedelta = timedelta(0)) -> list[tuple[str, list[Reference]]]:
+    """The requests due now (``commitment_schedule``)."""
+    return commitment_schedule(ledger, limit, quiet).due
 
 
 def open_outbound(ledger: Ledger, *, transaction_uid: str, archive_ae: str, study_uid: str, refs: list[Reference], timeout: float) -> None:

@@ -101,7 +101,11 @@ class Ledger:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading (it must not write), with the same error translation as ``transaction``."""
+        """A connection for reading, with the same error translation as ``transaction``.
+
+        Marked ``READ_ONLY`` so that SQLite begins it deferred (``guard.ledger.db``): a read takes
+        no write lock, so the loops that look for work do not hold up a C-STORE waiting to commit.
+        """
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(**{READ_ONLY: True})

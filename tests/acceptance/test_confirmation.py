@@ -31,16 +31,27 @@ def _all_confirmed(guard: GuardProcess, count: int) -> bool:
     return len(states) == count and set(states.values()) == {"confirmed"}
 
 
+def _all_forwarded(guard: GuardProcess, count: int) -> bool:
+    states = guard.instance_states()
+    return len(states) == count and set(states.values()) <= {"forwarded", "confirmed"}
+
+
 def test_orthanc_storage_commitment_confirms_every_instance(
     guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
 ) -> None:
-    """A study sent by storescu ends with every instance confirmed by Orthanc's own N-EVENT-REPORT on a new association."""
-    guard = guard_factory(archive_port=orthanc_archive.dicom_port)
+    """A study sent by storescu ends with every instance confirmed by Orthanc's own N-EVENT-REPORT on a new association.
+
+    Soon after its last instance was forwarded: the forwarded batches wake the confirmation loop
+    for when the study's request is due (``confirm.batch_wait`` later), not for its next look,
+    here half a minute away.
+    """
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port, confirm={"poll_interval": 30})
     _guard_known_to(orthanc_archive, guard)
     guard.start()
     study = synthetic_study(12)
     _send(guard, study.paths)
-    wait_until(lambda: _all_confirmed(guard, 12), 60, message="not all confirmed by commitment")
+    wait_until(lambda: _all_forwarded(guard, 12), 60, message="not all forwarded")
+    wait_until(lambda: _all_confirmed(guard, 12), 15, message="not all confirmed within 15 s of the last forward")
     confirmed = guard.audit_records("instance.confirmed")
     assert len(confirmed) == 12
     assert all(r["detail"]["proof"] == ["commitment"] for r in confirmed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from pydicom import dcmread
@@ -77,3 +78,22 @@ def test_a_spool_file_that_is_gone_is_dead_lettered_at_once(tmp_path: Path) -> N
         assert len(dead) == 2
         assert all(r.detail["reason"].startswith("permanent failure: spool file missing") for r in dead)
         assert archive.received_count == 0
+
+
+def test_full_commitment_requests_go_at_once_and_the_rest_waits_for_the_study_to_be_quiet(tmp_path: Path) -> None:
+    """Ten instances, requests of at most four: the two full requests go as soon as they are forwarded, the last two wait.
+
+    The loop looks at the ledger only every minute and a study is due after two quiet minutes:
+    only the wake-up for a request that forwarding filled can confirm the eight in time.
+    """
+    study = make_study(tmp_path / "study", 10)
+    quick = {"max_references": 4, "batch_wait": 120, "poll_interval": 60}
+    with running_guard(tmp_path, archive={"confirm": "commitment"}, confirm=quick) as (service, _archive):
+        _send(service, study)
+        assert service.ledger is not None
+        ledger = service.ledger
+        wait_until(
+            lambda: Counter(study_facts(ledger, study.study_uid).values()) == {"confirmed": 8, "forwarded": 2},
+            30,
+            message="the full requests were not confirmed at once, or the partial one did not wait",
+        )

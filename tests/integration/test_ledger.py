@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from guard.domain.states import AuditEvent
+from guard.ledger.confirmations import CommitmentSchedule, commitment_schedule
+from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import (
     Receipt,
     ReceivedInstance,
@@ -187,3 +190,51 @@ def test_audit_is_rolled_back_with_its_state_change(ledger: Ledger) -> None:
     with ledger.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(instances)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(audit_log)).scalar() == 0
+
+
+def test_an_sqlite_read_in_progress_holds_up_no_writer(tmp_path: Path) -> None:
+    """A read (``Ledger.read``) begins deferred on SQLite: a write transaction commits while it is open, without waiting on it."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}", busy_timeout_ms=200)
+    migrate(engine)
+    ledger = Ledger(engine)
+    try:
+        with ledger.read() as conn:
+            assert conn.execute(select(func.count()).select_from(instances)).scalar_one() == 0
+            # With the read holding SQLite's write lock this would fail after 0.2 s: "database is locked".
+            ledger.audit(AuditEvent.CONFIG_LOADED, detail={"during": "read"})
+        with ledger.read() as conn:
+            assert conn.execute(select(func.count()).select_from(audit_log)).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def _forward(ledger: Ledger, *items: ReceivedInstance) -> None:
+    """Receive ``items`` and record them forwarded, at the ledger's time now."""
+    for item in items:
+        _receive(ledger, item)
+    claims = claim_pending(ledger, "w1", 10, LEASE)
+    with ledger.transaction() as tx:
+        for claim in claims:
+            mark_forwarded(tx, claim, "w1", status=0, archive_ae="ARCHIVE")
+
+
+def test_the_commitment_schedule_says_when_a_waiting_study_comes_due(ledger_engine: Engine) -> None:
+    """A study is due ``quiet`` after its last forwarded instance, or at once when full; the schedule says when and how full."""
+    clock = Clock()
+    ledger = Ledger(ledger_engine, clock)
+    quiet = timedelta(seconds=0.5)
+    assert commitment_schedule(ledger, 5, quiet) == CommitmentSchedule(due=[], next_due_at=None, room=5)
+    _forward(ledger, _item(1), _item(2))
+    schedule = commitment_schedule(ledger, 5, quiet)
+    assert (schedule.due, schedule.next_due_at, schedule.room) == ([], clock.now + quiet, 3)
+    clock.now += timedelta(seconds=0.3)
+    _forward(ledger, _item(3))  # the study's quiet time starts again
+    schedule = commitment_schedule(ledger, 5, quiet)
+    assert (schedule.due, schedule.next_due_at, schedule.room) == ([], clock.now + quiet, 2)
+    clock.now += quiet
+    (due,) = commitment_schedule(ledger, 5, quiet).due
+    assert [r.sop_instance_uid for r in due[1]] == ["1.2.3.4.1", "1.2.3.4.2", "1.2.3.4.3"]
+    _forward(ledger, *(_item(n, study="1.2.4") for n in range(10, 16)))  # six: one full request, one of one waiting
+    schedule = commitment_schedule(ledger, 5, quiet)
+    assert [(study, len(refs)) for study, refs in schedule.due] == [("1.2.3", 3), ("1.2.4", 5)]
+    assert (schedule.next_due_at, schedule.room) == (clock.now + quiet, 4)

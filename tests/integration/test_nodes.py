@@ -1,18 +1,21 @@
 """Several nodes on one ledger: leases that fence every change, node-local claims, one audit chain, the per-study lock.
 
-Each test opens two ledgers (two engines, two connection pools, two node identities) on one
-real PostgreSQL database, as two guard nodes do, and races them; the clocks are moved by hand
-so that a lease expires without waiting for it.
+Most tests open two ledgers (two engines, two connection pools, two node identities) on one
+real PostgreSQL database, as two guard nodes do, and race them; the clocks are moved by hand
+so that a lease expires without waiting for it. The tests of how often a holder renews its
+lease run on real SQLite and real PostgreSQL (``ledger_engine``) and count the statements the
+engine really sends.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, event, func, select, text, update
 
 from guard.domain.errors import LeaseLostError
 from guard.domain.states import AuditEvent, InstanceState
@@ -23,7 +26,7 @@ from guard.ledger.instances import ReceivedInstance, claim_pending, mark_forward
 from guard.ledger.leases import FencedLedger, TaskLease
 from guard.ledger.ledger import Ledger
 from guard.ledger.nodes import NodeInfo, SingleNodeError, list_nodes, register_node
-from guard.ledger.schema import audit_log, commitment_transactions, instances
+from guard.ledger.schema import audit_log, commitment_transactions, instances, task_leases
 from guard.ledger.verification import remove_spool_copy
 from tests.integration.test_ledger import Clock, _item
 from tests.support.waiting import wait_until
@@ -154,6 +157,119 @@ def test_a_takeover_waits_for_a_fenced_change_in_progress(pg_engines: tuple[Engi
         wait_until(lambda: _waiting_on_a_row_lock(base_a), timeout=30, message="B waiting on the lease row")
     taker.join(30)
     assert outcome == [False]
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every statement ``engine`` sends to the database while the block runs (BEGIN, COMMIT and ROLLBACK included)."""
+    sent: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(statement)
+
+    def on_end(_conn: object) -> None:
+        sent.append("COMMIT/ROLLBACK")
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_end)
+    event.listen(engine, "rollback", on_end)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_end)
+        event.remove(engine, "rollback", on_end)
+
+
+def _expires_at(ledger: Ledger, task: str) -> object:
+    with ledger.read() as conn:
+        return conn.execute(select(task_leases.c.expires_at).where(task_leases.c.name == task)).scalar_one()
+
+
+def test_a_holder_renews_its_lease_only_when_half_of_it_has_passed(ledger_engine: Engine) -> None:
+    """A lease taken a moment ago is held from memory (no statement at all); past half its duration it is renewed in the ledger."""
+    clock = Clock()
+    base = Ledger(ledger_engine, clock, node="node-a")
+    lease = TaskLease(base, "confirm", "a:1", LEASE)
+    assert lease.hold() is True
+    taken = _expires_at(base, "confirm")
+    for _ in range(3):
+        clock.now += timedelta(seconds=4)
+        with _statements(ledger_engine) as sent:
+            assert lease.hold() is True
+        assert sent == []
+    assert _expires_at(base, "confirm") == taken
+    clock.now += timedelta(seconds=4)  # 16 s after the take: past half of 30 s
+    with _statements(ledger_engine) as sent:
+        assert lease.hold() is True
+    assert any(statement.lstrip().upper().startswith("UPDATE") for statement in sent)
+    assert _expires_at(base, "confirm") != taken
+    assert _audit_nodes(base, AuditEvent.LEASE_ACQUIRED) == ["node-a"]  # renewed, not taken again
+
+
+def test_a_holder_renews_when_half_the_lease_passed_by_the_monotonic_clock(ledger_engine: Engine) -> None:
+    """The ledger's clock standing still does not keep a lease fresh: half of it by ``time.monotonic()`` renews it too."""
+    base = Ledger(ledger_engine, Clock(), node="node-a")
+    lease = TaskLease(base, "confirm", "a:1", timedelta(seconds=0.4))
+    assert lease.hold() is True
+    wait_until(lease.due_for_renewal, timeout=10, message="the lease never came due by the monotonic clock")
+    with _statements(ledger_engine) as sent:
+        assert lease.hold() is True
+    assert any(statement.lstrip().upper().startswith("UPDATE") for statement in sent)
+    with _statements(ledger_engine) as sent:
+        assert lease.hold() is True
+    assert sent == []
+
+
+def _fail() -> None:
+    msg = "the change fails"
+    raise RuntimeError(msg)
+
+
+def test_a_committed_fenced_change_counts_as_a_renewal(ledger_engine: Engine) -> None:
+    """After a fenced transaction renewed the lease, ``hold()`` answers from memory; one rolled back does not count."""
+    clock = Clock()
+    base = Ledger(ledger_engine, clock, node="node-a")
+    lease = TaskLease(base, "confirm", "a:1", LEASE)
+    assert lease.hold() is True
+    clock.now += timedelta(seconds=20)
+    assert lease.due_for_renewal() is True
+    with pytest.raises(RuntimeError), FencedLedger(base, lease).transaction():
+        _fail()
+    assert lease.due_for_renewal() is True  # that renewal was rolled back with the change
+    with FencedLedger(base, lease).transaction():
+        pass
+    with _statements(ledger_engine) as sent:
+        assert lease.hold() is True
+    assert sent == []
+
+
+def test_a_holder_answering_from_memory_after_a_takeover_still_changes_nothing(ledger_engine: Engine) -> None:
+    """A's lease is taken over by B (A's clock says A renewed a moment ago): A's ``hold()`` may say True, its fence raises.
+
+    Nothing A tried is in the ledger, and A's next ``hold()`` asks the ledger and learns it lost the task.
+    """
+    clock_a, clock_b = Clock(), Clock()
+    base_a = Ledger(ledger_engine, clock_a, node="node-a")
+    base_b = Ledger(ledger_engine, clock_b, node="node-b")
+    lease_a, lease_b = TaskLease(base_a, "confirm", "a:1", LEASE), TaskLease(base_b, "confirm", "b:1", LEASE)
+    assert lease_a.hold() is True
+    with _statements(ledger_engine) as sent:
+        assert lease_b.hold() is False  # another holder's lease runs: a read, no write transaction
+    assert not any(statement.lstrip().upper().startswith(("UPDATE", "INSERT", "BEGIN IMMEDIATE")) for statement in sent)
+    clock_b.now += LEASE + timedelta(seconds=1)
+    assert lease_b.hold() is True
+    assert lease_a.hold() is True  # from memory: A's own clocks say it renewed a moment ago
+    with pytest.raises(LeaseLostError):
+        open_outbound(
+            FencedLedger(base_a, lease_a), transaction_uid="1.2.9.1", archive_ae="ARCHIVE", study_uid="1.2.3", refs=REFS, timeout=60
+        )
+    with base_a.read() as conn:
+        assert list(conn.execute(select(commitment_transactions.c.transaction_uid)).scalars()) == []
+    assert lease_a.hold() is False
+    open_outbound(FencedLedger(base_b, lease_b), transaction_uid="1.2.9.2", archive_ae="ARCHIVE", study_uid="1.2.3", refs=REFS, timeout=60)
+    with base_a.read() as conn:
+        assert list(conn.execute(select(commitment_transactions.c.transaction_uid)).scalars()) == ["1.2.9.2"]
 
 
 def _waiting_on_a_row_lock(ledger: Ledger) -> bool:

@@ -1,11 +1,14 @@
-"""How long an idle loop waits: its interval right after work, a quarter of the quiet time later, bounded."""
+"""How long an idle loop waits: its interval right after work, a quarter of the quiet time later, bounded; and its alarm."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guard.domain.pacing import IDLE_WAIT_MAX, idle_wait
+from guard.domain.pacing import IDLE_WAIT_MAX, Alarm, idle_wait
 
 
 def test_right_after_work_the_configured_interval() -> None:
@@ -31,3 +34,36 @@ def test_bounds(interval: float, idle_for: float) -> None:
     wait = idle_wait(interval, idle_for)
     assert interval <= wait <= max(interval, IDLE_WAIT_MAX)
     assert wait <= max(interval, idle_for / 4)
+
+
+def test_an_alarm_not_rung_waits_until_the_time_given() -> None:
+    """Nothing rang: ``wait`` returns False once its time has come."""
+    until = time.monotonic() + 0.05
+    assert Alarm().wait(until) is False
+    assert time.monotonic() >= until
+
+
+def test_rings_coalesce_into_the_earliest_and_wake_the_loop_once() -> None:
+    """Rung for in a minute and for now: one wake-up, now; the later ring is not kept apart."""
+    alarm = Alarm()
+    alarm.ring_at(time.monotonic() + 60)
+    alarm.ring()
+    alarm.ring_at(time.monotonic() + 30)
+    assert alarm.wait(time.monotonic() + 60) is True
+    assert alarm.wait(time.monotonic() + 0.05) is False
+
+
+def test_a_ring_for_a_time_wakes_the_loop_then_not_before() -> None:
+    """Rung for a moment later, from another thread while the loop waits: the long wait ends then, not at its own end."""
+    alarm = Alarm()
+    rung_for: list[float] = []
+
+    def ring_soon() -> None:
+        rung_for.append(time.monotonic() + 0.1)
+        alarm.ring_at(rung_for[0])
+
+    ringer = threading.Timer(0.05, ring_soon)
+    ringer.start()
+    assert alarm.wait(time.monotonic() + 60) is True
+    assert time.monotonic() >= rung_for[0]
+    ringer.join()

@@ -9,15 +9,26 @@ With several nodes on one ledger each part runs on one node at a time, under a t
 clean-up once per spool (per node when the spool is node-local). Every state change of a part
 goes through its ``FencedLedger``, so a node that lost the lease changes nothing. Reports from
 the archive may reach any node: they are applied by whichever node receives them.
+
+When the loops look (``guard.domain.pacing``): a study is asked about once it has had nothing
+forwarded for ``confirm.batch_wait`` (or its request is full), so a forwarded batch rings the
+``confirm`` loop's alarm for then, not now, and the round also says when the earliest waiting
+study becomes due; a burst of batches costs a round per study that comes due, not one per batch.
+A report from the archive or a source's request rings both loops at once. Otherwise each loop
+looks every ``confirm.poll_interval`` after work, stretching while idle, for what only the
+ledger knows (another node's work, retries coming due). Re-verification and spool retention,
+whose work comes due hours apart, are looked for at most every ``HOUSEKEEPING_INTERVAL``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from pydicom.uid import generate_uid
@@ -26,13 +37,13 @@ from guard.config.settings import ConfirmMode, Settings
 from guard.dicom.commitment import Report, deliver_report, request_commitment
 from guard.dicom.net import archive_peer, source_peer
 from guard.domain.errors import GuardError, PeerError
-from guard.domain.pacing import idle_wait
+from guard.domain.pacing import IDLE_WAIT_MAX, Alarm, idle_wait
 from guard.domain.retry import backoff_schedule
 from guard.ledger.confirmations import (
     ConfirmPolicy,
     apply_find,
     apply_report,
-    due_for_commitment,
+    commitment_schedule,
     due_for_find,
     expire_outbound,
     fail_outbound,
@@ -60,6 +71,19 @@ log = structlog.get_logger("guard.confirm")
 
 #: Backoff: ``base`` seconds doubled per attempt, at most ``cap`` (the one function, ``guard.domain.retry``).
 exponential = backoff_schedule
+
+#: The shortest wait for work the ledger says is due soon, seconds: a clock that stands still cannot make a loop spin.
+SHORTEST_WAIT = 0.05
+#: Re-verification and spool retention come due hours apart: a loop busy with new studies looks for them at most this often, seconds.
+HOUSEKEEPING_INTERVAL = IDLE_WAIT_MAX
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a round found: whether it had work, and when (``time.monotonic()``) the next work it knows of becomes due."""
+
+    busy: bool
+    next_due: float = math.inf
 
 
 class Confirmer:
@@ -98,7 +122,12 @@ class Confirmer:
             mode=self.mode, max_resends=self.cfg.max_resends, backoff=exponential(self.cfg.retry_base, self.cfg.retry_max)
         )
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._alarms = {"confirm": Alarm(), "source-reports": Alarm()}
+        # Instances forwarded since the last look at what is due, and how many fill a waiting request.
+        self._forwarded_lock = threading.Lock()
+        self._forwarded = 0
+        self._room = self.cfg.max_references
+        self._looked: dict[str, float] = {}  # housekeeping part -> when it was last looked for (time.monotonic())
         self._threads: list[threading.Thread] = []
         owner = new_owner(settings.node_id)
         duration = timedelta(seconds=settings.node.lease_seconds)
@@ -113,14 +142,15 @@ class Confirmer:
     def start(self) -> None:
         """Start both loops."""
         for name, target in (("confirm", self._confirm_round), ("source-reports", self._reports_round)):
-            thread = threading.Thread(target=self._loop, args=(name, target), name=name, daemon=True)
+            thread = threading.Thread(target=self._loop, args=(name, target, self._alarms[name]), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the current round."""
         self._stop.set()
-        self._wake.set()
+        for alarm in self._alarms.values():
+            alarm.ring()
         for thread in self._threads:
             thread.join(timeout)
         for lease in self.leases.values():
@@ -131,55 +161,101 @@ class Confirmer:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def wake(self) -> None:
-        """Run a round soon (new forwarded instances, a new request)."""
+        """Run a round of both loops now (a report from the archive, a source's request)."""
         if self._wake_loops is not None:
             self._wake_loops()
-        self._wake.set()
+        for alarm in self._alarms.values():
+            alarm.ring()
 
-    def _loop(self, name: str, round_fn: Callable[[], bool]) -> None:
+    def forwarded(self, count: int = 1) -> None:
+        """``count`` instances were forwarded: ring the ``confirm`` loop for when they can be due, not before.
+
+        Their study's commitment request is due ``confirm.batch_wait`` after its last forwarded
+        instance, or at once if they may have filled it (``confirm.max_references``); C-FIND proof
+        ``confirm.find_delay`` after forwarding.
+        """
+        with self._forwarded_lock:
+            self._forwarded += count
+            full = self._forwarded >= self._room
+        delays = []
+        if self.mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}:
+            delays.append(0.0 if full else self.cfg.batch_wait)
+        if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
+            delays.append(self.cfg.find_delay)
+        self._alarms["confirm"].ring_at(time.monotonic() + min(delays, default=0.0))
+
+    def _loop(self, name: str, round_fn: Callable[[], Round], alarm: Alarm) -> None:
         """Run rounds until stopped; each round is a boundary whose errors are reported (log + audit).
 
-        A round that found nothing to do, and no wake-up, let the wait stretch (``idle_wait``):
-        a guard with nothing to do does not query the ledger every ``poll_interval``.
+        After a round the loop waits until the work it knows of comes due, or the alarm rings, or
+        ``idle_wait`` has passed, whichever is first: a round that found nothing to do, and no
+        alarm, let the wait stretch, so a guard with nothing to do does not query the ledger
+        every ``poll_interval``.
         """
         reporter = FailureReporter(self.ledger, name)
         active = time.monotonic()
         while not self._stop.is_set():
+            next_due = math.inf
             try:
-                if round_fn():
+                result = round_fn()
+                next_due = result.next_due
+                if result.busy:
                     active = time.monotonic()
                 reporter.succeeded()
             except Exception as exc:  # noqa: BLE001 - the loop boundary: report, and the next round tries again
                 reporter.failed(exc)
                 active = time.monotonic()
-            if self._wake.wait(idle_wait(self.cfg.poll_interval, time.monotonic() - active)):
+            now = time.monotonic()
+            if alarm.wait(min(now + idle_wait(self.cfg.poll_interval, now - active), next_due)):
                 active = time.monotonic()
-            self._wake.clear()
+
+    def _monotonic(self, at: datetime) -> float:
+        """The ``time.monotonic()`` reading at ledger time ``at`` (at least ``SHORTEST_WAIT`` from now)."""
+        return time.monotonic() + max(SHORTEST_WAIT, (at - self.ledger.clock()).total_seconds())
 
     # -- towards the archive ------------------------------------------------------------
 
-    def _confirm_round(self) -> bool:
-        """One round of the parts whose lease this node holds; whether it found anything to do."""
-        busy = self._archive_round() if self.leases["confirm"].hold() else False
-        if self._spool_ledger.lease.hold():
-            busy = self._clean_spool() or busy
-        return busy
+    def _confirm_round(self) -> Round:
+        """One round of the parts whose lease this node holds."""
+        result = self._archive_round() if self.leases["confirm"].hold() else Round(busy=False)
+        if self._spool_ledger.lease.hold() and self._housekeeping("spool", self._clean_spool):
+            result = Round(busy=True, next_due=result.next_due)
+        if result.busy:  # instances may have been confirmed here (C-FIND, byte checks): reports may be due
+            self._alarms["source-reports"].ring()
+        return result
 
-    def _archive_round(self) -> bool:
+    def _archive_round(self) -> Round:
         """Commitment requests, C-FIND proof and re-verification (the ``confirm`` lease)."""
         busy = expire_outbound(self._archive_ledger, self.policy.backoff) > 0
+        next_due = math.inf
         if self.mode in {ConfirmMode.COMMITMENT, ConfirmMode.BOTH}:
-            busy = self._request_commitments() or busy
+            requests = self._request_commitments()
+            busy, next_due = requests.busy or busy, requests.next_due
         if self.mode in {ConfirmMode.FIND, ConfirmMode.BOTH}:
             busy = self._find_confirmations() or busy
-        busy = self._reverify() or busy
+        busy = self._housekeeping("reverify", self._reverify) or busy
         if self.verifier is not None:
             busy = self.verifier.confirmation_round() or busy
             busy = self.verifier.rolling_round() or busy
+        return Round(busy, next_due)
+
+    def _housekeeping(self, part: str, look: Callable[[], bool]) -> bool:
+        """Run ``look`` if it found work last time or was last run ``HOUSEKEEPING_INTERVAL`` ago; whether it found work."""
+        now = time.monotonic()
+        if now - self._looked.get(part, -math.inf) < HOUSEKEEPING_INTERVAL:
+            return False
+        busy = look()
+        self._looked[part] = -math.inf if busy else now  # more may be due (each look is bounded): look again next round
         return busy
 
-    def _request_commitments(self) -> bool:
-        due = list(due_for_commitment(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait)))
+    def _request_commitments(self) -> Round:
+        """Ask for commitment of each study due; when the next waiting one becomes due."""
+        with self._forwarded_lock:
+            self._forwarded = 0  # what is forwarded from now on the query below may not see
+        schedule = commitment_schedule(self.ledger, self.cfg.max_references, timedelta(seconds=self.cfg.batch_wait))
+        with self._forwarded_lock:
+            self._room = schedule.room
+        due = schedule.due
         for study_uid, refs in due:
             if self._stop.is_set():
                 break
@@ -207,7 +283,7 @@ class Confirmer:
                 fail_outbound(self._archive_ledger, transaction_uid, str(exc), self.policy.backoff)
                 break
             COMMITMENT_REQUESTS.labels(outcome="sent").inc()
-        return bool(due)
+        return Round(bool(due), math.inf if schedule.next_due_at is None else self._monotonic(schedule.next_due_at))
 
     def _find_confirmations(self) -> bool:
         due = list(due_for_find(self.ledger, timedelta(seconds=self.cfg.find_delay)))
@@ -294,20 +370,25 @@ class Confirmer:
         )
         self.wake()
 
-    def _reports_round(self) -> bool:
-        """One round of reports to sources; whether any request was due."""
+    def _reports_round(self) -> Round:
+        """One round of reports to sources; busy when a report went out or a delivery failed.
+
+        A request that cannot be answered truthfully yet is left as it is, without a write: the
+        loop looks again after ``confirm.poll_interval``, or at once when the archive reports.
+        """
         if not self.leases["source-reports"].hold():
-            return False
+            return Round(busy=False)
         ledger = self._reports_ledger
-        due = list(due_inbound(ledger))
-        for transaction_uid in due:
+        busy, next_due = False, math.inf
+        for transaction_uid in due_inbound(ledger):
             if self._stop.is_set():
                 break
             verdict = evaluate_inbound(ledger, transaction_uid, arrival_grace=timedelta(seconds=self.cfg.source_arrival_grace))
             now = ledger.clock()
             if not verdict.ready:
-                postpone_inbound(ledger, transaction_uid, now + timedelta(seconds=self.cfg.poll_interval))
+                next_due = time.monotonic() + self.cfg.poll_interval
                 continue
+            busy = True
             source = self.settings.source(verdict.source_ae)
             # Report to the source's configured host; without one, to the address it asked from.
             host = (source.host if source is not None else "") or verdict.peer_address
@@ -331,4 +412,4 @@ class Confirmer:
                 postpone_inbound(ledger, transaction_uid, now + delay, error=str(exc), count_attempt=True)
                 continue
             mark_inbound_reported(ledger, verdict, host)
-        return bool(due)
+        return Round(busy, next_due)

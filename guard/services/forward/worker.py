@@ -57,9 +57,9 @@ class Forwarder:
         ledger: Ledger,
         spool: Spool,
         sender_factory: SenderFactory | None = None,
-        on_forwarded: Callable[[], None] | None = None,
+        on_forwarded: Callable[[int], None] | None = None,
     ) -> None:
-        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker; ``on_forwarded`` after each batch."""
+        """Forward per ``settings.forward``; ``sender_factory`` builds one sender per worker; ``on_forwarded(size)`` after each batch."""
         self.settings = settings
         self.on_forwarded = on_forwarded
         self.cfg = settings.forward
@@ -148,7 +148,7 @@ class Forwarder:
         if claims:
             self._forward_batch(owner, sender, claims)
             if self.on_forwarded is not None:
-                self.on_forwarded()
+                self.on_forwarded(len(claims))
             return time.monotonic()
         idle = time.monotonic() - idle_since
         if idle > self.cfg.idle_release:
