@@ -26,6 +26,8 @@ from tests.support.waiting import wait_until
 #: An idle second may see a few passes per loop (``MAX_WAIT`` bounds each wait); pynetdicom's
 #: own loops pass about a thousand times.
 _IDLE_PASSES_PER_SECOND = 40
+#: Seconds of idle time whose passes are counted.
+_IDLE_WINDOW = 1.0
 
 
 @pytest.fixture
@@ -41,11 +43,13 @@ def echo_server() -> Iterator[Any]:
 
 
 def _associate(server: Any) -> Association:
+    """An association with ``server``, returned once both ends have it established."""
     ae = AE(ae_title="ECHOSCU")
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     assoc = ae.associate("127.0.0.1", int(server.server_address[1]))
     assert assoc.is_established
+    wait_until(lambda: any(a.is_established for a in server.active_associations), 5, message="the acceptor never established it")
     return assoc
 
 
@@ -86,9 +90,8 @@ def test_an_idle_association_waits_instead_of_polling(echo_server: Any, monkeypa
     counter = _PassCounter(monkeypatch)
     assoc = _associate(echo_server)
     try:
-        time.sleep(0.2)  # negotiation done on both ends
         before, started = counter.total(), time.monotonic()
-        time.sleep(1.0)
+        time.sleep(_IDLE_WINDOW)  # the interval measured, not a wait for readiness
         passes, elapsed = counter.total() - before, time.monotonic() - started
         threads = 4
         assert passes > 0, "the event-driven loops are not the ones running"
@@ -105,7 +108,6 @@ def test_release_and_abort_end_both_threads_of_each_end(echo_server: Any) -> Non
     reactor.install()
     for end in ("release", "abort"):
         assoc = _associate(echo_server)
-        time.sleep(0.1)
         getattr(assoc, end)()
         assoc.join(5)
         assoc.dul.join(5)

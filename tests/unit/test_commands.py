@@ -27,6 +27,16 @@ def _via_message(primitive: Any) -> Dataset:
     return message.command_set
 
 
+def _c_store(sop_class: str, sop_instance: str, **fields: Any) -> C_STORE:
+    """A C-STORE primitive for ``sop_instance`` with ``fields`` set (a request or, with a message answered, a response)."""
+    primitive = C_STORE()
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    for name, value in fields.items():
+        setattr(primitive, name, value)
+    return primitive
+
+
 def _same(primitive: Any) -> None:
     ds = _via_message(primitive)
     expected = dsutils.encode(ds, is_implicit_vr=True, is_little_endian=True)
@@ -39,11 +49,7 @@ def _same(primitive: Any) -> None:
 @given(sop_class=_uids, sop_instance=_uids, message_id=_ids, priority=strat.sampled_from([0, 1, 2]), originator=strat.none() | _ae)
 def test_c_store_requests(sop_class: str, sop_instance: str, message_id: int, priority: int, originator: str | None) -> None:
     """A C-STORE-RQ, with and without a Move Originator."""
-    rq = C_STORE()
-    rq.MessageID = message_id
-    rq.AffectedSOPClassUID = sop_class
-    rq.AffectedSOPInstanceUID = sop_instance
-    rq.Priority = priority
+    rq = _c_store(sop_class, sop_instance, MessageID=message_id, Priority=priority)
     if originator is not None:
         rq.MoveOriginatorApplicationEntityTitle = originator
         rq.MoveOriginatorMessageID = message_id
@@ -61,11 +67,7 @@ def test_c_store_requests(sop_class: str, sop_instance: str, message_id: int, pr
 )
 def test_c_store_responses(sop_class: str, sop_instance: str, message_id: int, status: int, comment: str | None) -> None:
     """A C-STORE-RSP as the listener answers it, with an Error Comment on failure."""
-    rsp = C_STORE()
-    rsp.MessageIDBeingRespondedTo = message_id
-    rsp.AffectedSOPClassUID = sop_class
-    rsp.AffectedSOPInstanceUID = sop_instance
-    rsp.Status = status
+    rsp = _c_store(sop_class, sop_instance, MessageIDBeingRespondedTo=message_id, Status=status)
     if comment:
         rsp.ErrorComment = comment
     _same(rsp)
