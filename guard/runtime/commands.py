@@ -9,10 +9,11 @@ a sixth of the receiving thread's time.
 
 ``encode_command`` writes those elements itself (PS3.5 7.1.2: tag, 32-bit length, value padded
 to even length, UIDs with a NUL and text with a space). It handles only what command sets
-hold: single-valued UI, AE, CS, LO, SH, ST, US and UL elements, ASCII text. Anything else (a
-multi-valued or AT element, non-ASCII text, an element outside group 0000, another encoding)
-goes to pynetdicom's own ``encode``, so the bytes on the wire are what pynetdicom would have
-sent either way (``tests/unit/test_commands.py`` compares both).
+hold: single-valued UI, US and UL elements and ASCII text in AE, CS, LO, SH and ST (several
+text values, as an Error Comment with a backslash becomes, joined back as pydicom joins them).
+Anything else (a multi-valued UI or US element, an AT element, non-ASCII text, an element
+outside group 0000, another encoding) goes to pynetdicom's own ``encode``, so the bytes on the
+wire are what pynetdicom would have sent either way (``tests/unit/test_commands.py`` compares both).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import struct
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import dimse_messages, dsutils
 
 _TEXT_PAD = {"AE": b" ", "CS": b" ", "LO": b" ", "SH": b" ", "ST": b" ", "UI": b"\0"}
@@ -30,12 +32,20 @@ _HEADER = struct.Struct("<HHL")
 _pydicom_encode = dsutils.encode
 
 
+def _joined_text(vr: str, value: Any) -> Any:
+    """Several text values as pydicom writes them: pydicom splits text at backslashes on assignment and joins it back."""
+    if isinstance(value, MultiValue) and vr != "UI" and all(isinstance(item, str) for item in value):
+        return "\\".join(value)
+    return value
+
+
 def _value_bytes(vr: str, value: Any) -> bytes | None:
     """The encoded value of one element, or None when this module does not handle it."""
     if value is None or value == "":
         return b""
     pad = _TEXT_PAD.get(vr)
     if pad is not None:
+        value = _joined_text(vr, value)
         if not isinstance(value, str) or not value.isascii():
             return None
         data = value.encode("ascii")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as strat
 from pydicom import Dataset
 from pynetdicom import dimse_messages, dsutils
@@ -65,8 +65,10 @@ def test_c_store_requests(sop_class: str, sop_instance: str, message_id: int, pr
     status=strat.sampled_from([0x0000, 0xA700, 0xC000, 0x0124, 0xB000]),
     comment=strat.none() | _comments,
 )
+@example(sop_class="1.2.1", sop_instance="1.2.1", message_id=0, status=0xC000, comment="\\")
+@example(sop_class="1.2.1", sop_instance="1.2.1", message_id=7, status=0xA700, comment="disk full\\retry later ")
 def test_c_store_responses(sop_class: str, sop_instance: str, message_id: int, status: int, comment: str | None) -> None:
-    """A C-STORE-RSP as the listener answers it, with an Error Comment on failure."""
+    """A C-STORE-RSP as the listener answers it, with an Error Comment on failure (a backslash in it makes several values)."""
     rsp = _c_store(sop_class, sop_instance, MessageIDBeingRespondedTo=message_id, Status=status)
     if comment:
         rsp.ErrorComment = comment
