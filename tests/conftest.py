@@ -20,7 +20,7 @@ from guard import runtime
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import metadata
-from guard.runtime import commands, reactor
+from guard.runtime import commands, file_meta, reactor
 from tests.support import catalogue, workers
 from tests.support.postgres import scratch_database
 
@@ -32,6 +32,7 @@ pytest_plugins = ["tests.support.fixtures"]
 # start, whichever test a worker happens to run first.
 reactor.install()
 commands.install()
+file_meta.install()
 
 TESTS_DIR = Path(__file__).parent.resolve()
 HOSTILE_DIR = TESTS_DIR / "hostile"

@@ -40,7 +40,7 @@ from pynetdicom import dimse_messages
 
 from guard.domain.digest import DatasetDigest, NotPart10Error
 from guard.domain.redaction import LogScrubber
-from guard.runtime import commands, reactor
+from guard.runtime import commands, file_meta, reactor
 
 _receive_errors: dict[str, ReceiveError] = {}
 _receive_errors_lock = threading.Lock()
@@ -271,6 +271,8 @@ def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]
     # Association threads that wait for events instead of waking every millisecond, and
-    # command sets written directly instead of through pydicom's general writer.
+    # command sets and the File Meta of received files written directly instead of through
+    # pydicom's general writer.
     reactor.install()
     commands.install()
+    file_meta.install()
