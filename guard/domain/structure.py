@@ -8,6 +8,12 @@ without reading their values (a value is skipped by its length, so memory stays 
 size) and without recursion, and says what is wrong, or None.
 
 Deflated transfer syntaxes are compressed streams and are not walked (None).
+
+``inspect`` does the same walk and also keeps the raw bytes of a few top-level elements the
+caller names (the UIDs, Patient ID and Modality the guard records), so that a received file is
+read once instead of walked here and parsed again by pydicom. A value longer than
+``MAX_KEPT_VALUE`` is not kept (no UID or identifier the guard records is that long; the caller
+then reads the file with pydicom, which decides as it always has).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import BinaryIO
 
 #: Deepest nesting of sequences accepted; real objects (SR trees included) stay far below.
 MAX_DEPTH = 64
+#: Longest top-level value ``inspect`` keeps.
+MAX_KEPT_VALUE = 1024
 
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 EXPLICIT_BIG = "1.2.840.10008.1.2.2"
@@ -41,24 +49,72 @@ class _Scope:
     implicit: bool = False  # UN of undefined length: its content is Implicit VR Little Endian (PS3.5 6.2.2)
 
 
+@dataclass(frozen=True, slots=True)
+class KeptValue:
+    """A top-level element's value as it is in the file: its VR (None under Implicit VR), bytes and offset."""
+
+    vr: str | None
+    value: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What ``inspect`` found: the structural problem (None: well formed), and the kept values by tag.
+
+    ``complete`` is False when a wanted element was present but too long to keep (or the data set
+    is deflated and was not walked): ``values`` then does not stand for the file's header.
+    """
+
+    problem: str | None
+    values: dict[int, KeptValue]
+    complete: bool
+
+
 class _Malformed(Exception):  # noqa: N818 - internal signal, turned into the returned problem
     """What is wrong, at which offset."""
 
 
 def find_problem(path: Path, transfer_syntax: str) -> str | None:
     """What is structurally wrong with the data set in Part 10 file ``path``, or None when it is well formed."""
+    return inspect(path, transfer_syntax).problem
+
+
+def inspect(path: Path, transfer_syntax: str, wanted: frozenset[int] = frozenset()) -> Inspection:
+    """Walk the data set in Part 10 file ``path``; keep the values of the ``wanted`` top-level tags (``group << 16 | element``)."""
     if transfer_syntax in _DEFLATED:
-        return None
+        return Inspection(None, {}, complete=False)
+    kept = _Kept(wanted)
     try:
         with path.open("rb") as fh:
             size = fh.seek(0, 2)
             start = _data_set_start(fh, size)
-            _walk(fh, start, size, implicit=transfer_syntax == IMPLICIT_LITTLE, big=transfer_syntax == EXPLICIT_BIG)
+            _walk(fh, start, size, implicit=transfer_syntax == IMPLICIT_LITTLE, big=transfer_syntax == EXPLICIT_BIG, kept=kept)
     except _Malformed as exc:
-        return str(exc)
+        return Inspection(str(exc), {}, complete=False)
     except OSError as exc:
-        return f"cannot read the data set: {exc}"
-    return None
+        return Inspection(f"cannot read the data set: {exc}", {}, complete=False)
+    return Inspection(None, kept.values, complete=kept.complete)
+
+
+class _Kept:
+    """The wanted top-level values met so far."""
+
+    def __init__(self, wanted: frozenset[int]) -> None:
+        self.wanted = wanted
+        self.values: dict[int, KeptValue] = {}
+        self.complete = True
+
+    def offer(self, fh: BinaryIO, tag: tuple[int, int], vr: str | None, length: int, pos: int) -> None:
+        """Keep the element at ``pos`` if it is wanted (the walk has checked that its value fits)."""
+        key = tag[0] << 16 | tag[1]
+        if key not in self.wanted:
+            return
+        if length > MAX_KEPT_VALUE:
+            self.complete = False
+            return
+        fh.seek(pos)
+        self.values[key] = KeptValue(vr, fh.read(length), pos)
 
 
 def _read(fh: BinaryIO, offset: int, count: int, size: int) -> bytes:
@@ -82,7 +138,7 @@ def _data_set_start(fh: BinaryIO, size: int) -> int:
     return 144 + int(meta_length)
 
 
-def _walk(fh: BinaryIO, pos: int, size: int, *, implicit: bool, big: bool) -> None:
+def _walk(fh: BinaryIO, pos: int, size: int, *, implicit: bool, big: bool, kept: _Kept) -> None:
     """Visit every element header, skipping values; raise ``_Malformed`` at the first problem."""
     order = ">" if big else "<"
     scopes: list[_Scope] = []
@@ -101,7 +157,11 @@ def _walk(fh: BinaryIO, pos: int, size: int, *, implicit: bool, big: bool) -> No
             raise _Malformed(msg)
         inside_un = any(scope.implicit for scope in scopes)
         vr, length, pos = _element_header(fh, pos, size, implicit=implicit or inside_un, order="<" if inside_un else order)
+        top_level = not scopes
+        pos_value = pos
         pos = _value(scopes, (group, element), vr, length, pos, limit)
+        if top_level and kept.wanted and length != _UNDEFINED and vr != "SQ":
+            kept.offer(fh, (group, element), vr, length, pos_value)
     if scopes:
         msg = f"{len(scopes)} sequence(s) or item(s) never closed"
         raise _Malformed(msg)

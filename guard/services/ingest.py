@@ -23,9 +23,10 @@ from guard.config.settings import Settings, SourceSettings
 from guard.domain import status as st
 from guard.domain.admission import Service, address_allowed
 from guard.domain.errors import InvalidUIDError, LedgerError, PermanentSpoolError, SpoolError
+from guard.domain.header import RECORDED_TAGS, from_inspection
 from guard.domain.iocm import referenced_studies, rejection_title
 from guard.domain.states import AuditEvent, Outcome
-from guard.domain.structure import find_problem
+from guard.domain.structure import Inspection, inspect
 from guard.domain.uids import is_valid_uid, require_uid
 from guard.ledger.instances import Receipt, ReceivedInstance, record_received
 from guard.ledger.ledger import Ledger
@@ -264,26 +265,29 @@ class IngestService:
             return StoreAnswer(st.REFUSED_NOT_AUTHORIZED, ("delete refused: " + ",".join(dict.fromkeys(refused)))[:64])
         return None
 
-    def _precheck(self, req: StoreRequest) -> StoreAnswer | None:
-        """Refuse before parsing: not a source, a failed or oversized receive, a malformed data set."""
+    def _precheck(self, req: StoreRequest) -> StoreAnswer | Inspection:
+        """Refuse before parsing: not a source, a failed or oversized receive, a malformed data set; else the walk's findings."""
         if not self.is_source(req.calling_ae):
             return self._refuse(req, st.REFUSED_NOT_AUTHORIZED, "not-a-source", f"{req.calling_ae} may not store to the guard")
         if req.receive_error is not None:
             # Both a failing disk and a data set over node.max_dataset_size are 0xA700 (Refused: Out
             # of Resources, PS3.4 B.2.3): the guard will not hold it now; the reason tells which.
             return self._refuse(req, st.OUT_OF_RESOURCES, req.receive_error.reason, req.receive_error.message)
-        problem = find_problem(req.temp_path, req.transfer_syntax)
-        if problem is not None:
-            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"malformed data set: {problem}")
-        return None
+        inspection = inspect(req.temp_path, req.transfer_syntax, RECORDED_TAGS)
+        if inspection.problem is not None:
+            return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"malformed data set: {inspection.problem}")
+        return inspection
 
     def _check(self, req: StoreRequest) -> StoreAnswer | tuple[Dataset, str, str, str]:
         """Parse the data set header and validate its UIDs; a failure answer when it does not hold up."""
-        refused = self._precheck(req)
-        if refused is not None:
-            return refused
+        inspected = self._precheck(req)
+        if isinstance(inspected, StoreAnswer):
+            return inspected
+        # The elements the walk kept, decoded as dcmread would; the file itself when it could not keep them.
+        header = from_inspection(inspected, req.transfer_syntax)
         try:
-            header = dcmread(req.temp_path, stop_before_pixels=True)
+            if header is None:
+                header = dcmread(req.temp_path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, RecursionError) as exc:
             return self._refuse(req, st.CANNOT_UNDERSTAND, "cannot-parse", f"data set cannot be parsed: {exc}")
         try:
