@@ -87,7 +87,7 @@ def serve(config: ConfigOption = None) -> None:
     """Run the guard until SIGTERM or SIGINT, then stop cleanly."""
     settings = _settings(config)
     runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
-    from guard.app import GuardService  # noqa: PLC0415 - the whole node, imported only by the command that runs it
+    from guard.app.service import GuardService  # noqa: PLC0415 - the whole node, imported only by the command that runs it
 
     service = GuardService(settings, config_path=str(config) if config else None)
     stop = threading.Event()

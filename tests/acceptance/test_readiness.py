@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from guard.app import GuardService
+from guard.app.service import GuardService
 from guard.config.settings import Settings
 from tests.support.availability import unavailable
 from tests.support.ports import free_port

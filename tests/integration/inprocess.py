@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from guard.app import GuardService
+from guard.app.service import GuardService
 from guard.config.settings import Settings
 from guard.ledger.schema import audit_log
 from guard.sandbox.archive import ReferenceArchive

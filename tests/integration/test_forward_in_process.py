@@ -18,7 +18,7 @@ from tests.support.waiting import wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from guard.app import GuardService
+    from guard.app.service import GuardService
     from tests.support.datasets import Study
 
 

@@ -22,7 +22,7 @@ from tests.support.waiting import wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from guard.app import GuardService
+    from guard.app.service import GuardService
 
 A_ASSOCIATE_AC, A_ABORT = 0x02, 0x07
 
