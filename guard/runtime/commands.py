@@ -83,6 +83,42 @@ def encode_command(ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, de
     return _pydicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
 
+#: C-STORE-RSP (PS3.7 9.3.1.2), after the Command Group Length: (element, VR, primitive attribute or fixed value).
+_STORE_RESPONSE: tuple[tuple[int, str, str | int], ...] = (
+    (0x0002, "UI", "AffectedSOPClassUID"),
+    (0x0100, "US", 0x8001),  # Command Field: C-STORE-RSP
+    (0x0120, "US", "MessageIDBeingRespondedTo"),
+    (0x0800, "US", 0x0101),  # Command Data Set Type: no data set
+    (0x0900, "US", "Status"),
+    (0x0902, "LO", "ErrorComment"),
+    (0x1000, "UI", "AffectedSOPInstanceUID"),
+)
+
+
+def store_response_bytes(primitive: Any) -> bytes | None:
+    """The command set pynetdicom would encode for C-STORE response ``primitive``, or None when this module does not handle it.
+
+    pynetdicom builds a message object and a pydicom data set for every response and encodes
+    that; the response to a C-STORE has a fixed list of elements (an absent value is left out,
+    as pynetdicom leaves it out). An Offending Element (AT, several values) or a value this
+    module does not write gives None: the caller sends through pynetdicom.
+    """
+    if primitive.OffendingElement is not None:
+        return None
+    parts: list[bytes] = []
+    for element, vr, source in _STORE_RESPONSE:
+        value = getattr(primitive, source) if isinstance(source, str) else source
+        if value is None:
+            continue
+        data = _value_bytes(vr, value)
+        if data is None:
+            return None
+        parts.append(_HEADER.pack(0, element, len(data)))
+        parts.append(data)
+    body = b"".join(parts)
+    return _HEADER.pack(0, 0, 4) + _INTEGER["UL"].pack(len(body)) + body
+
+
 def install() -> None:
     """Encode the command sets of every DIMSE message with ``encode_command`` (pynetdicom's ``dimse_messages`` only)."""
     dimse_messages.encode = encode_command  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from pydicom import Dataset
 from pynetdicom import dimse_messages, dsutils
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_MOVE, C_STORE, N_ACTION, N_EVENT_REPORT
 
-from guard.runtime.commands import encode_command, fast_command_bytes
+from guard.runtime.commands import encode_command, fast_command_bytes, store_response_bytes
 
 _uids = strat.lists(strat.integers(1, 99999), min_size=1, max_size=8).map(lambda parts: "1.2." + ".".join(map(str, parts)))
 _ae = strat.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", min_size=1, max_size=16)
@@ -73,6 +73,8 @@ def test_c_store_responses(sop_class: str, sop_instance: str, message_id: int, s
     if comment:
         rsp.ErrorComment = comment
     _same(rsp)
+    # The listener's own path (DecodeGuard.send_msg) builds the same bytes without a message object.
+    assert store_response_bytes(rsp) == dsutils.encode(_via_message(rsp), is_implicit_vr=True, is_little_endian=True)
 
 
 @settings(max_examples=20, deadline=None)
@@ -123,8 +125,20 @@ def test_what_it_does_not_handle_goes_to_pydicom() -> None:
     rsp.Status = 0xC000
     rsp.ErrorComment = "ungültig"
     ds = _via_message(rsp)
+    assert store_response_bytes(rsp) is None
     assert fast_command_bytes(ds) is None
     assert encode_command(ds, is_implicit_vr=True, is_little_endian=True) == dsutils.encode(ds, is_implicit_vr=True, is_little_endian=True)
     other = Dataset()
     other.PatientID = "X"
     assert fast_command_bytes(other) is None
+
+
+def test_a_store_response_with_an_offending_element_is_left_to_pynetdicom() -> None:
+    """An Offending Element (AT, several values) is not written directly: the listener sends that response through pynetdicom."""
+    rsp = _c_store("1.2.3", "1.2.3.4", MessageIDBeingRespondedTo=3, Status=0xA900)
+    rsp.OffendingElement = [0x00100010, 0x00100020]
+    assert store_response_bytes(rsp) is None
+    minimal = C_STORE()
+    minimal.MessageIDBeingRespondedTo = 3
+    minimal.Status = 0x0000
+    assert store_response_bytes(minimal) == dsutils.encode(_via_message(minimal), is_implicit_vr=True, is_little_endian=True)
