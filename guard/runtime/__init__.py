@@ -43,7 +43,7 @@ from pynetdicom import dimse_messages
 
 from guard.domain.digest import DatasetDigest, NotPart10Error
 from guard.domain.redaction import LogScrubber
-from guard.runtime import commands, file_meta, negotiation, reactor
+from guard.runtime import commands, file_meta, negotiation, reactor, uid_checks
 
 _receive_errors: dict[str, ReceiveError] = {}
 _receive_errors_lock = threading.Lock()
@@ -274,10 +274,12 @@ def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]
     # Association threads that wait for events instead of waking every millisecond, negotiation
-    # against supported contexts prepared once, and command sets and the File Meta of received
-    # files written directly instead of through pydicom's general writer.
+    # against supported contexts prepared once, UIDs found valid not checked again, and command
+    # sets and the File Meta of received files written directly instead of through pydicom's
+    # general writer.
     reactor.install()
     negotiation.install()
+    uid_checks.install()
     commands.install()
     file_meta.install()
 
