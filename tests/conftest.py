@@ -20,17 +20,20 @@ from guard import runtime
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.ledger import Ledger
 from guard.ledger.schema import metadata
-from guard.runtime import commands, file_meta, reactor
+from guard.runtime import commands, file_meta, negotiation, reactor, uid_checks
 from tests.support import catalogue, workers
 from tests.support.postgres import scratch_database
 
 pytest_plugins = ["tests.support.fixtures"]
 
 # The guard's processes run pynetdicom with event-driven association threads
-# (``guard.runtime.reactor``, installed by ``configure_dicom``); the associations opened in the
-# test process itself (in-process guards and the tests' own pynetdicom peers) do too, from the
-# start, whichever test a worker happens to run first.
+# (``guard.runtime.reactor``, installed by ``configure_dicom``), negotiate against prepared
+# contexts (``guard.runtime.negotiation``) and check a valid UID once (``guard.runtime.uid_checks``);
+# the associations opened in the test process itself (in-process guards and the tests' own
+# pynetdicom peers) do too, from the start, whichever test a worker happens to run first.
 reactor.install()
+negotiation.install()
+uid_checks.install()
 commands.install()
 file_meta.install()
 

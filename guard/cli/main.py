@@ -101,6 +101,7 @@ def serve(config: ConfigOption = None) -> None:
     # SIGHUP: reload the TLS and HTTPS certificates from their files (the work is done here, not in the handler).
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     _start_or_exit(service.start, service.stop, "cannot start")
+    runtime.freeze_heap()
     while not stop.wait(0.5):
         if reload_requested.is_set():
             reload_requested.clear()
@@ -137,6 +138,7 @@ def listener(
     signal.signal(signal.SIGINT, lambda *_: child.request_stop())
     signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
     _start_or_exit(child.start, child.stop, "listener cannot start")
+    runtime.freeze_heap()
     child.run()
     child.stop_and_exit()
 

@@ -243,7 +243,7 @@ class GuardedSocket(AssociationSocket):
         dul = self.assoc.dul
         if dul.state_machine.current_state == "Sta2" and self.assoc.requestor.primitive is None:
             self.left_unasked = True
-            dul.to_user_queue.put(None)  # type: ignore[arg-type]
+            dul.to_user_queue.put(None)
 
     def _read(self, nr_bytes: int, deadline: float) -> bytearray:
         """Read exactly ``nr_bytes`` unless the peer closes; TimeoutError once ``deadline`` passes."""
@@ -506,11 +506,21 @@ class LimitedAssociationServer(QuietAssociationServer):
 
 
 def start_limited_server(
-    ae: Any, address: tuple[str, int], evt_handlers: list[Any], limits: Limits, *, report_refusal: Reporter, report_violation: Reporter
+    ae: Any,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    limits: Limits,
+    *,
+    contexts: list[Any] | None = None,
+    report_refusal: Reporter,
+    report_violation: Reporter,
 ) -> LimitedAssociationServer:
-    """Start a listener for ``ae`` on ``address`` with ``limits``, in a daemon thread (as ``AE.start_server`` does)."""
+    """Start a listener for ``ae`` on ``address`` with ``limits``, in a daemon thread (as ``AE.start_server`` does).
+
+    ``contexts``: the supported presentation contexts (the AE's when None).
+    """
     server: LimitedAssociationServer = ae.make_server(
-        address, evt_handlers=evt_handlers, server_class=LimitedAssociationServer, request_handler=LimitedRequestHandler
+        address, contexts=contexts, evt_handlers=evt_handlers, server_class=LimitedAssociationServer, request_handler=LimitedRequestHandler
     )
     server.setup_limits(limits, report_refusal, report_violation)
     thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)

@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -34,6 +33,7 @@ from guard.domain.uids import is_valid_uid
 from guard.ledger.ledger import Ledger
 from guard.listener.limits import Limits, limit_refusal, start_limited_server
 from guard.listener.tls_server import start_tls_server
+from guard.runtime.negotiation import SupportedContexts
 from guard.services.confirm.confirmer import Confirmer
 from guard.services.ingest import IngestService, RejectReason, StoreRequest
 from guard.services.qr.move import MoveNotPossibleError
@@ -58,24 +58,22 @@ def _peer_address(event: Any) -> str:
     return str(event.assoc.requestor.address)
 
 
-class _SharedContext(PresentationContext):
-    """A supported presentation context shared by every association instead of copied for each.
+def add_supported_contexts(ae: AE, *, query_retrieve: bool) -> SupportedContexts:
+    """Give ``ae`` the listener's supported presentation contexts; the same, prepared for negotiation.
 
-    pynetdicom deep-copies the acceptor's supported contexts for every association (171 storage
-    SOP classes x 45 transfer syntaxes: about 47 ms of CPU, paid per image by modalities that
-    associate once per image). Negotiation only reads them (it builds new contexts for the
-    answer, PS3.8 9.3.3.2), and the listener narrows them per association by assigning a new
-    list, so one set serves all.
+    Every storage SOP class and Verification with every transfer syntax pynetdicom knows, Storage
+    Commitment in either role, and the Query/Retrieve models when the relay is on.
     """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedContext:
-        return self
-
-
-def _share(contexts: list[PresentationContext]) -> None:
-    """Make the AE's supported contexts shared (computed once, at start)."""
-    for context in contexts:
-        context.__class__ = _SharedContext
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    # Sources send N-ACTION (they are SCU); the archive opens associations as SCP to send
+    # N-EVENT-REPORT (role selection, PS3.4 J.3.3): accept whichever role is proposed.
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    if query_retrieve:  # Query/Retrieve FIND and MOVE SCP, relayed to the archive (guard.qr)
+        for model in SUPPORTED_MODELS:
+            ae.add_supported_context(model)
+    return SupportedContexts(ae.supported_contexts)
 
 
 def _answer(status: int, comment: str) -> Dataset:
@@ -106,16 +104,8 @@ class IngestServer:
         self.ae.network_timeout = settings.node.network_timeout
         self.ae.acse_timeout = settings.node.acse_timeout
         self.ae.dimse_timeout = settings.node.dimse_timeout
-        for cx in AllStoragePresentationContexts:
-            self.ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
-        self.ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-        # Sources send N-ACTION (they are SCU); the archive opens associations as SCP to send
-        # N-EVENT-REPORT (role selection, PS3.4 J.3.3): accept whichever role is proposed.
-        self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-        if qr is not None:  # Query/Retrieve FIND and MOVE SCP, relayed to the archive (guard.qr)
-            for model in SUPPORTED_MODELS:
-                self.ae.add_supported_context(model)
-        _share(self.ae.supported_contexts)
+        # Prepared once for every association: pynetdicom copies and negotiates against these (guard.runtime.negotiation).
+        self.contexts = add_supported_contexts(self.ae, query_retrieve=qr is not None)
         self.boundary = HandlerBoundary(self.on_handler_failure)
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: ThreadedAssociationServer | None = None
@@ -163,6 +153,7 @@ class IngestServer:
                 address,
                 self.handlers(),
                 Limits.from_settings(self.settings.node),
+                contexts=self.contexts,
                 report_refusal=self.on_limit_refusal,
                 report_violation=self.on_limit_violation,
             )
@@ -173,6 +164,7 @@ class IngestServer:
                 self.handlers(),
                 handshake_timeout=self.settings.tls.handshake_timeout,
                 on_refused=self.on_tls_refused,
+                contexts=self.contexts,
                 limits=Limits.from_settings(self.settings.node),
                 report_refusal=self.on_limit_refusal,
                 report_violation=self.on_limit_violation,
@@ -279,7 +271,11 @@ class IngestServer:
         (PS3.8 9.3.3.2), so C-FIND, C-MOVE and Storage Commitment are refused before any handler runs.
         """
         acceptor = event.assoc.acceptor
-        acceptor.supported_contexts = [cx for cx in acceptor.supported_contexts if context_allowed(str(cx.abstract_syntax), services)]
+        supported = acceptor.supported_contexts
+        if isinstance(supported, SupportedContexts):  # the listener's own: narrowed once per set of services
+            acceptor.supported_contexts = supported.restricted(services)
+        else:
+            acceptor.supported_contexts = [cx for cx in supported if context_allowed(str(cx.abstract_syntax), services)]
         asked = event.assoc.requestor.primitive.presentation_context_definition_list or []
         refused = sorted({str(cx.abstract_syntax) for cx in asked if not context_allowed(str(cx.abstract_syntax), services)})
         if refused:

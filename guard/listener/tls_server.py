@@ -90,7 +90,7 @@ class TlsAssociationServer(LimitedAssociationServer):
         super().process_request_thread(wrapped, client_address)
 
 
-def start_tls_server(
+def start_tls_server(  # noqa: PLR0913 - pynetdicom's server arguments, plus the handshake settings and the limits
     ae: AE,
     address: tuple[str, int],
     evt_handlers: list[Any],
@@ -100,13 +100,18 @@ def start_tls_server(
     limits: Limits,
     report_refusal: Reporter,
     report_violation: Reporter,
+    contexts: list[Any] | None = None,
 ) -> ThreadedAssociationServer:
-    """Start a TLS listener for ``ae`` on ``address`` in a daemon thread (as ``AE.start_server`` does), with ``limits``."""
+    """Start a TLS listener for ``ae`` on ``address`` in a daemon thread (as ``AE.start_server`` does), with ``limits``.
+
+    ``contexts``: the supported presentation contexts (the AE's when None).
+    """
     load()  # fail now, with the file named, rather than at the first connection
     server = cast(
         "TlsAssociationServer",
         ae.make_server(
             address,
+            contexts=contexts,
             evt_handlers=evt_handlers,
             server_class=TlsAssociationServer,
             request_handler=LimitedRequestHandler,

@@ -160,18 +160,28 @@ _original_serve_request = Association._serve_request  # noqa: SLF001 - the metho
 _serving_elsewhere = threading.local()
 
 
+def _ringing(empty: queue.Queue[Any], ring: Callable[[], None]) -> None:
+    """Make a queue pynetdicom has just built (still empty) a ``_RingingQueue`` that calls ``ring``.
+
+    The queue is changed in place rather than replaced: a new queue each would be four more queues
+    (twelve conditions) built for every association and thrown away.
+    """
+    empty.__class__ = _RingingQueue
+    empty.__dict__["_ring"] = ring
+
+
 def _dul_init(self: DULServiceProvider, assoc: Association) -> None:
     _original_dul_init(self, assoc)
     bell = _Doorbell()
     self.__dict__["_guard_doorbell"] = bell
-    self.event_queue = _RingingQueue(bell.ring)
-    self.to_provider_queue = _RingingQueue(bell.ring)
-    self.to_user_queue = _RingingQueue(lambda: _wake_assoc(self))
+    _ringing(self.event_queue, bell.ring)
+    _ringing(self.to_provider_queue, bell.ring)
+    _ringing(self.to_user_queue, lambda: _wake_assoc(self))
 
 
 def _dimse_init(self: DIMSEServiceProvider, assoc: Association) -> None:
     _original_dimse_init(self, assoc)
-    self.msg_queue = _RingingQueue(lambda: _assoc_event(assoc).set())
+    _ringing(self.msg_queue, lambda: _assoc_event(assoc).set())
 
 
 def _assoc_init(self: Association, *args: Any, **kwargs: Any) -> None:

@@ -34,7 +34,10 @@ def settings_for(tmp_path: Path, archive_port: int, **overrides: Any) -> Setting
         "http": {"port": 0},
     }
     for section, value in overrides.items():
-        values.setdefault(section, {}).update(value)
+        if isinstance(value, list):  # [[sources]]: the list given replaces the default one
+            values[section] = value
+        else:
+            values.setdefault(section, {}).update(value)
     return Settings.model_validate(values)
 
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from guard import runtime
 from guard.config.settings import load_settings, redacted
 from guard.domain.errors import ConfigError
-from guard.domain.redaction import MASK, is_patient_key, scrub_text
+from guard.domain.redaction import MASK, _mask_secrets, is_patient_key, scrub_text
 
 SECRET = "s3cr3t-Zq9-token"
 
@@ -132,3 +134,30 @@ def test_redacted_configuration_masks_credentials_in_every_url(tmp_path: Path, m
     assert SECRET not in json.dumps(data)
     assert data["delete"]["url"] == f"http://orthanc:{MASK}@pacs:8042"
     assert data["http"]["token"] == MASK
+
+
+# Text around the literals the three secret patterns need, in any case, with and without the rest of a
+# secret, and characters that case-insensitive matching could fold (long s, Kelvin sign).
+_SECRET_PIECES = [
+    "://",
+    "postgresql+psycopg://guard:pw@db/guard",
+    "Bearer ",
+    "bEaReR abc.def",
+    "-----BEGIN PRIVATE KEY-----",
+    "PRIVATE KEY-----",
+]
+_FOLDING = ["\u017f", "\u212a", "\u00e9", " ", "\n"]
+_texts = hs.lists(hs.one_of(hs.text(max_size=20), hs.sampled_from(_SECRET_PIECES), hs.sampled_from(_FOLDING)), max_size=8).map("".join)
+
+
+@given(_texts)
+def test_scrub_text_without_a_secret_marker_skips_the_patterns_and_answers_the_same(text: str) -> None:
+    """The shortcut for text that cannot hold a secret answers exactly as the three substitutions, for any text."""
+    assert _mask_secrets(text) == scrub_text(text)
+
+
+def test_scrub_text_still_masks_each_kind_of_secret() -> None:
+    """A URL password, a bearer token and a PEM key are each masked (the shortcut does not skip them)."""
+    assert scrub_text("postgresql://guard:pw@db/guard") == f"postgresql://guard:{MASK}@db/guard"
+    assert scrub_text("authorization: bearer abc.def") == f"authorization: bearer {MASK}"
+    assert scrub_text("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----") == MASK
