@@ -22,9 +22,11 @@ What keeps that safe alongside the DUL thread, which also writes to the socket (
 - The association reactor is paused while the request is written and its response awaited
   (``_reactor_checkpoint``, ``_is_paused``), as ``send_c_store`` pauses it, so the response is
   not taken off the DIMSE queue by the reactor.
-- Every write waits for the socket at most the DIMSE timeout without progress; a socket error
-  tells the DUL the connection is closed (Evt17, as pynetdicom's ``AssociationSocket.send`` does)
-  and raises ``OSError``: the caller aborts the association.
+- Every write waits for the socket at most the DIMSE timeout without progress (pynetdicom's own
+  writes block for as long as the peer reads nothing); then the TCP connection is shut down, since
+  part of a PDU may be out and nothing, not even an A-ABORT, can follow it. A socket error tells
+  the DUL the connection is closed (Evt17, as pynetdicom's ``AssociationSocket.send`` does). Both
+  raise ``OSError``: the caller aborts the association.
 
 ``attach`` returns None (the caller keeps ``send_c_store``) on another pynetdicom release than
 the one these internals were read from, for a TLS socket (reading and writing one ``SSLSocket``
@@ -148,11 +150,20 @@ class DirectStore:
             try:
                 self._write_all(memoryview(pdu), timeout)
             except TimeoutError:
+                # Part of a PDU may be out: nothing more can follow it, not even an A-ABORT, and a peer
+                # that reads nothing would hold the DUL's own blocking write for ever. Close the transport.
+                self._shutdown()
                 raise
             except (OSError, ValueError) as exc:
                 dul.event_queue.put("Evt17")  # transport connection closed, as AssociationSocket.send reports it
                 msg = f"writing to the archive failed: {exc}"
                 raise AssociationLostError(msg) from exc
+
+    def _shutdown(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return
 
     def _write_all(self, view: memoryview, timeout: float | None) -> None:
         """Write ``view`` without blocking the socket; ``TimeoutError`` after ``timeout`` seconds without progress."""

@@ -6,7 +6,10 @@ the wire; Orthanc answers as the archive; an in-process pynetdicom SCP aborts mi
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -21,10 +24,12 @@ from guard.config.settings import ArchiveSettings
 from guard.dicom.store import ArchiveSender
 from guard.domain.digest import HEADER_LENGTH, dataset_offset
 from guard.domain.errors import PermanentPeerError, TransientPeerError
+from tests.hostile.peer import associate_ac
 from tests.support.datasets import make_instance, make_study, make_undefined_length_instance
 from tests.support.fixtures import require_tools
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.storescp import Storescp
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -179,3 +184,83 @@ def test_a_peer_that_aborts_mid_send_is_transient_and_the_next_send_associates_a
         assert sender.send(study.paths[1], CT, EXPLICIT) == 0x0000
         assert sender.writer is not None
         assert scp.associations == 2
+
+
+def test_an_abort_from_another_thread_never_cuts_a_pdu(tmp_path: Path) -> None:
+    """``abort()`` while a data set is being written: the A-ABORT comes between two whole PDUs, the send fails as transient."""
+    require_tools("storescp")
+    study = make_study(tmp_path / "study", 3, rows=1024, columns=1024)
+    with Storescp(tmp_path / "storescp", aet="STORESCP", max_pdu=SMALL_MAX_PDU) as scp, _sender("STORESCP", scp.port) as sender:
+        assert sender.send(study.paths[0], CT, EXPLICIT) == 0x0000
+        assoc = sender.assoc
+        assert assoc is not None
+
+        def abort_while_writing() -> None:
+            # send() pauses the association reactor (clears the checkpoint) for as long as it writes and waits.
+            wait_until(lambda: not assoc._reactor_checkpoint.is_set(), 10, interval=0.0005)
+            assoc.abort()
+
+        aborter = threading.Thread(target=abort_while_writing)
+        aborter.start()
+        with pytest.raises(TransientPeerError):
+            sender.send(study.paths[1], CT, EXPLICIT)
+        aborter.join(10)
+        assert sender.send(study.paths[2], CT, EXPLICIT) == 0x0000, "the next send associates again"
+    log = scp.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Aborted" in log
+    assert not any(word in log for word in ("Illegal", "Unrecognized", "Invalid PDU")), log
+
+
+class _StalledScp:
+    """A peer that accepts the association (CT, Explicit VR Little Endian, context 1) and then reads nothing more."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive buffer (inherited by the accepted socket) fills after a few PDUs.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen(1)
+        self.listener.settimeout(10)
+        self.port = int(self.listener.getsockname()[1])
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            pdu_type, _, length = struct.unpack(">BBL", _read_exactly(conn, 6))
+            assert pdu_type == 0x01
+            conn.sendall(associate_ac(_read_exactly(conn, length), [(1, EXPLICIT)]))
+            self._done.wait(30)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(10)
+        self.listener.close()
+
+
+def _read_exactly(conn: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        assert chunk, "connection closed early"
+        data += chunk
+    return data
+
+
+def test_a_peer_that_stops_reading_times_out_as_transient(tmp_path: Path) -> None:
+    """An archive that takes no more bytes: after the DIMSE timeout without progress, TransientPeerError, and nothing hangs."""
+    image = make_instance(
+        tmp_path / "big.dcm", study_uid="1.2.3", series_uid="1.2.3.4", sop_instance_uid="1.2.3.4.7", rows=2048, columns=2048
+    )
+    with _StalledScp() as scp, _sender("STALLED", scp.port, timeout=1) as sender:
+        started = time.monotonic()
+        with pytest.raises(TransientPeerError, match="TimeoutError"):
+            sender.send(image, CT, EXPLICIT)
+        assert time.monotonic() - started < 10
+        assert sender.assoc is None
