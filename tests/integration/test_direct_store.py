@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage
@@ -264,3 +265,20 @@ def test_a_peer_that_stops_reading_times_out_as_transient(tmp_path: Path) -> Non
             sender.send(image, CT, EXPLICIT)
         assert time.monotonic() - started < 10
         assert sender.assoc is None
+
+
+def test_a_deflated_instance_goes_by_pynetdicom_and_arrives_unchanged(tmp_path: Path) -> None:
+    """Deflated Explicit VR Little Endian is left to ``send_c_store``; the archive still receives the spool file's data set bytes."""
+    require_tools("storescp")
+    path = make_instance(tmp_path / "deflated.dcm", study_uid="1.2.3", series_uid="1.2.3.4", sop_instance_uid="1.2.3.4.8")
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    with (
+        Storescp(tmp_path / "storescp", aet="STORESCP", bit_preserving=True, extra_args=["+xa"]) as scp,
+        _sender("STORESCP", scp.port) as sender,
+    ):
+        assert sender.send(path, CT, DeflatedExplicitVRLittleEndian) == 0x0000
+        scp.wait_for(["1.2.3.4.8"])
+    [received] = scp.received_files()
+    assert _data_set_bytes(received) == _data_set_bytes(path)
