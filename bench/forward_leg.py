@@ -2,7 +2,7 @@
 
 ``python -m bench.forward_leg --instances 200`` (run from the repository root) sends the same
 synthetic 512x512 16-bit CT files to a fresh Orthanc twice: with the guard's ``ArchiveSender``
-(one association, reused; this process's CPU) and with ``dcmsend`` in batches of 32 (one
+(one association, reused, pynetdicom set up as ``guard serve`` sets it; this process's CPU) and with ``dcmsend`` in batches of 32 (one
 association a batch, as a worker would; the children's CPU). Then it sends one data set with an
 undefined-length sequence to a bit-preserving DCMTK ``storescp`` (``+B``) both ways and says
 whether the archive received the data set bytes the guard holds: the proof of bytes compares
@@ -21,15 +21,13 @@ import time
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from bench.runs import ARCHIVE_AE
+from guard import runtime
 from guard.config.settings import ArchiveSettings
 from guard.dicom.store import ArchiveSender
 from guard.domain.digest import dataset_offset
-from tests.support.datasets import make_study
+from tests.support.datasets import make_study, make_undefined_length_instance
 from tests.support.guard import GUARD_AE
 from tests.support.orthanc import Orthanc
 from tests.support.processes import find_tool
@@ -84,23 +82,6 @@ def _measure(label: str, send: object, files: list[Item], workdir: Path) -> str:
     )
 
 
-def _odd_dataset(path: Path) -> None:
-    """A data set with an undefined-length sequence and item, as many modalities write them."""
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.Modality = "BENCHODD", "OT"
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "113001", "DCM", "Rejected for Quality Reasons"
-    ds.ConceptNameCodeSequence = Sequence([item])
-    ds["ConceptNameCodeSequence"].is_undefined_length = True
-    item.is_undefined_length_sequence_item = True
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
-
-
 def _data_set_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     return data[dataset_offset(data[:4096]) :]
@@ -125,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-forward-"))
     try:
+        # pynetdicom set up as ``guard serve`` sets it: files sent as they are, event-driven association threads.
+        (root / "incoming").mkdir()
+        runtime.configure_dicom(root / "incoming")
         files = _items(list(make_study(root / "study", args.instances, rows=512, columns=512, patient_id="BENCHFWD").paths))
         lines = [f"Forwarding leg: {args.instances} instances of 512x512 16-bit CT to a fresh Orthanc (MaximumPduLength 16384)"]
         lines += [_measure("pynetdicom", _send_pynetdicom, files, root), _measure("dcmsend", _send_dcmsend, files, root)]
         odd = root / "odd.dcm"
-        _odd_dataset(odd)
+        make_undefined_length_instance(odd, patient_id="BENCHODD")
         lines += [_bytes_kept("pynetdicom", _send_pynetdicom, odd, root), _bytes_kept("dcmsend", _send_dcmsend, odd, root)]
         print("\n".join(lines))
     finally:

@@ -43,6 +43,16 @@ def associate_rq(calling: str, called: str, contexts: list[tuple[str, list[str]]
     return pdu(0x01, body)
 
 
+def associate_ac(request: bytes, accepted: list[tuple[int, str]], max_pdu: int = 16384) -> bytes:
+    """A-ASSOCIATE-AC (PS3.8 9.3.3) answering the A-ASSOCIATE-RQ body ``request``, accepting (context ID, transfer syntax) pairs."""
+    body = request[:4] + request[4:36] + b"\0" * 32  # version, reserved, the AE titles echoed, reserved
+    body += _item(0x10, APPLICATION_CONTEXT.encode())
+    for context_id, syntax in accepted:
+        body += _item(0x21, struct.pack(">BBBB", context_id, 0, 0, 0) + _item(0x40, _uid(syntax)))
+    body += _item(0x50, _item(0x51, struct.pack(">L", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.9999"))
+    return pdu(0x02, body)
+
+
 def p_data(context_id: int, control: int, data: bytes) -> bytes:
     """One P-DATA-TF carrying one PDV: control bit 0 = command, bit 1 = last fragment (PS3.8 E.2)."""
     return pdu(0x04, struct.pack(">LBB", len(data) + 2, context_id, control) + data)

@@ -22,6 +22,7 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
     generate_uid,
 )
 
@@ -249,4 +250,23 @@ def make_rejection_note(
     ds.CurrentRequestedProcedureEvidenceSequence = Sequence([evidence])
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def make_undefined_length_instance(path: Path, *, patient_id: str = "UNDEFLEN") -> Path:
+    """Write a Secondary Capture instance with an undefined-length sequence and item, as many modalities write them.
+
+    A sender that parses the data set and writes it again (DCMTK ``dcmsend``, for one) gives
+    the sequence explicit lengths: the bytes differ although the content is the same.
+    """
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality = patient_id, "OT"
+    ds.ConceptNameCodeSequence = Sequence([_code("113001", REJECTION_TITLES["113001"])])
+    ds["ConceptNameCodeSequence"].is_undefined_length = True
+    ds.ConceptNameCodeSequence[0].is_undefined_length_sequence_item = True
+    ds.file_meta = _file_meta(SecondaryCaptureImageStorage, ds.SOPInstanceUID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
     return path
