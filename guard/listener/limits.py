@@ -243,7 +243,7 @@ class GuardedSocket(AssociationSocket):
         dul = self.assoc.dul
         if dul.state_machine.current_state == "Sta2" and self.assoc.requestor.primitive is None:
             self.left_unasked = True
-            dul.to_user_queue.put(None)  # type: ignore[arg-type]
+            dul.to_user_queue.put(None)
 
     def _read(self, nr_bytes: int, deadline: float) -> bytearray:
         """Read exactly ``nr_bytes`` unless the peer closes; TimeoutError once ``deadline`` passes."""
