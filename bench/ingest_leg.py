@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.__main__ import generate
 from bench.procfs import tree_cpu_seconds
-from bench.runs import BenchConfig, BenchError, StudyFiles, _check_storescu, _sender, run_direct
+from bench.runs import POSTGRESQL, SQLITE, BenchConfig, BenchError, StudyFiles, _check_storescu, _ledger_url, _sender, run_direct
 from bench.stacks import start_profiler, stop_profiler
 from tests.support.guard import GUARD_AE, GuardProcess
 
@@ -40,11 +40,12 @@ def _silent_archive() -> socket.socket:
 
 def _through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_dir: Path | None) -> tuple[float, float]:
     """(storescu seconds, guard CPU seconds) for one send into a guard that forwards nowhere."""
-    with _silent_archive() as archive:
+    with _silent_archive() as archive, _ledger_url(workdir, cfg.ledger) as ledger_url:
         guard = GuardProcess(
             workdir / "guard",
             archive_port=archive.getsockname()[1],
             archive_ae="ARCHIVE",
+            ledger_url=ledger_url,
             forward={"lease_seconds": 600, "idle_poll": 0.05},
         )
         guard.start(timeout=60)
@@ -77,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=300, help="instances in the study (default 300)")
     parser.add_argument("--pdu", type=int, default=131072, help="storescu -pdu (default 131072)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
+    parser.add_argument("--ledger", choices=(SQLITE, POSTGRESQL), default=SQLITE, help="the guard's ledger (default sqlite)")
     args = parser.parse_args(argv)
-    cfg = BenchConfig(storescu_pdu=args.pdu or None, timeout=60 + 0.3 * args.instances)
+    cfg = BenchConfig(storescu_pdu=args.pdu or None, timeout=60 + 0.3 * args.instances, ledger=args.ledger)
     with tempfile.TemporaryDirectory(prefix="guard-ingest-leg-") as folder:
         root = Path(folder)
         files = generate(root / "studies", args.instances)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         guard_seconds, guard_cpu = _through_guard(files, root, cfg, args.profile)
     count = files.count
     print(f"storescu -> Orthanc:                      {direct.storescu_seconds:6.2f} s  {count / direct.storescu_seconds:6.1f} inst/s")
-    print(f"storescu -> guard (archive never answers): {guard_seconds:6.2f} s  {count / guard_seconds:6.1f} inst/s")
+    print(f"storescu -> guard ({args.ledger}, archive never answers): {guard_seconds:6.2f} s  {count / guard_seconds:6.1f} inst/s")
     print(f"ingest leg, direct storescu time / guard storescu time: {direct.storescu_seconds / guard_seconds:.2f}")
     print(f"guard CPU {1000 * guard_cpu / count:.2f} ms an instance while receiving only")
     return 0
