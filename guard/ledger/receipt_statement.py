@@ -59,7 +59,10 @@ def _param(name: str, column: Any) -> Any:
 
 
 def build_receipt() -> Select[tuple[int | None, int | None]]:
-    """The statement; parameters ``ITEM_FIELDS``, ``now`` and ``node`` (each after ``PREFIX``); one row (newest version before, version inserted)."""
+    """The statement; parameters ``ITEM_FIELDS``, ``now`` and ``node`` (each after ``PREFIX``).
+
+    It answers one row: the newest version before it and the version it inserted.
+    """
     now = _param("now", instances.c.received_at)
     uid = _param("sop_instance_uid", instances.c.sop_instance_uid)
     study_uid = _param("study_uid", instances.c.study_uid)
@@ -115,10 +118,7 @@ def build_receipt() -> Select[tuple[int | None, int | None]]:
         "next_attempt_at": now,
     }
     inserted = (
-        insert(instances)
-        .from_select(list(row), select(*row.values()).select_from(fresh))
-        .returning(instances.c.version)
-        .cte("inserted")
+        insert(instances).from_select(list(row), select(*row.values()).select_from(fresh)).returning(instances.c.version).cte("inserted")
     )
     answer = select(newest_version.label("newest"), select(inserted.c.version).scalar_subquery().label("version"))
     return answer.add_cte(superseded, study, known_series)
