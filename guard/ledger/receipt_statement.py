@@ -78,9 +78,11 @@ def build_receipt() -> Select[tuple[int | None, int | None]]:
     newest_version = select(newest.c.version).scalar_subquery()
     duplicate = exists().where(newest.c.sha256 == _param("sha256", instances.c.sha256))
     fresh = select((func.coalesce(newest_version, 0) + 1).label("version")).where(~duplicate).cte("fresh")
+    # The states as separate parameters, not an expanding IN: that one is rewritten at every execution.
+    waiting = instances.c.state.in_([literal(state.value, instances.c.state.type) for state in CLAIMABLE_STATES])
     superseded = (
         update(instances)
-        .where(instances.c.sop_instance_uid == uid, instances.c.state.in_(CLAIMABLE_STATES), exists(select(fresh.c.version)))
+        .where(instances.c.sop_instance_uid == uid, waiting, exists(select(fresh.c.version)))
         .values(state=InstanceState.SUPERSEDED.value, updated_at=now)
         .cte("superseded")
     )
