@@ -105,6 +105,7 @@ _PG_CHAIN_LOCK = 0x47554152
 _HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _ANCHOR = select(audit_anchor.c.seq, audit_anchor.c.hash)
 _INSERT = insert(audit_log)
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def chain_head(conn: Connection) -> tuple[int, str]:
@@ -141,7 +142,7 @@ class Transaction:
         if not self.pending:
             return
         if self.conn.dialect.name == "postgresql":
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CHAIN_LOCK})
+            self.conn.execute(_PG_LOCK, {"key": _PG_CHAIN_LOCK})
         seq, prev = chain_head(self.conn)
         chained_records = []
         for record in self.pending:

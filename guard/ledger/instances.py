@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Transaction
 from guard.ledger.ledger import Ledger
+from guard.ledger.receipt_statement import ITEM_FIELDS, PREFIX, build_receipt
 from guard.ledger.schema import instances, series, studies
 
 
@@ -78,6 +79,7 @@ _SUPERSEDE = (
     .values(state=InstanceState.SUPERSEDED.value, updated_at=bindparam("b_now"))
 )
 _INSERT_INSTANCE = insert(instances)
+_PG_RECEIPT = build_receipt()
 _RECEIPT_UPSERTS: dict[str, tuple[Any, Any]] = {}
 
 
@@ -104,6 +106,8 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     were still waiting are marked superseded so the archive is not sent stale data.
     """
     now = tx.clock()
+    if tx.conn.dialect.name == "postgresql":
+        return _record_received_in_one_statement(tx, item, now)
     newest = tx.conn.execute(_NEWEST, {"b_sop_instance_uid": item.sop_instance_uid}).first()
     if newest is not None and newest.sha256 == item.sha256:
         return Receipt.DUPLICATE, int(newest.version)
@@ -139,6 +143,15 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
         },
     )
     return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
+
+
+def _record_received_in_one_statement(tx: Transaction, item: ReceivedInstance, now: datetime) -> tuple[Receipt, int]:
+    """``record_received`` on PostgreSQL: the same steps in one round trip (``guard.ledger.receipt_statement``)."""
+    params = {PREFIX + name: getattr(item, name) for name in ITEM_FIELDS}
+    answer = tx.conn.execute(_PG_RECEIPT, {**params, PREFIX + "now": now, PREFIX + "node": tx.node}).one()
+    if answer.version is None:
+        return Receipt.DUPLICATE, int(answer.newest)
+    return (Receipt.NEW if answer.newest is None else Receipt.NEW_VERSION), int(answer.version)
 
 
 def claim_pending(ledger: Ledger, owner: str, limit: int, lease: timedelta, *, held_by: str | None = None) -> list[Claim]:
