@@ -81,6 +81,19 @@ def read_part10_header(head: bytes) -> Part10Header | None:
     return Part10Header(sop_class, sop_instance, syntax, end)
 
 
+#: A File Meta group larger than this is left to pynetdicom (it is never near this size in practice).
+MAX_FILE_META = 64 * 1024
+
+
+def read_file_header(source: BinaryIO) -> Part10Header | None:
+    """``read_part10_header`` of the file open at ``source`` (read from its start); None as there, or for a group over ``MAX_FILE_META``."""
+    first = source.read(HEADER_LENGTH)
+    needed = file_meta_length(first)
+    if needed is None or needed > MAX_FILE_META:
+        return None
+    return read_part10_header(first + source.read(needed - len(first)))
+
+
 def _file_meta_elements(head: bytes, end: int) -> dict[int, bytes] | None:
     """The values of the File Meta group's elements by element number (Explicit VR Little Endian, PS3.10 7.1); None if malformed."""
     values: dict[int, bytes] = {}
@@ -115,23 +128,35 @@ def _padded_uid(uid: str) -> bytes:
     return raw + b"\0" if len(raw) % 2 else raw
 
 
-def c_store_rq(message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int = 2) -> bytes:
+def c_store_rq(
+    message_id: int,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    priority: int = 2,
+    *,
+    originator: tuple[str, int] | None = None,
+) -> bytes:
     """The C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian, with its group length.
 
-    The elements and values pynetdicom writes for ``send_c_store`` without a Move Originator:
-    Affected SOP Class UID, Command Field, Message ID, Priority, Command Data Set Type,
-    Affected SOP Instance UID, in tag order (PS3.5 7.1).
+    The elements and values pynetdicom writes for ``send_c_store``: Affected SOP Class UID,
+    Command Field, Message ID, Priority, Command Data Set Type, Affected SOP Instance UID and,
+    for a C-MOVE sub-operation, ``originator``: the Move Originator AE Title and Message ID
+    (PS3.7 9.1.1.1.1), in tag order (PS3.5 7.1).
     """
-    body = b"".join(
-        (
-            _encoded(0x0002, _padded_uid(sop_class_uid)),
-            _encoded(0x0100, struct.pack("<H", _C_STORE_RQ)),
-            _encoded(0x0110, struct.pack("<H", message_id)),
-            _encoded(0x0700, struct.pack("<H", priority)),
-            _encoded(0x0800, struct.pack("<H", _DATA_SET_PRESENT)),
-            _encoded(0x1000, _padded_uid(sop_instance_uid)),
-        )
-    )
+    elements = [
+        _encoded(0x0002, _padded_uid(sop_class_uid)),
+        _encoded(0x0100, struct.pack("<H", _C_STORE_RQ)),
+        _encoded(0x0110, struct.pack("<H", message_id)),
+        _encoded(0x0700, struct.pack("<H", priority)),
+        _encoded(0x0800, struct.pack("<H", _DATA_SET_PRESENT)),
+        _encoded(0x1000, _padded_uid(sop_instance_uid)),
+    ]
+    if originator is not None:
+        ae_title, originator_id = originator
+        title = ae_title.encode("ascii")
+        elements.append(_encoded(0x1030, title + b" " if len(title) % 2 else title))
+        elements.append(_encoded(0x1031, struct.pack("<H", originator_id)))
+    body = b"".join(elements)
     return _encoded(0x0000, struct.pack("<L", len(body))) + body
 
 

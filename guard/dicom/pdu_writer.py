@@ -103,8 +103,19 @@ class DirectStore:
         """The peer's maximum PDU length (0: no limit), as the association negotiated it."""
         return int(self.assoc.acceptor.maximum_length or 0)
 
-    def store(self, source: BinaryIO, header: Part10Header, length: int, context_id: int, message_id: int) -> Dataset:
+    def store(
+        self,
+        source: BinaryIO,
+        header: Part10Header,
+        length: int,
+        context_id: int,
+        message_id: int,
+        *,
+        originator: tuple[str, int] | None = None,
+    ) -> Dataset:
         """Send one C-STORE-RQ with the ``length`` data set bytes at ``source``'s position; its status, as ``send_c_store`` returns it.
+
+        ``originator``: the Move Originator AE Title and Message ID of a C-MOVE sub-operation.
 
         An empty ``Dataset`` when no response came (DIMSE timeout, association lost), after
         pynetdicom's own handling of that (an abort on a timeout). ``OSError`` (and ``EOFError``
@@ -115,7 +126,7 @@ class DirectStore:
         assoc._reactor_checkpoint.clear()  # noqa: SLF001 - pause the reactor as send_c_store does
         try:
             self._wait_until_paused(timeout)
-            command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
+            command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid, originator=originator)
             for pdu in command_pdus(command, context_id, self.max_pdu_length):
                 self._write_pdu(pdu, timeout)
             for frame in DataSetFrames(context_id, self.max_pdu_length).frames(source, length):
@@ -156,7 +167,7 @@ class DirectStore:
                 raise
             except (OSError, ValueError) as exc:
                 dul.event_queue.put("Evt17")  # transport connection closed, as AssociationSocket.send reports it
-                msg = f"writing to the archive failed: {exc}"
+                msg = f"writing to the peer failed: {exc}"
                 raise AssociationLostError(msg) from exc
 
     def _shutdown(self) -> None:
@@ -173,7 +184,7 @@ class DirectStore:
             except BlockingIOError:
                 _, writable, _ = select.select([], [self._sock], [], timeout)
                 if not writable:
-                    msg = f"the archive took nothing for {timeout} s"
+                    msg = f"the peer took nothing for {timeout} s"
                     raise TimeoutError(msg) from None
                 continue
             view = view[sent:]

@@ -28,16 +28,13 @@ from guard.config.settings import ArchiveSettings
 from guard.dicom import pdu_writer
 from guard.dicom.conversation import expect_success, outbound_ae
 from guard.dicom.net import archive_peer, open_association
-from guard.dicom.pdata import Part10Header, file_meta_length, read_part10_header
-from guard.domain.digest import HEADER_LENGTH
+from guard.dicom.pdata import Part10Header, read_file_header
 from guard.domain.errors import PermanentPeerError, TransientPeerError
 
 # PS3.8 9.3.2.2: at most 128 presentation contexts (odd IDs 1..255) per association.
 _MAX_CONTEXTS = 128
 #: PS3.7 9.1.1.1.1: Message IDs are 16-bit; the next one after the largest starts again at 1.
 _MAX_MESSAGE_ID = 0xFFFF
-#: A File Meta group larger than this is left to pynetdicom (it is never near this size in practice).
-_MAX_FILE_META = 64 * 1024
 
 
 class ArchiveSender:
@@ -136,11 +133,7 @@ def _direct_header(source: BinaryIO, context: PresentationContext) -> Part10Head
     As ``send_c_store`` does, the request names the File Meta's SOP Class and Instance UIDs and
     needs its transfer syntax to be the context's; a deflated one is left to pynetdicom.
     """
-    first = source.read(HEADER_LENGTH)
-    needed = file_meta_length(first)
-    if needed is None or needed > _MAX_FILE_META:
-        return None
-    header = read_part10_header(first + source.read(needed - len(first)))
+    header = read_file_header(source)
     if header is None or header.sop_class_uid != context.abstract_syntax or header.transfer_syntax != context.transfer_syntax[0]:
         return None
     if UID(header.transfer_syntax).is_deflated:

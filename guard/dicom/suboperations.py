@@ -4,16 +4,27 @@ A relayed move's sub-operations go from the guard to the Move Destination on an 
 pynetdicom opens itself (the C-MOVE SCP's generator yields where to, and how). This module says
 how: the presentation contexts to propose, the socket tuning and TLS of ``association_options``,
 the destination's answer to each C-STORE (``SubOperationTally``) and its certificate pin.
+
+What the generator yields for each instance is a ``RelayedFile``: the relayed file named, not
+read. Once the association is established, its ``send_c_store`` (the one pynetdicom's C-MOVE
+SCP calls for each sub-operation) is replaced for that association alone: a ``RelayedFile`` is
+written from its file as it is, by ``guard.dicom.pdu_writer`` (ADR 0019), and whatever that
+does not take (TLS, a deflated transfer syntax, a context accepted only in another uncompressed
+syntax) is read with ``dcmread`` and given to pynetdicom's own ``send_c_store``, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pydicom import Dataset, dcmread
 from pydicom.uid import (
     JPEG2000,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -27,8 +38,9 @@ from pynetdicom import build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from guard.dicom import tls
+from guard.dicom import pdu_writer, tls
 from guard.dicom.net import Peer, association_options
+from guard.dicom.pdata import Part10Header, read_file_header
 from guard.domain import status as st
 
 #: Transfer syntaxes proposed per SOP class to the destination: uncompressed in one context
@@ -78,8 +90,9 @@ class SubOperationTally:
     assoc: Any = None
 
     def on_established(self, event: Any) -> None:
-        """EVT_ESTABLISHED on the destination association: keep it, to check a pinned certificate."""
+        """EVT_ESTABLISHED on the destination association: keep it, to check a pinned certificate; send relayed files directly."""
         self.assoc = event.assoc
+        send_relayed_files(event.assoc)
 
     def on_response(self, event: Any) -> None:
         """EVT_DIMSE_RECV on the destination association: note each C-STORE response's status."""
@@ -116,3 +129,71 @@ def pin_problem(destination: Peer, assoc: Any) -> str:
         assoc.abort()
         return str(exc)
     return ""
+
+
+class RelayedFile(Dataset):
+    """A relayed instance as the C-MOVE SCP's generator yields it: its file, named and not decoded.
+
+    A ``Dataset`` because pynetdicom accepts nothing else; it holds the two UIDs pynetdicom reads
+    of it (the SOP Instance UID of a failed sub-operation, for the Failed SOP Instance UID List).
+    """
+
+    def __init__(self, path: Path, header: Part10Header) -> None:
+        """The file at ``path``, whose File Meta is ``header``."""
+        super().__init__()
+        self.SOPClassUID = header.sop_class_uid
+        self.SOPInstanceUID = header.sop_instance_uid
+        self.__dict__["relayed_path"] = path
+        self.__dict__["relayed_header"] = header
+
+
+def relayed_file(path: Path) -> RelayedFile | None:
+    """The file at ``path`` to relay, or None when it is not a Part 10 file whose File Meta reads."""
+    try:
+        with path.open("rb") as source:
+            header = read_file_header(source)
+    except OSError:
+        return None
+    return None if header is None else RelayedFile(path, header)
+
+
+def send_relayed_files(assoc: Any) -> None:
+    """Give the established sub-operation association ``assoc`` a ``send_c_store`` that takes ``RelayedFile``s."""
+    writer = pdu_writer.attach(assoc)
+    original: Callable[..., Dataset] = assoc.send_c_store
+
+    def send_c_store(
+        dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None, originator_id: int | None = None
+    ) -> Dataset:
+        if isinstance(dataset, RelayedFile):
+            if writer is not None and priority == 2 and originator_aet is not None and originator_id is not None:
+                answer = _written(writer, dataset, msg_id, (originator_aet, originator_id))
+                if answer is not None:
+                    return answer
+            # Decoded, so that pynetdicom can send it in another uncompressed syntax the destination accepted.
+            dataset = dcmread(dataset.relayed_path)
+        return original(dataset, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id)
+
+    assoc.__dict__["send_c_store"] = send_c_store
+
+
+def _written(writer: pdu_writer.DirectStore, relayed: RelayedFile, message_id: int, originator: tuple[str, int]) -> Dataset | None:
+    """The destination's status for ``relayed`` written directly; None when it must go through pynetdicom instead."""
+    header: Part10Header = relayed.relayed_header
+    if UID(header.transfer_syntax).is_deflated:
+        return None
+    context = next(
+        (
+            cx
+            for cx in writer.assoc.accepted_contexts
+            if cx.abstract_syntax == header.sop_class_uid and cx.transfer_syntax[0] == header.transfer_syntax
+        ),
+        None,
+    )
+    if context is None:
+        return None
+    path: Path = relayed.relayed_path
+    with path.open("rb") as source:
+        length = os.fstat(source.fileno()).st_size - header.dataset_offset
+        source.seek(header.dataset_offset)
+        return writer.store(source, header, length, int(context.context_id or 0), message_id, originator=originator)

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage
 
 from guard import runtime
 from guard.config.settings import ArchiveSettings
 from guard.dicom.store import ArchiveSender
+from guard.dicom.suboperations import destination_contexts, relayed_file, send_relayed_files
 from guard.domain.digest import HEADER_LENGTH, dataset_offset
 from guard.domain.errors import PermanentPeerError, TransientPeerError
 from tests.hostile.peer import associate_ac
@@ -282,3 +284,85 @@ def test_a_deflated_instance_goes_by_pynetdicom_and_arrives_unchanged(tmp_path: 
         scp.wait_for(["1.2.3.4.8"])
     [received] = scp.received_files()
     assert _data_set_bytes(received) == _data_set_bytes(path)
+
+
+def _with_group_length(path: Path) -> Path:
+    """A CT instance whose data set begins with a Group Length (0008,0000), as older modalities write them.
+
+    pydicom leaves data set group lengths out when it encodes a data set again, so decoding the
+    file and sending it through pynetdicom would change its bytes (not its content).
+    """
+    make_instance(path, study_uid="1.2.3", series_uid="1.2.3.4", sop_instance_uid="1.2.3.4.6", rows=64, columns=64)
+    data = path.read_bytes()
+    offset = dataset_offset(data[:HEADER_LENGTH])
+    group_0008 = _group_bytes(data[offset:], 0x0008)
+    path.write_bytes(data[:offset] + struct.pack("<HH2sHL", 0x0008, 0x0000, b"UL", 4, group_0008) + data[offset:])
+    return path
+
+
+def _group_bytes(data_set: bytes, group: int) -> int:
+    """The length of the leading elements of ``group`` in an Explicit VR Little Endian data set (none of them a sequence)."""
+    position = 0
+    while position < len(data_set) and struct.unpack_from("<H", data_set, position)[0] == group:
+        vr = data_set[position + 4 : position + 6]
+        if vr in {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"}:
+            position += 12 + struct.unpack_from("<L", data_set, position + 8)[0]
+        else:
+            position += 8 + struct.unpack_from("<H", data_set, position + 6)[0]
+    return position
+
+
+def test_a_relayed_sub_operation_carries_the_file_as_it_is_and_its_move_originator(bit_preserving_scp: Storescp, tmp_path: Path) -> None:
+    """A C-MOVE sub-operation (``RelayedFile``) arrives byte for byte; pynetdicom's own path would have re-encoded it."""
+    relayed = _with_group_length(tmp_path / "grouped.dcm")
+    reencoded = encode(dcmread(relayed), is_implicit_vr=False, is_little_endian=True)
+    assert reencoded != _data_set_bytes(relayed), "the test needs a file that decoding changes"
+    ae = AE(ae_title="GUARD")
+    assoc = ae.associate(LOOPBACK, bit_preserving_scp.port, ae_title="STORESCP", contexts=destination_contexts([CT], classes_unknown=False))
+    assert assoc.is_established
+    try:
+        send_relayed_files(assoc)
+        dataset = relayed_file(relayed)
+        assert dataset is not None
+        status = assoc.send_c_store(dataset, msg_id=7, originator_aet="REQUESTER", originator_id=3)
+        assert status.Status == 0x0000
+    finally:
+        assoc.release()
+    bit_preserving_scp.wait_for(["1.2.3.4.6"])
+    [received] = bit_preserving_scp.received_files()
+    assert _data_set_bytes(received) == _data_set_bytes(relayed)
+
+
+def test_a_relayed_file_whose_syntax_was_not_accepted_is_converted_by_pynetdicom(tmp_path: Path) -> None:
+    """The destination accepted only Implicit VR: the Explicit VR file goes through pynetdicom, decoded, and arrives."""
+    received: list[tuple[str, str, int]] = []
+
+    def on_store(event: Any) -> int:
+        request = event.request
+        received.append(
+            (str(event.context.transfer_syntax), str(request.MoveOriginatorApplicationEntityTitle), int(request.MoveOriginatorMessageID))
+        )
+        return 0x0000
+
+    scp = AE(ae_title="DEST")
+    scp.add_supported_context(CTImageStorage, [ImplicitVRLittleEndian])
+    server = scp.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        path = make_instance(
+            tmp_path / "ct.dcm", study_uid="1.2.3", series_uid="1.2.3.4", sop_instance_uid="1.2.3.4.7", rows=64, columns=64
+        )
+        ae = AE(ae_title="GUARD")
+        assoc = ae.associate(
+            LOOPBACK, server.server_address[1], ae_title="DEST", contexts=destination_contexts([CT], classes_unknown=False)
+        )
+        assert assoc.is_established
+        try:
+            send_relayed_files(assoc)
+            dataset = relayed_file(path)
+            assert dataset is not None
+            assert assoc.send_c_store(dataset, msg_id=1, originator_aet="REQUESTER", originator_id=9).Status == 0x0000
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    assert received == [(ImplicitVRLittleEndian, "REQUESTER", 9)]

@@ -109,6 +109,34 @@ def test_the_command_set_is_what_pynetdicom_encodes(sop_class: str, sop_instance
     assert c_store_rq(message_id, sop_class, sop_instance, priority) == expected
 
 
+_ae_titles = strat.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1, max_size=16)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sop_class=_uids,
+    sop_instance=_uids,
+    message_id=strat.integers(0, 0xFFFF),
+    originator_ae=_ae_titles,
+    originator_id=strat.integers(0, 0xFFFF),
+)
+@example(sop_class="1.2", sop_instance="1.2.3", message_id=1, originator_ae="ODD", originator_id=7)
+def test_a_sub_operation_command_set_is_what_pynetdicom_encodes(
+    sop_class: str, sop_instance: str, message_id: int, originator_ae: str, originator_id: int
+) -> None:
+    """With a Move Originator (a C-MOVE sub-operation), byte for byte what pynetdicom encodes for ``send_c_store``."""
+    primitive = C_STORE()
+    primitive.MessageID, primitive.Priority = message_id, 2
+    primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = sop_class, sop_instance
+    primitive.MoveOriginatorApplicationEntityTitle = originator_ae
+    primitive.MoveOriginatorMessageID = originator_id
+    primitive._dataset_path = ("unused", 0)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    expected = dsutils.encode(message.command_set, is_implicit_vr=True, is_little_endian=True)
+    assert c_store_rq(message_id, sop_class, sop_instance, originator=(originator_ae, originator_id)) == expected
+
+
 def _write_file(path: Path, sop_class: str, sop_instance: str, syntax: str, *, extra_meta: bool) -> None:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientID = sop_class, sop_instance, "PDATA"

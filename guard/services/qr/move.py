@@ -38,15 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import Dataset
 
 from guard import runtime
 from guard.config.settings import Settings
 from guard.dicom import conversation
 from guard.dicom.conversation import find_all
 from guard.dicom.net import Peer, archive_peer, open_association, source_peer
-from guard.dicom.suboperations import COMMON_STORAGE_CLASSES, SubOperationTally, destination_contexts, destination_options, pin_problem
+from guard.dicom.suboperations import (
+    COMMON_STORAGE_CLASSES,
+    SubOperationTally,
+    destination_contexts,
+    destination_options,
+    pin_problem,
+    relayed_file,
+)
 from guard.domain import status as st
 from guard.domain.errors import GuardError, PeerError
 from guard.domain.states import AuditEvent, Outcome
@@ -182,15 +188,14 @@ class ArchiveMove(threading.Thread):
 
 
 def _send_on(relay: ActiveRelay, item: Arrival, pending: set[str], tally: SubOperationTally) -> Iterator[Any]:
-    """Yield one instance to pynetdicom, which sends it to the destination; its file is removed after."""
+    """Yield one instance to pynetdicom, which has it sent to the destination (``guard.dicom.suboperations``); its file is removed after."""
     if item.sop_instance_uid not in pending:
         # Not asked for (or sent twice): not relayed, and not a failure of the move.
         relay.done_with(item)
         log.warning("move.unexpected_instance", action="move.unexpected_instance", sop_instance_uid=item.sop_instance_uid)
         return
-    try:
-        dataset = dcmread(item.path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+    dataset = relayed_file(item.path)  # named, not read: its data set is sent as the archive sent it
+    if dataset is None:
         relay.done_with(item)  # stays pending: counted failed at the end
         return
     pending.discard(item.sop_instance_uid)
