@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import generate
-from bench.procfs import tree_cpu_seconds
+from bench.procfs import settle, tree_cpu_seconds
 from bench.runs import POSTGRESQL, SQLITE, BenchConfig, BenchError, StudyFiles, _check_storescu, _ledger_url, _sender, run_direct
 from bench.stacks import start_profiler, stop_profiler
 from tests.support.guard import GUARD_AE, GuardProcess
@@ -51,6 +51,7 @@ def _through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_d
         guard.start(timeout=60)
         try:
             pid = guard.proc.pid if guard.proc is not None else -1
+            settle(pid)
             profile = None if profile_dir is None else profile_dir / f"guard-ingest-{int(time.time())}.txt"
             profiler = None if profile is None else start_profiler(pid, profile, ("--gil",))
             box: dict[str, Any] = {}

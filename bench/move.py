@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procfs import cpu_seconds, tree_cpu_seconds
+from bench.procfs import cpu_seconds, settle, tree_cpu_seconds
 from bench.report import TARGET_RATIO
 from bench.runs import ARCHIVE_AE
 from bench.stacks import start_profiler, stop_profiler
@@ -114,6 +114,8 @@ def run_through_guard(archive: Orthanc, study: Study, workdir: Path, timeout: fl
         try:
             guard.start(timeout=60)
             pid = guard.proc.pid if guard.proc is not None else None
+            if pid is not None:
+                settle(pid)
             profiler = None
             if profile_dir is not None and pid is not None:
                 profiler = start_profiler(pid, profile_dir / f"guard-move-{int(time.time())}.txt", ("--gil",))

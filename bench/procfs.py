@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -136,3 +137,20 @@ class RssSampler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()
+
+
+def settle(pid: int, *, window: float = 0.2, busy_share: float = 0.05, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` and its descendants use under ``busy_share`` of a core over ``window`` seconds (at most ``timeout``).
+
+    A guard that has just started finishes its start-up after its ports open (it collects and
+    freezes its heap, ``guard.runtime.freeze_heap``: a few hundred milliseconds of CPU); measured
+    from then, that one-off cost would be counted in every instance of the run.
+    """
+    deadline = time.monotonic() + timeout
+    last = tree_cpu_seconds(pid)
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(window)
+        now = tree_cpu_seconds(pid)
+        if now is None or now - last < busy_share * window:
+            return
+        last = now

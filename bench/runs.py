@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.procfs import MachineCpu, RssSampler, cpu_seconds, status_kib, tree_cpu_seconds, tree_status_kib
+from bench.procfs import MachineCpu, RssSampler, cpu_seconds, settle, status_kib, tree_cpu_seconds, tree_status_kib
 from bench.stacks import start_profiler, stop_profiler
 from guard.config.settings import ForwardSettings
 from tests.support.datasets import Study
@@ -274,6 +274,7 @@ def _ledger_states(guard: GuardProcess, expected: int, start: float) -> tuple[di
 def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg: BenchConfig) -> RunResult:
     """Time one send through a started guard, with its CPU, RSS and (optionally) a py-spy profile."""
     pid = guard.proc.pid if guard.proc is not None else -1
+    settle(pid)
     profile = None if cfg.profile_dir is None else cfg.profile_dir / f"guard-{files.count}-{int(time.time())}.txt"
     profiler = None if profile is None else start_profiler(pid, profile, cfg.profile_args)
     try:
