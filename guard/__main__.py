@@ -1,5 +1,10 @@
-"""``python -m guard``."""
+"""``python -m guard``: the command-line interface, or the listener process (``guard.app.listener_main``)."""
 
-from guard.cli.main import main
+import sys
+
+if sys.argv[1:2] == ["listener"]:
+    from guard.app.listener_main import main
+else:
+    from guard.cli.main import main
 
 main()

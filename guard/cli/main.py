@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import secrets
 import signal
 import sys
@@ -124,23 +123,14 @@ def listener(
     config: ConfigOption = None,
     channel_fd: Annotated[int, typer.Option("--channel-fd", help="Datagram socket inherited from the main process.")] = -1,
 ) -> None:
-    """Run only the DICOM listener: started by `guard serve` when node.listener_process is on, never by hand."""
-    settings = _settings(config)
-    runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
-    if channel_fd < 0:
-        err.print("[red]guard listener is started by guard serve (node.listener_process), not by hand[/red]", highlight=False)
-        raise typer.Exit(EXIT_FAILED)
-    from guard.app.listener_child import ListenerChild  # noqa: PLC0415 - only the listener process needs it
-    from guard.app.listener_process import ChildChannel  # noqa: PLC0415 - idem
+    """Run only the DICOM listener: started by `guard serve` when node.listener_process is on, never by hand.
 
-    child = ListenerChild(settings, ChildChannel(channel_fd), parent_pid=os.getppid())
-    signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: child.request_stop())
-    signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
-    _start_or_exit(child.start, child.stop, "listener cannot start")
-    runtime.freeze_heap()
-    child.run()
-    child.stop_and_exit()
+    `guard serve` starts it as `python -m guard listener`, which goes to `guard.app.listener_main`
+    without this interface; this command is the same process started through it.
+    """
+    from guard.app.listener_main import run  # noqa: PLC0415 - only the listener process needs it
+
+    raise typer.Exit(run(config, channel_fd))
 
 
 @app.command()

@@ -14,8 +14,6 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from guard.ledger.ledger import READ_ONLY, Ledger, translate
 
 if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
     from guard.config.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -63,7 +63,13 @@ def open_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
-    """Alembic configuration bound to ``engine``, without an ini file."""
+    """Alembic configuration bound to ``engine``, without an ini file.
+
+    Alembic is imported here, not with the module: only the processes that migrate need it (the
+    listener process opens a ledger the main process has migrated).
+    """
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415 - see above
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -72,6 +78,8 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 def migrate(engine: Engine) -> None:
     """Bring the ledger schema to the newest revision (a database that cannot be reached is a ``LedgerUnavailableError``)."""
+    from alembic import command  # noqa: PLC0415 - as in alembic_config
+
     try:
         command.upgrade(alembic_config(engine), "head")
     except SQLAlchemyError as exc:

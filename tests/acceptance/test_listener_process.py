@@ -165,3 +165,14 @@ def test_archive_reports_reach_metrics_and_sigterm_stops_the_listener_process(
     assert guard.terminate() == 0
     wait_until(lambda: not _is_running(listener), 30, message="the listener process outlived SIGTERM of the guard")
     assert guard.audit_records("service.stopped")
+
+
+def test_the_listener_process_loads_only_what_receiving_needs(guard_factory: GuardFactory, orthanc_archive: Orthanc) -> None:
+    """Numpy is installed here and mapped by the main process (pydicom loads it), never by the listener (guard.app.listener_main)."""
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, fresh=True).start(timeout=90)
+    listener = _listener_pid(guard)
+    main = guard.proc.pid if guard.proc is not None else -1
+    wait_until(lambda: port_is_open("127.0.0.1", guard.port), 60, message="the listener never listened")
+    assert "numpy" in Path(f"/proc/{main}/maps").read_text(), "the test needs numpy installed and loaded by the main process"
+    assert "numpy" not in Path(f"/proc/{listener}/maps").read_text()
+    assert Path(f"/proc/{listener}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"guard", b"listener"]

@@ -1,0 +1,71 @@
+"""The entry point of the listener process: ``python -m guard listener --channel-fd N [--config FILE]``.
+
+``guard serve`` starts it when ``node.listener_process`` is on (``guard.app.listener_process``);
+it is never run by hand. ``python -m guard`` hands this command line here before importing the
+command-line interface, so the process loads only what receiving needs: not Typer, Rich and the
+other commands, not Alembic (the main process has migrated the ledger), and not numpy, which
+pydicom imports whenever it is installed (the ``content`` extra, for ``verify.compare =
+content``) although the listener never decodes pixel data. About a third less memory than the
+same process started through the command-line interface (docs/benchmark.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+#: Modules the listener never uses that its libraries would load only because they are installed.
+#: ``None`` in ``sys.modules`` makes an import of them raise ImportError, which pydicom expects.
+NOT_LOADED = ("numpy",)
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def run(config: Path | None, channel_fd: int) -> int:
+    """Serve as the listener process; the exit code when it cannot start (it ends the process itself once started)."""
+    for name in NOT_LOADED:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]
+    from guard import runtime  # noqa: PLC0415 - after NOT_LOADED is in place
+    from guard.config.settings import load_settings  # noqa: PLC0415 - idem
+    from guard.domain.errors import ConfigError, GuardError  # noqa: PLC0415 - idem
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201 - the one line a failed start leaves
+        return EXIT_CONFIG
+    runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
+    if channel_fd < 0:
+        print("guard listener is started by guard serve (node.listener_process), not by hand", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILED
+    from guard.app.listener_child import ListenerChild  # noqa: PLC0415 - idem
+    from guard.app.listener_process import ChildChannel  # noqa: PLC0415 - idem
+
+    child = ListenerChild(settings, ChildChannel(channel_fd), parent_pid=os.getppid())
+    signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: child.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
+    try:
+        child.start()
+    except (GuardError, OSError) as exc:
+        print(f"listener cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        child.stop()
+        return EXIT_FAILED
+    runtime.freeze_heap()
+    child.run()
+    return child.stop_and_exit()
+
+
+def main() -> None:
+    """Parse ``listener --channel-fd N [--config FILE]`` (``GUARD_CONFIG`` as the default file) and run."""
+    parser = argparse.ArgumentParser(prog="guard listener", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=["listener"])
+    parser.add_argument("--config", "-c", type=Path, default=None, help="TOML configuration file (default: $GUARD_CONFIG)")
+    parser.add_argument("--channel-fd", type=int, default=-1, help="datagram socket inherited from the main process")
+    args = parser.parse_args()
+    sys.exit(run(args.config, args.channel_fd))
