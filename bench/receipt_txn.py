@@ -33,10 +33,10 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, event
 
-from guard.domain.states import AuditEvent
 from guard.ledger.db import migrate, open_engine
-from guard.ledger.instances import Receipt, ReceivedInstance, record_received
+from guard.ledger.instances import ReceivedInstance
 from guard.ledger.ledger import Ledger
+from guard.services.ingest import record_receipt
 from tests.support.postgres import scratch_database
 
 ROOT = "1.2.826.0.1.3680043.10.9"
@@ -72,31 +72,6 @@ def _item(n: int, per_study: int, per_series: int, run: int) -> ReceivedInstance
     )
 
 
-def receive(ledger: Ledger, item: ReceivedInstance) -> Receipt:
-    """One receipt as ``IngestService.store`` records it (the same statements and the same audit record)."""
-    with ledger.transaction() as tx:
-        receipt, version = record_received(tx, item)
-        if receipt is not Receipt.DUPLICATE:
-            tx.audit(
-                AuditEvent.INSTANCE_RECEIVED,
-                actor=item.calling_ae,
-                peer_address=item.peer_address,
-                patient_id=item.patient_id,
-                study_uid=item.study_uid,
-                series_uid=item.series_uid,
-                sop_instance_uid=item.sop_instance_uid,
-                detail={
-                    "receipt": receipt.value,
-                    "version": version,
-                    "size": item.size,
-                    "sha256": item.sha256,
-                    "sop_class_uid": item.sop_class_uid,
-                    "transfer_syntax": item.transfer_syntax,
-                },
-            )
-    return receipt
-
-
 @contextmanager
 def _counting(engine: Engine) -> Iterator[dict[str, int]]:
     """Count what ``engine`` sends while the block runs: cursor statements, checkouts (pre-pings), BEGINs and COMMITs."""
@@ -127,12 +102,12 @@ def run(engine: Engine, transactions: int, per_study: int, per_series: int, run_
     """Time ``transactions`` receipts of new instances on ``engine`` (after a short warm-up)."""
     ledger = Ledger(engine)
     for n in range(20):  # warm-up: compile the statements, fill the pool
-        receive(ledger, _item(n, per_study, per_series, 10_000 + run_no))
+        record_receipt(ledger, _item(n, per_study, per_series, 10_000 + run_no))
     items = [_item(n, per_study, per_series, run_no) for n in range(transactions)]
     with _counting(engine) as count:
         cpu, wall = time.process_time(), time.perf_counter()
         for item in items:
-            receive(ledger, item)
+            record_receipt(ledger, item)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     trips = count["statements"]
     if engine.dialect.name == "postgresql":

@@ -97,6 +97,35 @@ def _strip(value: object) -> str:
     return str(value).strip() if value is not None else ""
 
 
+def record_receipt(ledger: Ledger, item: ReceivedInstance) -> Receipt:
+    """Record an instance already durable in the spool, with its ``instance.received`` audit record, in one transaction.
+
+    The transaction the C-STORE answer waits for (a duplicate is recorded and audited as nothing);
+    raises ``LedgerError`` as ``Ledger.transaction`` does.
+    """
+    with ledger.transaction() as tx:
+        receipt, version = record_received(tx, item)
+        if receipt is not Receipt.DUPLICATE:
+            tx.audit(
+                AuditEvent.INSTANCE_RECEIVED,
+                actor=item.calling_ae,
+                peer_address=item.peer_address,
+                patient_id=item.patient_id,
+                study_uid=item.study_uid,
+                series_uid=item.series_uid,
+                sop_instance_uid=item.sop_instance_uid,
+                detail={
+                    "receipt": receipt.value,
+                    "version": version,
+                    "size": item.size,
+                    "sha256": item.sha256,
+                    "sop_class_uid": item.sop_class_uid,
+                    "transfer_syntax": item.transfer_syntax,
+                },
+            )
+    return receipt
+
+
 class IngestService:
     """Admits sources and makes their instances durable."""
 
@@ -214,26 +243,7 @@ class IngestService:
             peer_address=req.peer_address,
         )
         try:
-            with self.ledger.transaction() as tx:
-                receipt, version = record_received(tx, item)
-                if receipt is not Receipt.DUPLICATE:
-                    tx.audit(
-                        AuditEvent.INSTANCE_RECEIVED,
-                        actor=req.calling_ae,
-                        peer_address=req.peer_address,
-                        patient_id=item.patient_id,
-                        study_uid=study_uid,
-                        series_uid=series_uid,
-                        sop_instance_uid=sop_uid,
-                        detail={
-                            "receipt": receipt.value,
-                            "version": version,
-                            "size": stored.size,
-                            "sha256": stored.sha256,
-                            "sop_class_uid": req.sop_class_uid,
-                            "transfer_syntax": req.transfer_syntax,
-                        },
-                    )
+            receipt = record_receipt(self.ledger, item)
         except LedgerError as exc:
             return self._refuse(req, st.OUT_OF_RESOURCES, "ledger-unavailable", str(exc))
         if receipt is not Receipt.DUPLICATE and self.on_received is not None:
