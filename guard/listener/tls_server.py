@@ -83,9 +83,13 @@ class TlsAssociationServer(LimitedAssociationServer):
             wrapped = load().server.wrap_socket(raw, server_side=True)
             wrapped.settimeout(None)
         except (OSError, ssl.SSLError, TlsConfigError) as exc:
-            self.shutdown_request(raw)
+            # Counted off and audited before the connection closes: a peer that sees the close and
+            # connects again is not refused for a pending connection this one no longer is.
             release()
-            self.on_refused(address, handshake_reason(exc), str(exc)[:300])
+            try:
+                self.on_refused(address, handshake_reason(exc), str(exc)[:300])
+            finally:
+                self.shutdown_request(raw)
             return
         super().process_request_thread(wrapped, client_address)
 
