@@ -391,7 +391,8 @@ def study_facts(ledger: Ledger, study_uid: str) -> dict[str, str]:
     """SOP Instance UID -> state of its newest version, for every instance of the study."""
     joined = newest_versions(instances.c.study_uid == study_uid)
     with ledger.read() as conn:
-        return dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
+        rows = conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined))
+        return dict(rows.all())
 
 
 def mark_study_deleted(tx: Transaction, study_uid: str) -> None:

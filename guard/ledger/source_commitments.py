@@ -107,7 +107,8 @@ def evaluate_inbound(ledger: Ledger, transaction_uid: str, *, arrival_grace: tim
         refs = conn.execute(select(commitment_references).where(commitment_references.c.transaction_uid == transaction_uid)).all()
         uids = [r.sop_instance_uid for r in refs]
         joined = newest_versions(instances.c.sop_instance_uid.in_(uids))
-        states = dict(conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined)).tuples().all())
+        rows = conn.execute(select(instances.c.sop_instance_uid, instances.c.state).select_from(joined))
+        states = dict(rows.all())
     successes: list[tuple[str, str]] = []
     failures: list[tuple[str, str, int]] = []
     for ref in refs:
