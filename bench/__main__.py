@@ -38,7 +38,7 @@ from bench.runs import (
     run_direct,
     run_through_guard,
 )
-from bench.stacks import ProfilerError
+from bench.stacks import ProfilerError, add_profile_arg
 from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
 from tests.support.processes import PeerError, find_tool, peer_env
@@ -86,13 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the archive (default 0.05)")
     parser.add_argument("--timeout", type=float, help="seconds a run may take (default: 60 + 0.3 s per instance, at least 120)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="record the guard with py-spy (collapsed stacks) into DIR")
-    parser.add_argument(
-        "--profile-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra py-spy record argument, e.g. --profile-arg=--gil (repeatable)",
-    )
+    add_profile_arg(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (generated studies) for inspection")
     parser.add_argument(
         "--idle",

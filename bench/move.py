@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.procfs import cpu_seconds, settle, tree_cpu_seconds
 from bench.report import TARGET_RATIO
 from bench.runs import ARCHIVE_AE
-from bench.stacks import start_profiler, stop_profiler
+from bench.stacks import add_profile_arg, start_profiler, stop_profiler
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import final_response, movescu
 from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
@@ -100,7 +100,9 @@ def run_direct(archive: Orthanc, study: Study, workdir: Path, timeout: float) ->
     return MoveRun("movescu -> Orthanc -> storescp", len(study.sop_instance_uids), seconds, spent, spent)
 
 
-def run_through_guard(archive: Orthanc, study: Study, workdir: Path, timeout: float, profile_dir: Path | None = None) -> MoveRun:
+def run_through_guard(
+    archive: Orthanc, study: Study, workdir: Path, timeout: float, profile_dir: Path | None = None, profile_args: tuple[str, ...] = ()
+) -> MoveRun:
     """Move through the guard: movescu -> guard (C-MOVE from Orthanc to itself, relayed) -> storescp."""
     with Storescp(workdir / "guard-storescp", aet=DESTINATION_AE) as destination:
         guard = GuardProcess(
@@ -118,7 +120,7 @@ def run_through_guard(archive: Orthanc, study: Study, workdir: Path, timeout: fl
                 settle(pid)
             profiler = None
             if profile_dir is not None and pid is not None:
-                profiler = start_profiler(pid, profile_dir / f"guard-move-{int(time.time())}.txt", ("--gil",))
+                profiler = start_profiler(pid, profile_dir / f"guard-move-{int(time.time())}.txt", profile_args)
             guard_before, archive_before = _cpu(pid, tree=True), _cpu(archive.pid)
             seconds = _timed_move(guard.port, GUARD_AE, study, destination, timeout)
             if profiler is not None:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.move", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=200, help="instances in the study (default 200)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a move may take (default 600)")
-    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy (GIL holder) into DIR")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
+    add_profile_arg(parser)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-move-"))
     try:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         with archive:
             archive.upload(study.paths)
             direct = run_direct(archive, study, root, args.timeout)
-            guard = run_through_guard(archive, study, root, args.timeout, args.profile)
+            guard = run_through_guard(archive, study, root, args.timeout, args.profile, tuple(args.profile_arg))
         print(render(direct, guard))
     except (MoveBenchError, TimeoutError, OSError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)

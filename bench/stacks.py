@@ -36,6 +36,17 @@ def _py_spy() -> str:
     return found
 
 
+def add_profile_arg(parser: argparse.ArgumentParser) -> None:
+    """The ``--profile-arg`` option of the benchmarks that record the guard (extra ``py-spy record`` arguments)."""
+    parser.add_argument(
+        "--profile-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra py-spy record argument, e.g. --profile-arg=--gil (repeatable)",
+    )
+
+
 def start_profiler(pid: int, output: Path, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
     """Record the guard's stacks (collapsed format, per thread) until the profiler gets SIGINT.
 
