@@ -167,7 +167,13 @@ def send_relayed_files(assoc: Any) -> None:
     ) -> Dataset:
         if isinstance(dataset, RelayedFile):
             if writer is not None and priority == 2 and originator_aet is not None and originator_id is not None:
-                answer = _written(writer, dataset, msg_id, (originator_aet, originator_id))
+                try:
+                    answer = _written(writer, dataset, msg_id, (originator_aet, originator_id))
+                except (OSError, EOFError, ValueError):
+                    # Part of the request may be out: nothing more can go on this association.
+                    # pynetdicom counts the sub-operation failed, and every later one fails at once.
+                    assoc.abort()
+                    raise
                 if answer is not None:
                     return answer
             # Decoded, so that pynetdicom can send it in another uncompressed syntax the destination accepted.

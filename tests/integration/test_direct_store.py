@@ -366,3 +366,29 @@ def test_a_relayed_file_whose_syntax_was_not_accepted_is_converted_by_pynetdicom
     finally:
         server.shutdown()
     assert received == [(ImplicitVRLittleEndian, "REQUESTER", 9)]
+
+
+def test_a_destination_that_aborts_mid_sub_operation_fails_it_and_every_later_one_at_once(tmp_path: Path) -> None:
+    """An A-ABORT in the middle of a relayed data set: that send raises, the association is gone, the next send fails without waiting."""
+    study = make_study(tmp_path / "study", 2, rows=1024, columns=1024)
+    with _PynetdicomScp(abort_after=4) as scp:
+        ae = AE(ae_title="GUARD")
+        ae.dimse_timeout = 10
+        assoc = ae.associate(LOOPBACK, scp.port, ae_title="PYSCP", contexts=destination_contexts([CT], classes_unknown=False))
+        assert assoc.is_established
+        send_relayed_files(assoc)
+        first, second = (relayed_file(Path(path)) for path in study.paths)
+        assert first is not None
+        assert second is not None
+        try:
+            status = assoc.send_c_store(first, msg_id=1, originator_aet="REQUESTER", originator_id=1)
+        except (OSError, EOFError, ValueError):
+            status = None
+        # Either the write was refused (raised) or no response came (an empty status): never Success.
+        assert status is None or "Status" not in status
+        wait_until(lambda: not assoc.is_established, 10, message="the association outlived the abort")
+        started = time.monotonic()
+        with pytest.raises((OSError, RuntimeError, ValueError)):
+            assoc.send_c_store(second, msg_id=2, originator_aet="REQUESTER", originator_id=1)
+        assert time.monotonic() - started < 5
+    assert scp.received == {}
