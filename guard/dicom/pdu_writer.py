@@ -35,6 +35,7 @@ from two threads is not safe) or when the association has no open socket.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import ssl
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pynetdicom
 from pydicom import Dataset
+from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
 from guard.dicom.pdata import DataSetFrames, Part10Header, c_store_rq, command_pdus
@@ -87,6 +89,11 @@ def attach(assoc: Association) -> DirectStore | None:
     assoc_socket.__dict__["_shutdown_socket"] = _locked(lock, assoc_socket._shutdown_socket)  # noqa: SLF001 - close() goes through it
     machine.__dict__["do_action"] = _locked(lock, machine.do_action)
     return DirectStore(assoc, sock, lock)
+
+
+def writable(header: Part10Header) -> bool:
+    """Whether the data set of a file with File Meta ``header`` can be written as it is: not deflated (pynetdicom inflates those)."""
+    return not UID(header.transfer_syntax).is_deflated
 
 
 class DirectStore:
@@ -142,6 +149,14 @@ class DirectStore:
             assoc.abort()
             return Dataset()
         return assoc._check_received_status(response)  # noqa: SLF001
+
+    def store_file(
+        self, source: BinaryIO, header: Part10Header, context_id: int, message_id: int, *, originator: tuple[str, int] | None = None
+    ) -> Dataset:
+        """``store`` of the whole data set of the Part 10 file open at ``source``, whose File Meta is ``header``."""
+        length = os.fstat(source.fileno()).st_size - header.dataset_offset
+        source.seek(header.dataset_offset)
+        return self.store(source, header, length, context_id, message_id, originator=originator)
 
     def _wait_until_paused(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

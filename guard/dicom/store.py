@@ -15,12 +15,10 @@ request has a Message ID of its own on the association (PS3.7 9.1.1.1.1).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import BinaryIO, Self
 
 from pydicom import Dataset
-from pydicom.uid import UID
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
@@ -79,9 +77,7 @@ class ArchiveSender:
             with path.open("rb") as source:
                 header = _direct_header(source, context)
                 if header is not None:
-                    length = os.fstat(source.fileno()).st_size - header.dataset_offset
-                    source.seek(header.dataset_offset)
-                    return self.writer.store(source, header, length, int(context.context_id or 0), message_id)
+                    return self.writer.store_file(source, header, int(context.context_id or 0), message_id)
         return assoc.send_c_store(path, msg_id=message_id)
 
     def _next_message_id(self) -> int:
@@ -136,6 +132,4 @@ def _direct_header(source: BinaryIO, context: PresentationContext) -> Part10Head
     header = read_file_header(source)
     if header is None or header.sop_class_uid != context.abstract_syntax or header.transfer_syntax != context.transfer_syntax[0]:
         return None
-    if UID(header.transfer_syntax).is_deflated:
-        return None
-    return header
+    return header if pdu_writer.writable(header) else None

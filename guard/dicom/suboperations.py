@@ -15,7 +15,6 @@ syntax) is read with ``dcmread`` and given to pynetdicom's own ``send_c_store``,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
     JPEG2000,
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -186,7 +184,7 @@ def send_relayed_files(assoc: Any) -> None:
 def _written(writer: pdu_writer.DirectStore, relayed: RelayedFile, message_id: int, originator: tuple[str, int]) -> Dataset | None:
     """The destination's status for ``relayed`` written directly; None when it must go through pynetdicom instead."""
     header: Part10Header = relayed.relayed_header
-    if UID(header.transfer_syntax).is_deflated:
+    if not pdu_writer.writable(header):
         return None
     context = next(
         (
@@ -200,6 +198,4 @@ def _written(writer: pdu_writer.DirectStore, relayed: RelayedFile, message_id: i
         return None
     path: Path = relayed.relayed_path
     with path.open("rb") as source:
-        length = os.fstat(source.fileno()).st_size - header.dataset_offset
-        source.seek(header.dataset_offset)
-        return writer.store(source, header, length, int(context.context_id or 0), message_id, originator=originator)
+        return writer.store_file(source, header, int(context.context_id or 0), message_id, originator=originator)
