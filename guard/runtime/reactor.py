@@ -19,7 +19,8 @@ of all the guard's samples in the two loops themselves (docs/benchmark.md).
   or ``kill``. The wait is bounded by the network idle timer and by ``MAX_WAIT``.
 
 What each pass does once awake is pynetdicom's own code, in pynetdicom's order (the loop bodies
-below follow pynetdicom 3.0.4 line for line), so the state machine, timers, pausing for
+below follow pynetdicom 3.0.4 line for line, with one check added for pausing: see
+``_assoc_run_reactor``), so the state machine, timers, pausing for
 ``send_*`` calls and abort handling behave as before. ``MAX_WAIT`` is a safety net: a wake-up
 this module does not know of is seen within it, never lost.
 
@@ -357,19 +358,38 @@ def _assoc_has_work(assoc: Association) -> bool:
     return not assoc.dul.is_alive() or assoc.dul.idle_timer_expired()
 
 
+def _through_checkpoint(assoc: Association) -> bool:
+    """Wait for work and at the pause checkpoint, paused meanwhile; whether the pass may go on.
+
+    False when the reactor was paused after the checkpoint wait returned and before the flag
+    fell: the caller may have read the flag still True and be awaiting its response now, so the
+    pass takes nothing off the DIMSE queue and goes back to wait at the checkpoint.
+    """
+    assoc._is_paused = True  # noqa: SLF001
+    if not _assoc_has_work(assoc):
+        _assoc_wait(assoc)
+    assoc._reactor_checkpoint.wait()  # noqa: SLF001
+    assoc._is_paused = False  # noqa: SLF001
+    return assoc._reactor_checkpoint.is_set()  # noqa: SLF001
+
+
 def _assoc_run_reactor(self: Association) -> None:
     """The ``Association._run_reactor`` of pynetdicom 3.0.4, with ``_assoc_wait`` for its 1 ms sleep.
 
     The reactor counts as paused (``_is_paused``) while it waits, as it does while it sleeps in
     pynetdicom, so a ``send_*`` call from another thread does not wait for it to wake.
+
+    One check is the guard's own: after the flag falls, the checkpoint is
+    looked at again. pynetdicom's loop has a window between its checkpoint wait returning and the
+    flag falling in which a ``send_*`` caller can clear the checkpoint, read the stale True and
+    go on; the reactor then takes the caller's response off the DIMSE queue, drops it as an
+    unexpected message, and the caller waits out the DIMSE timeout and aborts. Under load that
+    window is as long as the thread waits for the interpreter lock.
     """
     self._is_paused = False
     while not self._kill:
-        self._is_paused = True
-        if not _assoc_has_work(self):
-            _assoc_wait(self)
-        self._reactor_checkpoint.wait()
-        self._is_paused = False
+        if not _through_checkpoint(self):
+            continue
 
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:

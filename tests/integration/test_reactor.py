@@ -18,6 +18,7 @@ import pynetdicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from guard.runtime import reactor
@@ -154,3 +155,64 @@ def test_the_doorbell_writes_only_while_its_thread_waits_and_never_after_close()
     bell.ring()
     bell.drain()
     bell.close()
+
+
+class _HeldCheckpoint(threading.Event):
+    """An association reactor's ``_reactor_checkpoint`` that can hold the reactor just after its wait returns.
+
+    The window it opens is the one the interpreter lock opens under load: the reactor has passed
+    the checkpoint and not yet lowered ``_is_paused``.
+    """
+
+    def __init__(self, reactor_thread: threading.Thread) -> None:
+        super().__init__()
+        self.set()
+        self._reactor_thread = reactor_thread
+        self.armed = threading.Event()
+        self.held = threading.Event()
+        self.go = threading.Event()
+        self.waited_again = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        mine = threading.current_thread() is self._reactor_thread
+        if mine and self.go.is_set():
+            self.waited_again.set()
+        passed = super().wait(timeout)
+        if mine and self.armed.is_set():
+            self.armed.clear()
+            self.held.set()
+            self.go.wait(10)
+        return passed
+
+
+def test_a_pause_that_reads_a_stale_flag_keeps_its_response(echo_server: Any) -> None:
+    """A ``send_*`` caller that pauses the reactor just after its checkpoint wait returned still gets its response.
+
+    The caller clears the checkpoint and reads ``_is_paused`` still True, so it goes on, writes its
+    request and awaits the response; the reactor must then leave the DIMSE queue alone. Without the
+    second look at the checkpoint the reactor took the response and dropped it, and the caller
+    waited out the DIMSE timeout and aborted (a C-MOVE relay's sub-operation, a forwarded instance
+    sent again).
+    """
+    reactor.install()
+    assoc = _associate(echo_server)
+    checkpoint = _HeldCheckpoint(assoc)
+    try:
+        assoc._reactor_checkpoint = checkpoint
+        checkpoint.armed.set()
+        reactor._assoc_event(assoc).set()  # wake the reactor for a pass
+        assert checkpoint.held.wait(10), "the reactor did not pass its checkpoint"
+        checkpoint.clear()  # the caller pauses the reactor...
+        assert assoc._is_paused is True  # ...and reads the flag the reactor has not lowered yet
+        response = C_ECHO()
+        response.MessageIDBeingRespondedTo = 1
+        response.Status = 0x0000
+        assoc.dimse.msg_queue.put((1, response))  # its response arrives
+        checkpoint.go.set()
+        assert checkpoint.waited_again.wait(10), "the reactor did not come back to its checkpoint"
+        assert assoc.dimse.get_msg(block=False) == (1, response)
+    finally:
+        checkpoint.go.set()
+        checkpoint.set()
+        assoc.release()
+    assert not assoc.is_established
