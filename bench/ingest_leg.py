@@ -43,6 +43,7 @@ def _through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_d
     with _silent_archive() as archive, _ledger_url(workdir, cfg.ledger) as ledger_url:
         guard = GuardProcess(
             workdir / "guard",
+            fresh=True,  # a new interpreter, as production starts it (not forked from the tests' preloaded server)
             archive_port=archive.getsockname()[1],
             archive_ae="ARCHIVE",
             ledger_url=ledger_url,

@@ -107,6 +107,7 @@ def run_through_guard(
     with Storescp(workdir / "guard-storescp", aet=DESTINATION_AE) as destination:
         guard = GuardProcess(
             workdir / "guard",
+            fresh=True,  # a new interpreter, as production starts it (not forked from the tests' preloaded server)
             archive_port=archive.dicom_port,
             archive_ae=ARCHIVE_AE,
             # A TOML array of tables; the test support types its overrides as tables only.

@@ -332,6 +332,7 @@ def _run_through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, ledge
         archive = _orthanc(workdir, cfg)
         guard = GuardProcess(
             workdir / "guard",
+            fresh=True,  # a new interpreter, as production starts it (not forked from the tests' preloaded server)
             archive_port=archive.dicom_port,
             archive_ae=ARCHIVE_AE,
             ledger_url=ledger_url,

@@ -3,6 +3,7 @@
 The package is laid out by layer; each imports only the layers below it (checked by
 import-linter, ``.importlinter``; drawn in ``docs/development.md``):
 
+- ``entry``: the ``guard`` command's start, before anything heavy is imported.
 - ``cli``: the ``guard`` command.
 - ``app``: the composition root; builds every service and entry point from the settings.
 - ``listener``, ``http``, ``sandbox``: entry points: the DICOM listener and its handlers, the

@@ -1,10 +1,5 @@
-"""``python -m guard``: the command-line interface, or the listener process (``guard.app.listener_main``)."""
+"""``python -m guard``: the same entry point as the ``guard`` command (``guard.entry``)."""
 
-import sys
-
-if sys.argv[1:2] == ["listener"]:
-    from guard.app.listener_main import main
-else:
-    from guard.cli.main import main
+from guard.entry import main
 
 main()

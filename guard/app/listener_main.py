@@ -17,9 +17,11 @@ import signal
 import sys
 from pathlib import Path
 
-#: Modules the listener never uses that its libraries would load only because they are installed.
-#: ``None`` in ``sys.modules`` makes an import of them raise ImportError, which pydicom expects.
-NOT_LOADED = ("numpy",)
+from guard.app.imports import NEVER_USED, PIXEL_DATA, keep_out
+
+#: Modules the listener never uses that its libraries would load only because they are installed
+#: (``guard.app.imports``). ``None`` in ``sys.modules`` makes an import of them raise ImportError, which pydicom expects.
+NOT_LOADED = (*NEVER_USED, *PIXEL_DATA)
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -27,9 +29,7 @@ EXIT_CONFIG = 2
 
 def run(config: Path | None, channel_fd: int) -> int:
     """Serve as the listener process; the exit code when it cannot start (it ends the process itself once started)."""
-    for name in NOT_LOADED:
-        if name not in sys.modules:
-            sys.modules[name] = None  # type: ignore[assignment]
+    keep_out(NOT_LOADED)
     from guard import runtime  # noqa: PLC0415 - after NOT_LOADED is in place
     from guard.config.settings import load_settings  # noqa: PLC0415 - idem
     from guard.domain.errors import ConfigError, GuardError  # noqa: PLC0415 - idem

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -74,7 +74,8 @@ class VerifySettings(BaseModel):
     @classmethod
     def _content_can_decode(cls, value: CompareMode) -> CompareMode:
         """``content`` decodes pixel data, which needs numpy (the ``content`` extra): refused at load without it, not at every check."""
-        if value is CompareMode.CONTENT and importlib.util.find_spec("numpy") is None:
+        # Installed on the path, whether or not this process keeps it out (the listener process does: guard.app.imports).
+        if value is CompareMode.CONTENT and importlib.machinery.PathFinder.find_spec("numpy") is None:
             msg = (
                 "verify.compare = content decodes pixel data and needs numpy, which is not installed: "
                 "install the guard with its 'content' extra (pip install 'guard[content]') or use verify.compare = exact"

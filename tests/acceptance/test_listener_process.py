@@ -168,11 +168,33 @@ def test_archive_reports_reach_metrics_and_sigterm_stops_the_listener_process(
 
 
 def test_the_listener_process_loads_only_what_receiving_needs(guard_factory: GuardFactory, orthanc_archive: Orthanc) -> None:
-    """Numpy is installed here and mapped by the main process (pydicom loads it), never by the listener (guard.app.listener_main)."""
-    guard = guard_factory(archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, fresh=True).start(timeout=90)
+    """With verify.compare = content the main process maps numpy (pydicom decodes pixel data with it); the listener never does."""
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, verify={"compare": "content"}, fresh=True
+    ).start(timeout=90)
     listener = _listener_pid(guard)
     main = guard.proc.pid if guard.proc is not None else -1
     wait_until(lambda: port_is_open("127.0.0.1", guard.port), 60, message="the listener never listened")
     assert "numpy" in Path(f"/proc/{main}/maps").read_text(), "the test needs numpy installed and loaded by the main process"
     assert "numpy" not in Path(f"/proc/{listener}/maps").read_text()
     assert Path(f"/proc/{listener}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"guard", b"listener"]
+
+
+def test_a_guard_serve_that_compares_exactly_keeps_numpy_out_and_still_forwards_and_confirms(
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+) -> None:
+    """``guard serve`` in one process with the default exact comparison never maps numpy (``guard.app.imports``), and does its work.
+
+    The whole node runs without it: receiving, forwarding, Storage Commitment and the admin API.
+    """
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port, http={"port": free_port(), "bind": "127.0.0.1"}, fresh=True)
+    orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
+    guard.start(timeout=90)
+    study = synthetic_study(3, rows=16, columns=16)
+    assert [status for _, status in send_files(guard.port, study.paths)] == [st.SUCCESS] * 3
+    wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="the study was not confirmed")
+    main = guard.proc.pid if guard.proc is not None else -1
+    assert Path(f"/proc/{main}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"guard", b"serve"]
+    assert "numpy" not in Path(f"/proc/{main}/maps").read_text()
+    assert _ready(guard) == 200
+    assert guard.terminate() == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 from io import BytesIO
 from pathlib import Path
 
@@ -41,8 +41,8 @@ def test_a_transcoded_copy_matches_by_content_and_not_exactly(tmp_path: Path) ->
 
 def test_content_compare_is_refused_at_load_without_a_pixel_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without numpy, verify.compare = content is a configuration error naming the extra, not a failure at every check."""
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a))
+    real = importlib.machinery.PathFinder.find_spec
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a))
     with pytest.raises(ValueError, match="guard\\[content\\]"):
         VerifySettings(compare=CompareMode.CONTENT)
     assert VerifySettings(compare=CompareMode.EXACT).compare is CompareMode.EXACT
