@@ -71,6 +71,12 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return own + sum(cpu_seconds(child) or 0.0 for child in process_tree(pid)[1:])
 
 
+def tree_status_parts_kib(pid: int, field: str) -> tuple[int, ...]:
+    """A ``kB`` field of ``/proc/<pid>/status`` for ``pid`` and each live descendant, ``pid`` first (unreadable ones left out)."""
+    values = (status_kib(member, field) for member in process_tree(pid))
+    return tuple(value for value in values if value is not None)
+
+
 def tree_status_kib(pid: int, field: str) -> int | None:
     """A ``kB`` field of ``/proc/<pid>/status`` summed over ``pid`` and its live descendants."""
     own = status_kib(pid, field)
@@ -101,14 +107,14 @@ class MachineCpu:
 
 
 class RssSampler:
-    """A thread that samples ``VmRSS`` of one process and keeps the maximum (in KiB).
+    """A thread that samples ``VmRSS`` of one process and its descendants, summed, and keeps the maximum (in KiB).
 
     Use as a context manager around the measured interval; ``max_kib`` is 0 when the process
     could never be read.
     """
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
-        """Sample process ``pid`` every ``interval`` seconds once started."""
+        """Sample process ``pid`` (with its listener process, if any) every ``interval`` seconds once started."""
         self.pid = pid
         self.interval = interval
         self.max_kib = 0
@@ -117,7 +123,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
 
     def _sample(self) -> None:
-        value = status_kib(self.pid, "VmRSS")
+        value = tree_status_kib(self.pid, "VmRSS")
         if value is not None:
             self.max_kib = max(self.max_kib, value)
             self.samples += 1

@@ -154,7 +154,8 @@ def header(meta: dict[str, Any]) -> str:
                 f"(polled every {meta['poll_interval'] * 1000:.0f} ms). MB = 10^6 bytes of DICOM files. {repeat}",
             ],
         ),
-        "Guard peak RSS: VmHWM of the guard's processes, summed, read just before it is stopped; sampled: max VmRSS every poll.",
+        "Guard peak RSS: VmHWM of the guard's processes, summed, read just before it is stopped; sampled: max VmRSS of the",
+        "processes, summed, every poll; RSS at start likewise; per process: the VmHWM of each, the main process first.",
         "All confirmed: from starting storescu until the guard's ledger shows every instance confirmed (polled every 0.2 s, not timed).",
         "Machine CPU %: busy share of all cores during the run (100 = every core busy); guard CPU: user + system time of its processes",
         "(the main process and, with --listener-process, its listener).",
@@ -193,6 +194,7 @@ def details_table(summaries: Sequence[SizeSummary]) -> str:
         "machine CPU %",
         "RSS at start MB",
         "sampled max RSS MB",
+        "peak RSS per process MB",
         "all confirmed s",
         "ledger states",
     ]
@@ -210,6 +212,7 @@ def details_table(summaries: Sequence[SizeSummary]) -> str:
                 f"{g.machine_cpu_percent:.0f} (direct {d.machine_cpu_percent:.0f})",
                 _fmt(rss_mb(g.guard_start_rss_kib)),
                 _fmt(rss_mb(g.guard_sampled_rss_kib)),
+                " + ".join(_fmt(rss_mb(part)) for part in g.guard_peak_rss_parts_kib) or "-",
                 _fmt(g.confirm_seconds, 2),
                 states,
             ],
@@ -262,6 +265,7 @@ def _run_json(run: RunResult) -> dict[str, Any]:
         "guard_peak_rss_mb": rss_mb(run.guard_peak_rss_kib),
         "guard_sampled_rss_mb": rss_mb(run.guard_sampled_rss_kib),
         "guard_start_rss_mb": rss_mb(run.guard_start_rss_kib),
+        "guard_peak_rss_parts_mb": [rss_mb(part) for part in run.guard_peak_rss_parts_kib],
     }
     return {**asdict(run), **derived}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.procfs import MachineCpu, RssSampler, cpu_seconds, settle, status_kib, tree_cpu_seconds, tree_status_kib
+from bench.procfs import MachineCpu, RssSampler, cpu_seconds, settle, tree_cpu_seconds, tree_status_kib, tree_status_parts_kib
 from bench.stacks import start_profiler, stop_profiler
 from guard.config.settings import ForwardSettings
 from tests.support.datasets import Study
@@ -95,6 +95,8 @@ class RunResult:
     guard_peak_rss_kib: int | None = None
     guard_sampled_rss_kib: int | None = None
     guard_start_rss_kib: int | None = None
+    #: VmHWM of each of the guard's processes, the main process first (then its listener process).
+    guard_peak_rss_parts_kib: tuple[int, ...] = ()
     confirm_seconds: float | None = None
     guard_cpu_seconds: float | None = None
     archive_cpu_seconds: float | None = None
@@ -278,7 +280,7 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
     profile = None if cfg.profile_dir is None else cfg.profile_dir / f"guard-{files.count}-{int(time.time())}.txt"
     profiler = None if profile is None else start_profiler(pid, profile, cfg.profile_args)
     try:
-        start_rss = status_kib(pid, "VmRSS")
+        start_rss = tree_status_kib(pid, "VmRSS")
         cpu_before, machine_before, started = tree_cpu_seconds(pid), MachineCpu.now(), time.monotonic()
         archive_before = _cpu_of(archive.pid)
         with RssSampler(pid, cfg.poll_interval) as sampler:
@@ -301,6 +303,7 @@ def _measure_guard(guard: GuardProcess, archive: Orthanc, files: StudyFiles, cfg
         machine_cpu_percent=busy,
         # VmHWM: the kernel's record of the peak resident set over the process's life, read before it stops.
         guard_peak_rss_kib=tree_status_kib(pid, "VmHWM"),
+        guard_peak_rss_parts_kib=tree_status_parts_kib(pid, "VmHWM"),
         guard_sampled_rss_kib=sampler.max_kib or None,
         guard_start_rss_kib=start_rss,
         guard_cpu_seconds=_difference(cpu_before, cpu_after),
