@@ -38,8 +38,10 @@ def _silent_archive() -> socket.socket:
     return listener
 
 
-def _through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_dir: Path | None) -> tuple[float, float]:
-    """(storescu seconds, guard CPU seconds) for one send into a guard that forwards nowhere."""
+def _through_guard(
+    files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_dir: Path | None, max_pdu: int | None = None
+) -> tuple[float, float]:
+    """(storescu seconds, guard CPU seconds) for one send into a guard that forwards nowhere (``node.max_pdu``: ``max_pdu``)."""
     with _silent_archive() as archive, _ledger_url(workdir, cfg.ledger) as ledger_url:
         guard = GuardProcess(
             workdir / "guard",
@@ -48,6 +50,7 @@ def _through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, profile_d
             archive_ae="ARCHIVE",
             ledger_url=ledger_url,
             forward={"lease_seconds": 600, "idle_poll": 0.05},
+            node={} if max_pdu is None else {"max_pdu": max_pdu},
         )
         guard.start(timeout=60)
         try:
@@ -81,13 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pdu", type=int, default=131072, help="storescu -pdu (default 131072)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
     parser.add_argument("--ledger", choices=(SQLITE, POSTGRESQL), default=SQLITE, help="the guard's ledger (default sqlite)")
+    parser.add_argument(
+        "--guard-max-pdu",
+        type=int,
+        default=None,
+        help="the guard's node.max_pdu (default: the guard's own); storescu sends no larger PDUs: 16384 measures a sender of 16 KiB PDUs",
+    )
     args = parser.parse_args(argv)
     cfg = BenchConfig(storescu_pdu=args.pdu or None, timeout=60 + 0.3 * args.instances, ledger=args.ledger)
     with tempfile.TemporaryDirectory(prefix="guard-ingest-leg-") as folder:
         root = Path(folder)
         files = generate(root / "studies", args.instances)
         direct = run_direct(files, root / "direct", cfg)
-        guard_seconds, guard_cpu = _through_guard(files, root, cfg, args.profile)
+        guard_seconds, guard_cpu = _through_guard(files, root, cfg, args.profile, args.guard_max_pdu)
     count = files.count
     print(f"storescu -> Orthanc:                      {direct.storescu_seconds:6.2f} s  {count / direct.storescu_seconds:6.1f} inst/s")
     print(f"storescu -> guard ({args.ledger}, archive never answers): {guard_seconds:6.2f} s  {count / guard_seconds:6.1f} inst/s")
