@@ -195,19 +195,35 @@ def test_an_abort_from_another_thread_never_cuts_a_pdu(tmp_path: Path) -> None:
     study = make_study(tmp_path / "study", 3, rows=1024, columns=1024)
     with Storescp(tmp_path / "storescp", aet="STORESCP", max_pdu=SMALL_MAX_PDU) as scp, _sender("STORESCP", scp.port) as sender:
         assert sender.send(study.paths[0], CT, EXPLICIT) == 0x0000
-        assoc = sender.assoc
+        assoc, writer = sender.assoc, sender.writer
         assert assoc is not None
+        assert writer is not None
+        # The abort lands mid-data-set, whatever the load: the writing thread waits, after its tenth
+        # PDU of the second instance (each written whole, under the lock), until the other thread
+        # has aborted. Left to chance, the abort may come only once the last PDU is out.
+        written, aborted = threading.Event(), threading.Event()
+        write_pdu = writer._write_pdu
+        count = [0]
+
+        def write_then_wait(pdu: bytes | memoryview, timeout: float | None) -> None:
+            write_pdu(pdu, timeout)
+            count[0] += 1
+            if count[0] == 10:
+                written.set()
+                aborted.wait(10)
 
         def abort_while_writing() -> None:
-            # send() pauses the association reactor (clears the checkpoint) for as long as it writes and waits.
-            wait_until(lambda: not assoc._reactor_checkpoint.is_set(), 10, interval=0.0005)
-            assoc.abort()
+            if written.wait(10):
+                assoc.abort()
+            aborted.set()
 
+        writer.__dict__["_write_pdu"] = write_then_wait
         aborter = threading.Thread(target=abort_while_writing)
         aborter.start()
         with pytest.raises(TransientPeerError):
             sender.send(study.paths[1], CT, EXPLICIT)
         aborter.join(10)
+        assert count[0] == 10, "nothing was written after the abort"
         assert sender.send(study.paths[2], CT, EXPLICIT) == 0x0000, "the next send associates again"
     log = scp.log_path.read_text(encoding="utf-8", errors="replace")
     assert "Aborted" in log
