@@ -13,7 +13,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
 )
+
+from guard.domain.states import CLAIMABLE_STATES
 
 UID = String(64)
 AE = String(16)
@@ -97,6 +100,15 @@ instances = Table(
     # Each archive report names its transaction: without this, applying one reads every instance.
     Index(None, "commit_transaction_uid"),
 )
+
+#: The instances forwarding may claim (``CLAIMABLE_STATES``), as a condition written with literal
+#: values: ``ix_instances_claimable`` holds exactly these rows in claim order, and SQLite and
+#: PostgreSQL use a partial index only for a query whose condition is the index's own (bound
+#: parameters do not match). Without it SQLite read every instance the ledger holds for each
+#: claim (``guard.ledger.instances.claim_pending``), and PostgreSQL sorted the whole backlog.
+CLAIMABLE = instances.c.state.in_([literal_column(f"'{state.value}'") for state in CLAIMABLE_STATES])
+CLAIMABLE_INDEX = "ix_instances_claimable"
+Index(CLAIMABLE_INDEX, instances.c.id, sqlite_where=CLAIMABLE, postgresql_where=CLAIMABLE)
 
 # Every byte check of an instance: when, found by which policy, by which retrieve, with what
 # result, and both digests (the one recorded and the one the archive's copy has).
