@@ -307,12 +307,19 @@ class IngestServer:
 
     def on_store(self, event: Any) -> Dataset:
         """C-STORE: durable first, Success after (invariant 1); a relayed move's instance goes to its relay."""
+        path = Path(event.dataset_path)
+        try:
+            return self._store(event, path)
+        finally:
+            # Renamed into the spool, given to a relay or removed: nothing more to hold for it (flat memory on a long association).
+            runtime.forget_handed_over(path)
+
+    def _store(self, event: Any, path: Path) -> Dataset:
         if self.qr is not None:
             relayed = self.qr.take_store(event)
             if relayed is not None:
                 return relayed
         req = event.request
-        path = Path(event.dataset_path)
         try:
             answer = self.ingest.store(
                 StoreRequest(

@@ -17,7 +17,8 @@ that the rest of the code never touches globals:
 - every ``IncomingFile`` is registered with the association that receives it until that
   association has ended: ``release_incoming`` then closes and removes whatever it did not hand
   over (an abort mid-data-set, a release, a command sent twice, a message never served) and
-  forgets its receive errors; ``incoming_in_use`` names the files of receives in progress, so
+  forgets its receive errors; one its handler handed over is forgotten at once
+  (``forget_handed_over``); ``incoming_in_use`` names the files of receives in progress, so
   that the spool sweep leaves them alone;
 - pynetdicom's own logging is quiet; the guard's audit and log lines are JSON on stdout;
 - once a process has started, what it holds for its lifetime is frozen out of the garbage
@@ -62,6 +63,28 @@ class ReceiveError:
 
     reason: str
     message: str
+
+
+def held_incoming() -> int:
+    """How many incoming files this process has registered (for tests and diagnostics)."""
+    with _incoming_lock:
+        return len(_incoming)
+
+
+def forget_handed_over(path: str | Path) -> None:
+    """Forget the incoming file at ``path`` once its C-STORE handler has handed it over (renamed it, or removed it).
+
+    Without this an association kept every incoming file it received registered until it ended
+    or a spool sweep ran (in the main process only): memory that grew with the instances sent on
+    one association, without bound in a listener process. A file still at its path (not handed
+    over) stays registered: ``release_incoming`` removes it when the association ends.
+    """
+    name = str(path)
+    if Path(name).exists():
+        return
+    # The data set is complete (the handler runs once it is); pynetdicom closes the file after the handler.
+    with _incoming_lock:
+        _incoming.pop(name, None)
 
 
 def held_receive_errors() -> int:

@@ -15,8 +15,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from guard.ledger.instances import study_facts
 from tests.hostile.peer import IMPLICIT_LE, VERIFICATION, RawPeer, element, p_data
-from tests.integration.inprocess import ARCHIVE_AE, GUARD_AE, SOURCE_AE, alerts, running_guard
+from tests.integration.inprocess import ARCHIVE_AE, GUARD_AE, SOURCE_AE, alerts, running_guard, settings_for
 from tests.support.datasets import make_study
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -151,3 +152,32 @@ def test_every_association_shares_the_supported_contexts_computed_once(tmp_path:
             assert {id(cx) for cx in used} <= own
         finally:
             assoc.release()
+
+
+def test_an_association_that_sends_many_instances_holds_none_it_handed_over(tmp_path: Path) -> None:
+    """Each instance's incoming file is forgotten once it is in the spool: what the process holds stays flat on one long association.
+
+    The archive is unreachable (nothing is forwarded, so no other receiver in this process
+    registers files). Before, every file stayed registered until the association ended or a
+    spool sweep ran, which in a listener process never came: memory grew with the instances sent.
+    """
+    from guard import runtime  # noqa: PLC0415 - the process-wide registry this test reads
+    from guard.app.service import GuardService  # noqa: PLC0415 - a guard in this process, without the reference archive
+
+    study = make_study(tmp_path / "study", 20, rows=16, columns=16)
+    service = GuardService(settings_for(tmp_path, free_port()))
+    service.start()
+    try:
+        before = runtime.held_incoming()
+        assoc = _scu(CTImageStorage).associate("127.0.0.1", service.settings.node.port, ae_title=GUARD_AE)
+        assert assoc.is_established
+        held = []
+        try:
+            for path in study.paths:
+                assert int(assoc.send_c_store(dcmread(path)).Status) == 0x0000
+                held.append(runtime.held_incoming() - before)
+        finally:
+            assoc.release()
+    finally:
+        service.stop()
+    assert held == [0] * len(study.paths)
