@@ -28,8 +28,11 @@ from pydicom.valuerep import VALIDATORS, validate_value
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom._validators import validate_ui
 
-#: Most valid values remembered by each check.
-LIMIT = 4096
+#: Most valid values remembered by each check. The values that recur (an association set-up's)
+#: are a few dozen; each instance's own UIDs pass through once and only fill the set, which is
+#: emptied when full, so a small limit keeps the recurring ones as well as a large one does. At
+#: 4,096 a full set held about 3 MB of ``UID`` objects, and a process has two or three of them.
+LIMIT = 1024
 
 _pydicom_validate_value = validate_value
 _pydicom_ui_validator: Callable[[str, Any], tuple[bool, str]] = VALIDATORS["UI"]
