@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
-from guard.ledger.db import migrate
+from guard.ledger.db import SCHEMA_REVISION, migrate, schema_revision
 from guard.ledger.instances import claimable
 from guard.ledger.schema import instances, metadata
 
@@ -82,3 +85,25 @@ def test_a_claim_reads_the_index_of_claimable_instances(ledger_engine: Engine) -
         assert "ix_instances_claimable" in plan, plan
         assert "Sort" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+def test_the_schema_revision_the_code_names_is_alembics_head() -> None:
+    """``SCHEMA_REVISION`` is the newest migration: a migration added without it would be skipped on every migrated ledger."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - Alembic's own view of the migrations
+
+    from guard.ledger.db import SCHEMA_REVISION, alembic_config  # noqa: PLC0415 - idem
+
+    assert ScriptDirectory.from_config(alembic_config(None)).get_current_head() == SCHEMA_REVISION  # type: ignore[arg-type]
+
+
+def test_a_migrated_ledger_is_opened_without_loading_alembic(ledger_engine: Engine, tmp_path: Path) -> None:
+    """A process that opens a ledger already at the newest revision never imports Alembic (about 11 MB it would keep)."""
+    assert schema_revision(ledger_engine) == SCHEMA_REVISION
+    probe = (
+        "import sys\n"
+        "from guard.ledger.db import migrate, open_engine\n"
+        f"migrate(open_engine({ledger_engine.url.render_as_string(hide_password=False)!r}))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path)
+    assert result.stdout.strip() == "False"
