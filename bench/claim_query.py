@@ -22,20 +22,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from guard.ledger.db import migrate, open_engine
 from guard.ledger.instances import claim_pending, release_claims
 from guard.ledger.ledger import Ledger
-from guard.ledger.schema import instances
+from tests.support.backlog import fill_backlog
 from tests.support.postgres import scratch_database
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
-_CHUNK = 20000
 
 
 @contextmanager
@@ -56,31 +55,11 @@ def _engine(ledger: str) -> Iterator[Engine]:
             engine.dispose()
 
 
-def _fill(engine: Engine, confirmed: int, waiting: int) -> None:
-    """``confirmed`` confirmed instances, then ``waiting`` received ones, all of one node."""
-    now = datetime.now(UTC) - timedelta(seconds=1)
-    common = {"version": 1, "study_uid": "1.2.3", "series_uid": "1.2.3.4", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"}
-    common |= {"transfer_syntax": "1.2.840.10008.1.2.1", "size": 1, "sha256": "0" * 64, "attempts": 0, "node": "bench"}
-    common |= {"calling_ae": "PACS", "peer_address": "127.0.0.1", "patient_id": "P"}
-    common |= {"received_at": now, "updated_at": now, "next_attempt_at": now}
-    total = confirmed + waiting
-    for start in range(0, total, _CHUNK):
-        rows = [
-            {**common, "sop_instance_uid": f"1.2.3.4.{i}", "spool_path": f"s/{i}", "state": "confirmed" if i < confirmed else "received"}
-            for i in range(start, min(total, start + _CHUNK))
-        ]
-        with engine.begin() as conn:
-            conn.execute(instances.insert(), rows)
-    if engine.dialect.name == POSTGRESQL:
-        with engine.begin() as conn:
-            conn.execute(text("ANALYZE instances"))
-
-
 def measure(ledger: str, confirmed: int, waiting: int, batch: int, rounds: int) -> float:
-    """Median wall milliseconds of one claim of ``batch`` from a ledger filled as ``_fill`` does."""
+    """Median wall milliseconds of one claim of ``batch`` from a ledger filled by ``fill_backlog``."""
     with _engine(ledger) as engine:
         migrate(engine)
-        _fill(engine, confirmed, waiting)
+        fill_backlog(engine, confirmed, waiting, node="bench")
         book = Ledger(engine, node="bench")
         lease = timedelta(seconds=60)
         times = []

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, inspect, select, text
 from guard.ledger.db import SCHEMA_REVISION, migrate, schema_revision
 from guard.ledger.instances import claimable
 from guard.ledger.schema import instances, metadata
+from tests.support.backlog import fill_backlog
 
 
 def test_migrations_build_the_declared_schema(ledger_engine: Engine) -> None:
@@ -54,23 +55,6 @@ def _plan(engine: Engine, query: Any) -> str:
         return " ".join(str(row[-1]) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
 
 
-def _backlog(engine: Engine, confirmed: int, waiting: int) -> None:
-    """``confirmed`` instances the archive holds, then ``waiting`` received ones, as a ledger in the middle of a long move has them."""
-    now = datetime.now(UTC)
-    common = {"version": 1, "study_uid": "1.2.3", "series_uid": "1.2.3.4", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"}
-    common |= {"transfer_syntax": "1.2.840.10008.1.2.1", "size": 1, "sha256": "0" * 64, "attempts": 0, "node": "node-a"}
-    common |= {"calling_ae": "PACS", "peer_address": "127.0.0.1", "patient_id": "P"}
-    common |= {"received_at": now, "updated_at": now, "next_attempt_at": now}
-    rows = [
-        {**common, "sop_instance_uid": f"1.2.3.4.{i}", "spool_path": f"s/{i}", "state": "confirmed" if i < confirmed else "received"}
-        for i in range(confirmed + waiting)
-    ]
-    with engine.begin() as conn:
-        conn.execute(instances.insert(), rows)
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE instances"))
-
-
 def test_a_claim_reads_the_index_of_claimable_instances(ledger_engine: Engine) -> None:
     """Forwarding's claim goes through the partial index of claimable instances, not through every instance the ledger holds.
 
@@ -79,7 +63,7 @@ def test_a_claim_reads_the_index_of_claimable_instances(ledger_engine: Engine) -
     SQLite is told which index to use (it keeps no statistics unless ANALYZE runs); PostgreSQL
     chooses it from its statistics once the backlog is more than a few rows.
     """
-    _backlog(ledger_engine, confirmed=3000, waiting=2000)
+    fill_backlog(ledger_engine, confirmed=3000, waiting=2000, node="node-a")
     for holder in ([], [instances.c.node == "node-a"]):
         plan = _plan(ledger_engine, claimable(datetime.now(UTC), 32, holder))
         assert "ix_instances_claimable" in plan, plan
