@@ -9,6 +9,10 @@ makes an import of one raise ImportError, which those libraries expect and go on
   by its content (``verify.compare = content``, the ``content`` extra). ``guard serve`` keeps it
   out unless its configuration asks for that comparison; the listener process always
   (``guard.app.listener_main``: receiving never decodes pixel data).
+- ``rich``, ``pygments`` and ``typer``: the command-line interface's. ``guard serve`` starts
+  without it (``guard.app.serve_main``), and structlog would still load Rich, and Rich
+  Pygments, to draw tracebacks on a console, and httpx both for its own command line; the
+  guard's logs are JSON lines. About 3.5 MB of each process.
 
 Where numpy is installed, the two are about 18 MB of each process's resident set (pydicom alone
 loads in half of what it takes with them; docs/benchmark.md). Other commands keep what they find:
@@ -18,12 +22,19 @@ they are short-lived, and some (``refarchive``, ``config check``) may need it.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guard.config.settings import Settings
 
 #: Kept out of every long-running process.
 NEVER_USED = ("requests",)
 #: Kept out of ``guard serve`` unless ``verify.compare = content``.
 PIXEL_DATA = ("numpy",)
+#: The command-line interfaces' libraries, kept out of ``guard serve`` and the listener process:
+#: structlog loads Rich (and Rich Pygments) only to draw tracebacks on a console, and httpx both
+#: for its own command line; the guard's logs are JSON lines.
+INTERFACE = ("rich", "pygments", "typer")
 
 
 def keep_out(names: tuple[str, ...]) -> None:
@@ -32,28 +43,8 @@ def keep_out(names: tuple[str, ...]) -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def config_argument(args: list[str]) -> Path | None:
-    """The file ``--config FILE``, ``--config=FILE``, ``-c FILE`` names, or None (then ``GUARD_CONFIG``)."""
-    for index, arg in enumerate(args):
-        if arg.startswith("--config="):
-            return Path(arg.split("=", 1)[1])
-        if arg in {"--config", "-c"} and index + 1 < len(args):
-            return Path(args[index + 1])
-    return None
+def serve_keeps_out(settings: Settings) -> tuple[str, ...]:
+    """What ``guard serve`` keeps out besides ``NEVER_USED`` and ``INTERFACE``: numpy unless ``verify.compare = content``."""
+    from guard.config.verify import CompareMode  # noqa: PLC0415 - guard.config imports no DICOM library
 
-
-def serve_keeps_out(args: list[str]) -> tuple[str, ...]:
-    """What ``guard serve`` with arguments ``args`` keeps out: numpy too unless its configuration compares content.
-
-    The configuration is loaded here without pydicom (``guard.config`` does not import it). One
-    that does not load keeps numpy in, and ``serve`` then reports the problem as usual.
-    """
-    from guard.config.settings import load_settings  # noqa: PLC0415 - only after deciding nothing else is imported first
-    from guard.config.verify import CompareMode  # noqa: PLC0415 - idem
-    from guard.domain.errors import ConfigError  # noqa: PLC0415 - idem
-
-    try:
-        settings = load_settings(config_argument(args))
-    except ConfigError:
-        return NEVER_USED
-    return NEVER_USED if settings.verify.compare is CompareMode.CONTENT else NEVER_USED + PIXEL_DATA
+    return () if settings.verify.compare is CompareMode.CONTENT else PIXEL_DATA

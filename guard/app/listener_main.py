@@ -13,31 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
-from guard.app.imports import NEVER_USED, PIXEL_DATA, keep_out
+from guard.app.imports import INTERFACE, NEVER_USED, PIXEL_DATA, keep_out
+from guard.app.start import EXIT_CONFIG, EXIT_FAILED, handle_signals, settings_or_none, started
 
 #: Modules the listener never uses that its libraries would load only because they are installed
 #: (``guard.app.imports``). ``None`` in ``sys.modules`` makes an import of them raise ImportError, which pydicom expects.
-NOT_LOADED = (*NEVER_USED, *PIXEL_DATA)
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+NOT_LOADED = (*NEVER_USED, *PIXEL_DATA, *INTERFACE)
 
 
 def run(config: Path | None, channel_fd: int) -> int:
     """Serve as the listener process; the exit code when it cannot start (it ends the process itself once started)."""
     keep_out(NOT_LOADED)
     from guard import runtime  # noqa: PLC0415 - after NOT_LOADED is in place
-    from guard.config.settings import load_settings  # noqa: PLC0415 - idem
-    from guard.domain.errors import ConfigError, GuardError  # noqa: PLC0415 - idem
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201 - the one line a failed start leaves
+    settings = settings_or_none(config)
+    if settings is None:
         return EXIT_CONFIG
     runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
     if channel_fd < 0:
@@ -47,14 +40,8 @@ def run(config: Path | None, channel_fd: int) -> int:
     from guard.app.listener_process import ChildChannel  # noqa: PLC0415 - idem
 
     child = ListenerChild(settings, ChildChannel(channel_fd), parent_pid=os.getppid())
-    signal.signal(signal.SIGTERM, lambda *_: child.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: child.request_stop())
-    signal.signal(signal.SIGHUP, lambda *_: child.reload_certificates())
-    try:
-        child.start()
-    except (GuardError, OSError) as exc:
-        print(f"listener cannot start: {exc}", file=sys.stderr)  # noqa: T201
-        child.stop()
+    handle_signals(child.request_stop, child.reload_certificates)
+    if not started(child.start, child.stop, "listener cannot start"):
         return EXIT_FAILED
     runtime.freeze_heap()
     child.run()

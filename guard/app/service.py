@@ -46,10 +46,15 @@ log = structlog.get_logger("guard.app")
 class GuardService:
     """Starts and stops the parts of a guard in the right order."""
 
-    def __init__(self, settings: Settings, config_path: str | None = None) -> None:
-        """Prepare a guard for ``settings``; nothing runs until ``start``."""
+    def __init__(self, settings: Settings, config_path: str | None = None, *, migrate_apart: bool = False) -> None:
+        """Prepare a guard for ``settings``; nothing runs until ``start``.
+
+        ``migrate_apart``: a ledger that needs migrating is migrated in a child process, so that
+        this one never loads Alembic (``guard serve``; ``guard.ledger.db.migrate_in_child``).
+        """
         self.settings = settings
         self.config_path = config_path
+        self.migrate_apart = migrate_apart
         self.spool = Spool(settings.spool_dir)
         self.ledger: Ledger | None = None
         self.reference_archive: ReferenceArchive | None = None
@@ -75,7 +80,7 @@ class GuardService:
         tls_contexts.configure(self.settings.tls)
         if tls.in_use(self.settings):
             tls_contexts.load()  # unusable certificate files stop the start, naming the file
-        ledger = self.ledger = open_ledger(self.settings)
+        ledger = self.ledger = open_ledger(self.settings, migrate_apart=self.migrate_apart)
         # Before anything else uses the ledger: an SQLite ledger refuses a second node here.
         self.heartbeat = NodeHeartbeat(self.settings, ledger, lambda: all(self._readiness().values())).register()
         self.audit_tasks = AuditTasks(self.settings, ledger).start()

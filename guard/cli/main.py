@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -84,28 +84,9 @@ def _study_uid(value: str) -> str:
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Run the guard until SIGTERM or SIGINT, then stop cleanly."""
-    settings = _settings(config)
-    runtime.configure_logging(redact_patient_data=settings.log.redact_patient_data)
-    from guard.app.service import GuardService  # noqa: PLC0415 - the whole node, imported only by the command that runs it
+    from guard.app.serve_main import run  # noqa: PLC0415 - guard.entry calls it directly; this is for the help and for tests
 
-    service = GuardService(settings, config_path=str(config) if config else None)
-    stop = threading.Event()
-
-    def _on_signal(_signum: int, _frame: Any) -> None:
-        stop.set()
-
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    # SIGHUP: reload the TLS and HTTPS certificates from their files (the work is done here, not in the handler).
-    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
-    _start_or_exit(service.start, service.stop, "cannot start")
-    runtime.freeze_heap()
-    while not stop.wait(0.5):
-        if reload_requested.is_set():
-            reload_requested.clear()
-            service.reload_certificates()
-    service.stop()
+    raise typer.Exit(run(config))
 
 
 def _start_or_exit(start: Callable[[], None], stop: Callable[[], None], what: str) -> None:

@@ -11,6 +11,8 @@ reached through psycopg 3.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from guard.domain.errors import LedgerRejectedError, LedgerUnavailableError
 from guard.ledger.ledger import READ_ONLY, Ledger, translate
 
 if TYPE_CHECKING:
@@ -114,14 +117,57 @@ def migrate(engine: Engine) -> None:
         if schema_revision(engine) == SCHEMA_REVISION:
             return
         from alembic import command  # noqa: PLC0415 - as in alembic_config
+        from alembic.util import CommandError  # noqa: PLC0415 - idem
 
-        command.upgrade(alembic_config(engine), "head")
+        try:
+            command.upgrade(alembic_config(engine), "head")
+        except CommandError as exc:
+            msg = f"ledger migration failed: {exc} (a ledger migrated by a newer release of the guard?)"
+            raise LedgerRejectedError(msg) from exc
     except SQLAlchemyError as exc:
         raise translate(exc, "migration") from exc
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    """Open the ledger named by the settings and bring its schema up to date."""
+#: Exit code of ``python -m guard.ledger.migrate`` when the ledger cannot be reached (1: any other failure).
+EXIT_UNAVAILABLE = 3
+
+
+def migrate_in_child(engine: Engine) -> None:
+    """Bring the ledger schema to the newest revision, in a process of its own when there is anything to do.
+
+    For a process that runs for months (``guard serve``): Alembic, about 6 MB of resident memory
+    once loaded, is then never loaded into it. A ledger at ``SCHEMA_REVISION`` is left as it is
+    after one query, as ``migrate`` does. Migrated here instead: an in-memory SQLite database,
+    which another process cannot open, and any ledger when this process has loaded Alembic
+    already (there is nothing left to save). The child runs to the end however long the migration takes
+    (an index on a large ledger): one cut short would leave the start to wait for it anyway.
+    """
+    try:
+        if schema_revision(engine) == SCHEMA_REVISION:
+            return
+    except SQLAlchemyError as exc:
+        raise translate(exc, "migration") from exc
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in {None, "", ":memory:"}
+    if in_memory or sys.modules.get("alembic") is not None:
+        migrate(engine)  # another process cannot open it; or Alembic is here already (a process forked from one that loaded it)
+        return
+    # This interpreter and a module of this package; the URL on stdin, not on the command line (ps).
+    result = subprocess.run(
+        [sys.executable, "-m", "guard.ledger.migrate"],
+        input=engine.url.render_as_string(hide_password=False),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return
+    problem = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
+    error = LedgerUnavailableError if result.returncode == EXIT_UNAVAILABLE else LedgerRejectedError
+    raise error(problem if problem.startswith("ledger ") else f"ledger migration failed: {problem}")
+
+
+def open_ledger(settings: Settings, *, migrate_apart: bool = False) -> Ledger:
+    """Open the ledger named by the settings and bring its schema up to date (in a child process with ``migrate_apart``)."""
     engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
-    migrate(engine)
+    (migrate_in_child if migrate_apart else migrate)(engine)
     return Ledger(engine, node=settings.node_id)

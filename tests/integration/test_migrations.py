@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
-from guard.ledger.db import SCHEMA_REVISION, migrate, schema_revision
+from guard.domain.errors import LedgerRejectedError
+from guard.ledger.db import SCHEMA_REVISION, migrate, migrate_in_child, open_engine, schema_revision
 from guard.ledger.instances import claimable
 from guard.ledger.schema import instances, metadata
 from tests.support.backlog import fill_backlog
@@ -83,11 +85,60 @@ def test_the_schema_revision_the_code_names_is_alembics_head() -> None:
 def test_a_migrated_ledger_is_opened_without_loading_alembic(ledger_engine: Engine, tmp_path: Path) -> None:
     """A process that opens a ledger already at the newest revision never imports Alembic (about 11 MB it would keep)."""
     assert schema_revision(ledger_engine) == SCHEMA_REVISION
+    assert (
+        _in_a_new_process(
+            ledger_engine, tmp_path, "from guard.ledger.db import migrate\nmigrate(engine)\nprint('alembic' in sys.modules)\n"
+        ).strip()
+        == "False"
+    )
+
+
+def _in_a_new_process(ledger_engine: Engine, tmp_path: Path, body: str) -> str:
+    """Run ``body`` in a new interpreter with ``engine`` open on the same ledger (no Alembic loaded); its stdout."""
     probe = (
         "import sys\n"
-        "from guard.ledger.db import migrate, open_engine\n"
-        f"migrate(open_engine({ledger_engine.url.render_as_string(hide_password=False)!r}))\n"
-        "print('alembic' in sys.modules)\n"
+        "from guard.ledger.db import migrate_in_child, open_engine\n"
+        f"engine = open_engine({ledger_engine.url.render_as_string(hide_password=False)!r})\n"
+    ) + body
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path).stdout
+
+
+def _drop_everything(engine: Engine) -> None:
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def test_a_ledger_migrated_in_a_child_process_is_complete_and_the_parent_never_loads_alembic(ledger_engine: Engine, tmp_path: Path) -> None:
+    """``guard serve``'s way (``migrate_in_child``): an empty ledger reaches the declared schema; the asking process has no Alembic."""
+    _drop_everything(ledger_engine)
+    assert schema_revision(ledger_engine) is None
+    printed = _in_a_new_process(ledger_engine, tmp_path, "migrate_in_child(engine)\nprint('alembic' in sys.modules)\n")
+    assert printed.strip() == "False"
+    assert schema_revision(ledger_engine) == SCHEMA_REVISION
+    with ledger_engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def test_a_ledger_at_a_revision_this_release_does_not_know_stops_the_start_with_the_revision_named(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    """A ledger migrated by a newer release (a downgrade): a ``LedgerRejectedError`` naming the revision, from the child and in process."""
+    with ledger_engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    printed = _in_a_new_process(
+        ledger_engine, tmp_path, "try:\n    migrate_in_child(engine)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path)
-    assert result.stdout.strip() == "False"
+    assert printed.startswith("LedgerRejectedError ledger migration failed: "), printed
+    assert "'9999'" in printed
+    assert "newer release" in printed
+    with pytest.raises(LedgerRejectedError, match=r"ledger migration failed: .*'9999'.*newer release"):
+        migrate(ledger_engine)
+    assert schema_revision(ledger_engine) == "9999"
+
+
+def test_an_in_memory_ledger_is_migrated_in_the_process_that_holds_it() -> None:
+    """Another process cannot open an in-memory SQLite database: ``migrate_in_child`` migrates it where it is."""
+    engine = open_engine("sqlite://")
+    migrate_in_child(engine)
+    assert schema_revision(engine) == SCHEMA_REVISION

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from guard.app.imports import NEVER_USED, PIXEL_DATA, config_argument, serve_keeps_out
+from guard.app.imports import PIXEL_DATA, serve_keeps_out
+from guard.config.settings import load_settings
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
@@ -18,55 +18,47 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--config", "a.toml"], Path("a.toml")),
-        (["--config=b.toml"], Path("b.toml")),
-        (["-c", "c.toml"], Path("c.toml")),
-        ([], None),
-        (["--config"], None),
-    ],
-)
-def test_the_configuration_file_is_read_as_the_command_line_names_it(args: list[str], expected: Path | None) -> None:
-    """``--config FILE``, ``--config=FILE`` and ``-c FILE``, as ``guard serve`` takes them; none: ``GUARD_CONFIG``."""
-    assert config_argument(args) == expected
-
-
 def test_serve_keeps_numpy_out_unless_the_configuration_compares_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exact comparison (the default): numpy kept out; ``verify.compare = content``: numpy kept in; requests out either way."""
+    """Exact comparison (the default): numpy kept out; ``verify.compare = content``: numpy kept in."""
     monkeypatch.delenv("GUARD_CONFIG", raising=False)
     (tmp_path / "exact").mkdir()
     (tmp_path / "content").mkdir()
-    assert serve_keeps_out(["--config", str(_config(tmp_path / "exact"))]) == NEVER_USED + PIXEL_DATA
-    content = _config(tmp_path / "content", '[verify]\ncompare = "content"\n')
-    assert serve_keeps_out(["--config", str(content)]) == NEVER_USED
-    monkeypatch.setenv("GUARD_CONFIG", str(content))
-    assert serve_keeps_out([]) == NEVER_USED
+    assert serve_keeps_out(load_settings(_config(tmp_path / "exact"))) == PIXEL_DATA
+    assert serve_keeps_out(load_settings(_config(tmp_path / "content", '[verify]\ncompare = "content"\n'))) == ()
 
 
-def test_a_configuration_that_does_not_load_keeps_numpy_in_and_serve_reports_it(tmp_path: Path) -> None:
-    """A missing file: nothing but requests kept out here, and ``guard serve`` says what is wrong (exit 2)."""
+def test_a_configuration_that_does_not_load_is_exit_2_with_the_problem(tmp_path: Path) -> None:
+    """A missing file: ``guard serve`` says what is wrong in one line (exit 2), without the command-line interface."""
     missing = tmp_path / "missing.toml"
-    assert serve_keeps_out(["--config", str(missing)]) == NEVER_USED
     result = subprocess.run(
         [sys.executable, "-m", "guard", "serve", "--config", str(missing)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, "COLUMNS": "500"},  # one line, however long the path
     )
     assert result.returncode == 2
-    assert "missing.toml" in result.stderr
+    assert result.stderr.strip() == f"configuration file not found: {missing}"
+
+
+def test_serve_takes_only_its_configuration_and_gives_its_help_from_the_interface() -> None:
+    """An unknown option is a usage error (exit 2); ``--help`` is the command-line interface's own help."""
+    unknown = subprocess.run([sys.executable, "-m", "guard", "serve", "--bogus"], capture_output=True, text=True, timeout=60, check=False)
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --bogus" in unknown.stderr
+    helped = subprocess.run([sys.executable, "-m", "guard", "serve", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert helped.returncode == 0
+    assert "Run the guard until SIGTERM or SIGINT" in helped.stdout
+    assert "--config" in helped.stdout
 
 
 def test_deciding_loads_no_dicom_or_database_library(tmp_path: Path) -> None:
     """The configuration is read before pydicom (which would load numpy), pynetdicom or SQLAlchemy are imported."""
     probe = (
         "import sys\n"
+        "from guard.config.settings import load_settings\n"
         "from guard.app.imports import serve_keeps_out\n"
-        f"serve_keeps_out(['--config', {str(_config(tmp_path))!r}])\n"
+        f"serve_keeps_out(load_settings(__import__('pathlib').Path({str(_config(tmp_path))!r})))\n"
         "print(' '.join(m for m in ('pydicom', 'pynetdicom', 'sqlalchemy', 'numpy') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)

@@ -13,13 +13,13 @@ from guard.app.listener_main import NOT_LOADED
 for name in NOT_LOADED:
     sys.modules[name] = None
 import guard.app.listener_child
-unwanted = {"typer", "alembic", "fastapi", "uvicorn", "numpy", "requests"}
+unwanted = {"typer", "rich", "pygments", "alembic", "fastapi", "uvicorn", "numpy", "requests"}
 print(" ".join(sorted({m.split(".")[0] for m, module in sys.modules.items() if m.split(".")[0] in unwanted and module is not None})))
 """
 
 
 def test_the_listener_modules_need_no_command_line_interface_migrations_web_server_or_numpy() -> None:
-    """Typer, Alembic, FastAPI, uvicorn, numpy and requests stay out of a listener process."""
+    """Typer, Rich, Pygments, Alembic, FastAPI, uvicorn, numpy and requests stay out of a listener process."""
     probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=True)
     assert probe.stdout.strip() == ""
 
