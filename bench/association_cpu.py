@@ -22,7 +22,7 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from bench.procfs import cpu_seconds
+from bench.procfs import tree_cpu_seconds
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for_port
 
@@ -32,6 +32,7 @@ ae_title = "GUARD"
 bind = "127.0.0.1"
 port = {port}
 data_dir = "{data}"
+listener_process = {listener_process}
 
 [[sources]]
 ae_title = "ECHOSCU"
@@ -60,19 +61,21 @@ def _echoes(port: int, count: int) -> None:
 
 
 def _cpu(pid: int) -> float:
-    value = cpu_seconds(pid)
+    value = tree_cpu_seconds(pid)  # the main process and its listener process, if any
     if value is None:
         msg = f"cannot read /proc/{pid}/stat"
         raise RuntimeError(msg)
     return value
 
 
-def measure(count: int, idle: float) -> tuple[float, float, float]:
+def measure(count: int, idle: float, *, listener_process: bool = False) -> tuple[float, float, float]:
     """(CPU seconds over the associations, idle CPU seconds over the same time, wall seconds)."""
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
         config = Path(folder) / "guard.toml"
-        config.write_text(_CONFIG.format(port=port, data=Path(folder) / "data", archive=free_port()))
+        config.write_text(
+            _CONFIG.format(port=port, data=Path(folder) / "data", archive=free_port(), listener_process=str(listener_process).lower())
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
         proc = subprocess.Popen([sys.executable, "-m", "guard", "serve", "--config", str(config)], env=env, stdout=subprocess.DEVNULL)
         try:
@@ -96,10 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--associations", type=int, default=200)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured first")
+    parser.add_argument("--listener-process", action="store_true", help="run the guard with node.listener_process = true")
     args = parser.parse_args()
-    used, idle, wall = measure(args.associations, args.idle)
+    used, idle, wall = measure(args.associations, args.idle, listener_process=args.listener_process)
     per = (used - idle) / args.associations * 1000
-    summary = f"{args.associations} C-ECHO associations in {wall:.1f} s: guard CPU {used:.2f} s, idle share {idle:.2f} s"
+    processes = " (main and listener processes)" if args.listener_process else ""
+    summary = f"{args.associations} C-ECHO associations in {wall:.1f} s: guard CPU{processes} {used:.2f} s, idle share {idle:.2f} s"
     print(f"{summary}, {per:.1f} ms per association")
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from bench.procfs import cpu_seconds
+from bench.procfs import tree_cpu_seconds
 from guard.sandbox.archive import ReferenceArchive
 from tests.support.guard import render_toml
 from tests.support.ports import LOOPBACK, free_port
@@ -68,11 +68,11 @@ class IdleResult:
         return self.percent < TARGET_IDLE_PERCENT
 
 
-def _config(root: Path, archive_port: int | None) -> dict[str, object]:
-    """Default settings except what must be unique to this run: ports, folders, the archive (None: built in)."""
+def _config(root: Path, archive_port: int | None, *, listener_process: bool = False) -> dict[str, object]:
+    """Default settings except what must be unique to this run: ports, folders, the archive (None: built in), the listener process."""
     archive = {"port": free_port()} if archive_port is None else {"host": LOOPBACK, "port": archive_port}
     return {
-        "node": {"bind": LOOPBACK, "port": free_port(), "data_dir": str(root / "data")},
+        "node": {"bind": LOOPBACK, "port": free_port(), "data_dir": str(root / "data"), "listener_process": listener_process},
         "sources": [{"ae_title": PEER_AE, "host": LOOPBACK, "port": free_port()}],
         "archive": archive,
         "http": {"bind": LOOPBACK, "port": free_port()},
@@ -80,9 +80,11 @@ def _config(root: Path, archive_port: int | None) -> dict[str, object]:
 
 
 @contextmanager
-def running_guard(root: Path, archive_port: int | None, timeout: float = 60.0) -> Iterator[tuple[int, int]]:
+def running_guard(
+    root: Path, archive_port: int | None, timeout: float = 60.0, *, listener_process: bool = False
+) -> Iterator[tuple[int, int]]:
     """Start ``guard serve`` in ``root``; yield its pid and DICOM port; stop it by its pid."""
-    config = _config(root, archive_port)
+    config = _config(root, archive_port, listener_process=listener_process)
     path = root / "guard.toml"
     path.write_text(render_toml(config))
     log_path = root / "guard.log"
@@ -112,10 +114,10 @@ def running_guard(root: Path, archive_port: int | None, timeout: float = 60.0) -
 
 
 def measure(pid: int, label: str, seconds: float) -> IdleResult:
-    """The guard's CPU time over ``seconds`` of wall time."""
-    before, started = cpu_seconds(pid), time.monotonic()
+    """The CPU time of the guard's processes (the main process and its listener, if any) over ``seconds`` of wall time."""
+    before, started = tree_cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
-    after, elapsed = cpu_seconds(pid), time.monotonic() - started
+    after, elapsed = tree_cpu_seconds(pid), time.monotonic() - started
     if before is None or after is None:
         msg = f"cannot read the CPU time of process {pid}"
         raise RuntimeError(msg)
@@ -138,12 +140,12 @@ def open_association(port: int) -> Iterator[None]:
         assoc.release()
 
 
-def run_idle(seconds: float, *, builtin_archive: bool = False) -> list[IdleResult]:
+def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process: bool = False) -> list[IdleResult]:
     """Both idle windows on one fresh guard."""
     root = Path(tempfile.mkdtemp(prefix="guard-idle-"))
     archive = None if builtin_archive else ReferenceArchive(root / "archive", port=free_port()).start()
     try:
-        with running_guard(root, None if archive is None else archive.port) as (pid, port):
+        with running_guard(root, None if archive is None else archive.port, listener_process=listener_process) as (pid, port):
             time.sleep(SETTLE_SECONDS)
             results = [measure(pid, "nothing connected", seconds)]
             with open_association(port):
@@ -155,11 +157,12 @@ def run_idle(seconds: float, *, builtin_archive: bool = False) -> list[IdleResul
         shutil.rmtree(root, ignore_errors=True)
 
 
-def render_idle(results: list[IdleResult], *, builtin_archive: bool = False) -> str:
+def render_idle(results: list[IdleResult], *, builtin_archive: bool = False, listener_process: bool = False) -> str:
     """One line per window, with the target."""
     target = f"target < {TARGET_IDLE_PERCENT:.0f} % of one core"
     where = "built-in archive" if builtin_archive else "archive in another process"
-    lines = [f"Idle guard (default settings, {where}; CPU from /proc/<pid>/stat; {target}):"]
+    settings = "node.listener_process = true, both processes" if listener_process else "default settings"
+    lines = [f"Idle guard ({settings}, {where}; CPU from /proc/<pid>/stat; {target}):"]
     for r in results:
         verdict = "met" if r.met else "missed"
         lines.append(f"  {r.label}: {r.percent:.2f} % of one core ({r.cpu_seconds:.2f} s CPU over {r.seconds:.1f} s): target {verdict}")
@@ -171,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each idle window (default 60)")
     parser.add_argument("--builtin-archive", action="store_true", help="let the guard run its built-in archive (as make run)")
+    parser.add_argument("--listener-process", action="store_true", help="run the guard with node.listener_process = true")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     args = parser.parse_args(argv)
     try:
-        results = run_idle(args.seconds, builtin_archive=args.builtin_archive)
+        results = run_idle(args.seconds, builtin_archive=args.builtin_archive, listener_process=args.listener_process)
     except (RuntimeError, TimeoutError) as exc:
         print(f"idle benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{"label": r.label, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "percent": r.percent, "met": r.met} for r in results]
         print(json.dumps(rows))
     else:
-        print(render_idle(results, builtin_archive=args.builtin_archive))
+        print(render_idle(results, builtin_archive=args.builtin_archive, listener_process=args.listener_process))
     return 0
 
 

@@ -101,7 +101,14 @@ def run_direct(archive: Orthanc, study: Study, workdir: Path, timeout: float) ->
 
 
 def run_through_guard(
-    archive: Orthanc, study: Study, workdir: Path, timeout: float, profile_dir: Path | None = None, profile_args: tuple[str, ...] = ()
+    archive: Orthanc,
+    study: Study,
+    workdir: Path,
+    timeout: float,
+    profile_dir: Path | None = None,
+    profile_args: tuple[str, ...] = (),
+    *,
+    listener_process: bool = False,
 ) -> MoveRun:
     """Move through the guard: movescu -> guard (C-MOVE from Orthanc to itself, relayed) -> storescp."""
     with Storescp(workdir / "guard-storescp", aet=DESTINATION_AE) as destination:
@@ -112,6 +119,7 @@ def run_through_guard(
             archive_ae=ARCHIVE_AE,
             # A TOML array of tables; the test support types its overrides as tables only.
             destinations=[{"ae_title": DESTINATION_AE, "host": "127.0.0.1", "port": destination.port}],  # type: ignore[arg-type]
+            node={"listener_process": listener_process},
         )
         archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
         try:
@@ -162,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=200, help="instances in the study (default 200)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a move may take (default 600)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
+    parser.add_argument("--listener-process", action="store_true", help="run the guard with node.listener_process = true")
     add_profile_arg(parser)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-move-"))
@@ -172,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         with archive:
             archive.upload(study.paths)
             direct = run_direct(archive, study, root, args.timeout)
-            guard = run_through_guard(archive, study, root, args.timeout, args.profile, tuple(args.profile_arg))
+            guard = run_through_guard(
+                archive, study, root, args.timeout, args.profile, tuple(args.profile_arg), listener_process=args.listener_process
+            )
         print(render(direct, guard))
     except (MoveBenchError, TimeoutError, OSError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
