@@ -18,6 +18,7 @@ from typing import NoReturn
 import structlog
 
 from guard import runtime
+from guard.app.listener_moves import MovesOfMain, decode, listener_registry
 from guard.app.listener_process import HEARTBEAT, ChildChannel, die_with_parent, parent_alive
 from guard.config.settings import Settings
 from guard.dicom import tls
@@ -72,10 +73,25 @@ class ListenerChild:
             observe_latency=lambda seconds: self.channel.send(f"latency {seconds:.6f}"),
         )
         ingest = IngestService(self.settings, ledger, spool, on_received=lambda: self.channel.send("received"), gate=gate)
-        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger))
+        relays = listener_registry()
+        self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger, relays))
         self._bind(self.server)
+        # Before the port is told: the main process then announces the byte checks' moves in flight.
+        moves = MovesOfMain(relays, self.channel.send_within)
+        threading.Thread(target=self._hear_main, args=(moves,), name="listener-moves", daemon=True).start()
         self.channel.send(f"port {self.server.port}")
         log.info("listener.serving", action="listener.serving", port=self.server.port)
+
+    def _hear_main(self, moves: MovesOfMain) -> None:
+        """Apply the main process's messages (the byte checks' moves) until the process stops."""
+        while not self._stop.is_set():
+            try:
+                text = self.channel.receive(HEARTBEAT)
+            except (OSError, ValueError):
+                return  # the channel is closed (ValueError: select on a closed socket): the process is stopping
+            message = None if text is None else decode(text)
+            if message is not None:
+                moves.handle(message)
 
     def _bind(self, server: IngestServer) -> None:
         """Open the ports, waiting (bounded) while a previous listener process still holds them.

@@ -17,7 +17,10 @@ the child. The child sends:
 - ``confirm`` after a commitment request from a source or a report from the archive (wakes the
   confirmation loops);
 - ``latency S`` when an archive report arrives, ``S`` seconds after its request (the main
-  process owns the metrics that ``/metrics`` serves: ``guard_commitment_latency_seconds``).
+  process owns the metrics that ``/metrics`` serves: ``guard_commitment_latency_seconds``);
+- ``{"op": "arrived", ...}`` for each instance a byte check's C-MOVE brought; the main process
+  sends ``{"op": "expect", ...}`` and ``{"op": "forget", ...}`` for those moves the other way
+  (``guard.app.listener_moves``).
 
 Supervision: when the child exits for any reason but a requested stop, the main process audits a
 ``security.alert`` (``listener-process-exited``, with the exit code or signal), reports not ready,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import structlog
 
+from guard.app.listener_moves import MAX_MESSAGE, ListenerMoves, decode
 from guard.config.settings import Settings
 from guard.domain.errors import GuardError
 from guard.domain.retry import backoff_delay
@@ -89,6 +94,32 @@ class ChildChannel:
         with contextlib.suppress(OSError):
             self.sock.send(message.encode("ascii"))
 
+    def send_within(self, message: str, timeout: float) -> bool:
+        """Send ``message``, waiting up to ``timeout`` seconds for room; whether it was sent (for what must not be lost)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.send(message.encode("ascii"))
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([], [self.sock], [], min(left, 0.5))
+            except OSError:
+                return False
+            else:
+                return True
+
+    def receive(self, timeout: float) -> str | None:
+        """The next message of the main process, or None when none came within ``timeout`` seconds."""
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        if not readable:
+            return None
+        try:
+            return self.sock.recv(MAX_MESSAGE).decode("ascii", "replace")
+        except (BlockingIOError, InterruptedError):
+            return None
+
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
@@ -98,9 +129,21 @@ class ListenerSupervisor:
     """The main process's side: starts the listener process, hears it, restarts it when it dies."""
 
     def __init__(
-        self, settings: Settings, config_path: str | None, ledger: Ledger, on_received: Callable[[], None], on_confirm: Callable[[], None]
+        self,
+        settings: Settings,
+        config_path: str | None,
+        ledger: Ledger,
+        on_received: Callable[[], None],
+        on_confirm: Callable[[], None],
+        moves: ListenerMoves | None = None,
     ) -> None:
-        """Supervise a listener for ``settings``; ``on_received`` and ``on_confirm`` are called for those messages."""
+        """Supervise a listener for ``settings``; ``on_received`` and ``on_confirm`` are called for those messages.
+
+        ``moves``: the byte checks' C-MOVEs, whose instances the listener hands over (``guard.app.listener_moves``).
+        """
+        self.moves = moves
+        if moves is not None:
+            moves.bind(self.tell)
         self.settings = settings
         self.config_path = config_path
         self.ledger = ledger
@@ -196,15 +239,27 @@ class ListenerSupervisor:
         """Read the child's messages until the supervisor stops."""
         while not self._stopping.is_set():
             try:
-                data = self._ours.recv(64)
+                data = self._ours.recv(MAX_MESSAGE)
             except TimeoutError:
                 continue
             except OSError:
                 return
             self._handle(data.decode("ascii", "replace"))
 
+    def tell(self, message: str) -> bool:
+        """Send ``message`` to the listener process (bounded by the channel's timeout); whether it was sent."""
+        try:
+            self._ours.send(message.encode("ascii"))
+        except OSError:
+            return False
+        return True
+
     def _handle(self, message: str) -> None:
-        if message == "received":
+        if message.startswith("{"):
+            parsed = decode(message)
+            if parsed is not None and parsed.get("op") == "arrived" and self.moves is not None:
+                self.moves.arrived(parsed)
+        elif message == "received":
             self.on_received()
         elif message == "confirm":
             self.on_confirm()
@@ -217,6 +272,8 @@ class ListenerSupervisor:
             self.port = int(message.split()[1])
             self._last_alive = time.monotonic()
             self._bound.set()
+            if self.moves is not None:
+                self.moves.announce_all()  # a new listener process knows none of the moves in flight
 
     def _watch(self) -> None:
         """Restart the child whenever it exits without being asked to."""

@@ -12,6 +12,7 @@ import threading
 import structlog
 
 from guard import __version__, runtime
+from guard.app.listener_moves import ListenerMoves
 from guard.app.listener_process import ListenerSupervisor
 from guard.config.settings import Settings, digest
 from guard.dicom import tls
@@ -99,8 +100,9 @@ class GuardService:
         if self.settings.archive.builtin:
             self._start_reference_archive(ledger)
         archive = open_archive(self.settings)
-        # Byte verification by C-MOVE receives on this process's listener: one registry of moves in flight for both.
-        self.relays = None if self.settings.node.listener_process else RelayRegistry()
+        # Byte verification by C-MOVE receives on the listener: one registry of moves in flight for both in one process;
+        # with the listener in its own process, the moves are announced to it (guard.app.listener_moves).
+        self.relays = ListenerMoves(self.spool.incoming) if self.settings.node.listener_process else RelayRegistry()
         verifier = build_verifier(self.settings, ledger, self.spool, self.relays)
         self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive, verifier=verifier)
         # Each forwarded batch tells the confirmer when its commitment request can be due: an idle
@@ -142,7 +144,8 @@ class GuardService:
     def _start_listener(self, ledger: Ledger, forwarder: Forwarder, confirmer: Confirmer, gate: DeleteGate) -> int:
         """Start the DICOM listener here or in its own process; the port it bound."""
         if self.settings.node.listener_process:
-            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake).start()
+            moves = self.relays if isinstance(self.relays, ListenerMoves) else None
+            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake, moves).start()
             return self.listener.port
         ingest = IngestService(self.settings, ledger, self.spool, on_received=forwarder.wake, gate=gate)
         self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger, self.relays))

@@ -40,7 +40,7 @@ class VerifySettings(BaseModel):
         RetrieveMethod.AUTO,
         description=(
             "auto | c-get | c-move. auto: C-GET when the archive accepts it, else C-MOVE to the guard's own AE title "
-            "(the archive must know the guard's address; the listener must run in the main process, node.listener_process = false)."
+            "(the archive must know the guard's address; only guard serve receives them, not a command run from a shell)."
         ),
     )
     compare: CompareMode = Field(

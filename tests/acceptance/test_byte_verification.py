@@ -168,14 +168,22 @@ def test_delete_time_sample_finds_a_damaged_instance_in_a_study_of_50(
     assert "bytes-differ" in json.dumps(response.json())
 
 
+@pytest.mark.parametrize("listener_process", [False, True], ids=["one-process", "listener-process"])
 def test_c_move_to_the_guard_verifies_and_finds_a_damaged_copy(
-    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory
+    guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory, *, listener_process: bool
 ) -> None:
     """With verify.retrieve = c-move, Orthanc moves the instances to the guard's listener: confirmed copies match, a damaged one differs.
 
-    ``guard delete`` from a shell cannot receive a C-MOVE: it refuses with archive-unreachable and says why.
+    With the listener in its own process, it hands the moved instances to the main process's
+    verifier (``guard.app.listener_moves``). ``guard delete`` from a shell cannot receive a C-MOVE:
+    it refuses with archive-unreachable and says why.
     """
-    guard = _start(guard_factory, orthanc_archive, verify={"retrieve": "c-move", "reverify_days": 0, "delete_sample": 4})
+    guard = _start(
+        guard_factory,
+        orthanc_archive,
+        verify={"retrieve": "c-move", "reverify_days": 0, "delete_sample": 4},
+        node={"listener_process": listener_process},
+    )
     study = synthetic_study(4)
     _send(guard, study.paths)
     wait_until(lambda: _all_matched(guard, study.sop_instance_uids), 120, message="not byte-checked by C-MOVE at confirmation")
@@ -191,3 +199,4 @@ def test_c_move_to_the_guard_verifies_and_finds_a_damaged_copy(
     assert [r["detail"]["method"] for r in guard.audit_records("bytes.checked")][-1] == "c-move"
     moved = [r for r in guard.audit_records("instance.received") if r["actor"] == "ARCHIVE"]
     assert moved == []  # the moved copies were hashed and discarded, never ingested
+    assert not [p for p in (guard.data_dir / "spool" / ".incoming").glob("relay-*")], "a moved copy was left behind"

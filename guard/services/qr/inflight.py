@@ -18,6 +18,12 @@ from pathlib import Path
 #: the next overlaps sending the current one. Each waits in its own temporary file.
 BUFFERED_INSTANCES = 4
 
+#: Message IDs are US (PS3.7 E.1). With the listener in its own process (``guard.app.listener_moves``)
+#: its relays take the lower half and the main process's byte-check moves the upper half.
+MESSAGE_IDS = range(1, 65536)
+LISTENER_MESSAGE_IDS = range(1, 32768)
+MAIN_MESSAGE_IDS = range(32768, 65536)
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -38,13 +44,13 @@ class ArchiveDone:
 class ActiveRelay:
     """The in-flight state of one relayed move shared with the listener's C-STORE threads."""
 
-    def __init__(self, message_id: int, archive_ae: str, expected: set[str]) -> None:
-        """Relay instances from ``archive_ae`` sent under ``message_id``."""
+    def __init__(self, message_id: int, archive_ae: str, expected: set[str], *, buffered: int | None = BUFFERED_INSTANCES) -> None:
+        """Relay instances from ``archive_ae`` sent under ``message_id``, at most ``buffered`` waiting (None: no bound)."""
         self.message_id = message_id
         self.archive_ae = archive_ae
         self.expected = expected
         self.inbox: queue.Queue[Arrival | ArchiveDone] = queue.Queue()
-        self._room = threading.Semaphore(BUFFERED_INSTANCES)
+        self._room = None if buffered is None else threading.Semaphore(buffered)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -53,11 +59,12 @@ class ActiveRelay:
 
         False when the relay has ended or had no room in time: the caller keeps the file.
         """
-        if not self._room.acquire(timeout=timeout):
+        if self._room is not None and not self._room.acquire(timeout=timeout):
             return False
         with self._lock:
             if self._closed:
-                self._room.release()
+                if self._room is not None:
+                    self._room.release()
                 return False
             self.inbox.put(arrival)
         return True
@@ -65,7 +72,8 @@ class ActiveRelay:
     def done_with(self, arrival: Arrival) -> None:
         """The instance was sent on (or dropped): remove its temporary file and make room for the next."""
         arrival.path.unlink(missing_ok=True)
-        self._room.release()
+        if self._room is not None:
+            self._room.release()
 
     def close(self) -> None:
         """No more instances: the files of those still waiting are removed."""
@@ -83,18 +91,36 @@ class ActiveRelay:
 class RelayRegistry:
     """The relays in flight, keyed by the Message ID of the guard's C-MOVE to the archive."""
 
-    def __init__(self) -> None:
-        """Start with none."""
+    def __init__(self, ids: range = MESSAGE_IDS) -> None:
+        """Start with none; give the relays Message IDs from ``ids``."""
         self._lock = threading.Lock()
         self._relays: dict[int, ActiveRelay] = {}
-        self._ids = itertools.cycle(range(1, 65536))  # Message ID is US (PS3.7 E.1)
+        self._ids = itertools.cycle(ids)
 
     def open(self, archive_ae: str, expected: set[str]) -> ActiveRelay:
         """Register a relay under a Message ID no other relay in flight uses."""
         with self._lock:
             message_id = next(i for i in self._ids if i not in self._relays)
-            relay = self._relays[message_id] = ActiveRelay(message_id, archive_ae, expected)
+            relay = self._relays[message_id] = self._new_relay(message_id, archive_ae, expected)
         return relay
+
+    def _new_relay(self, message_id: int, archive_ae: str, expected: set[str]) -> ActiveRelay:
+        return ActiveRelay(message_id, archive_ae, expected)
+
+    def adopt(self, relay: ActiveRelay) -> None:
+        """Register ``relay`` under its own Message ID (one another process opened, ``guard.app.listener_moves``)."""
+        with self._lock:
+            self._relays[relay.message_id] = relay
+
+    def get(self, message_id: int) -> ActiveRelay | None:
+        """The relay in flight under ``message_id``, if any."""
+        with self._lock:
+            return self._relays.get(message_id)
+
+    def in_flight(self) -> list[ActiveRelay]:
+        """The relays in flight now."""
+        with self._lock:
+            return list(self._relays.values())
 
     def close(self, relay: ActiveRelay) -> None:
         """Forget a relay and fail what still waits for it."""

@@ -25,26 +25,21 @@ log = structlog.get_logger("guard.services.verify")
 
 
 class NoMoveDestination:
-    """C-MOVE needs the guard's listener in this process (a CLI command or the listener process has none): always refuses.
+    """C-MOVE needs the listener of ``guard serve`` (a command run from a shell has none): always refuses.
 
     The archive sends a C-MOVE's instances to the guard's AE title, that is to the listener of
-    ``guard serve``; a process without that listener would ask for instances it can never receive.
+    ``guard serve`` (in its own process or not, ``guard.app.listener_moves``); a process without
+    that listener would ask for instances it can never receive.
     """
 
     method = "c-move"
 
     def __init__(self, settings: Settings) -> None:
         """Explain the refusal for the configuration of ``settings``."""
-        if settings.node.listener_process:
-            where = (
-                "the DICOM listener runs in its own process (node.listener_process = true), not in the one that asks "
-                "(set node.listener_process = false)"
-            )
-        else:
-            where = (
-                "this process has no DICOM listener (a command run from a shell, such as guard delete); "
-                "ask the running guard instead (the admin API's DELETE /studies/{uid})"
-            )
+        where = (
+            "this process has no DICOM listener (a command run from a shell, such as guard delete); "
+            "ask the running guard instead (the admin API's DELETE /studies/{uid})"
+        )
         if settings.verify.retrieve is RetrieveMethod.C_MOVE:
             method, remedy = "verify.retrieve = c-move", "; or use verify.retrieve = auto or c-get if the archive serves C-GET"
         else:

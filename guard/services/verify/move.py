@@ -5,8 +5,10 @@ on the guard's listener, which hands those of a registered move to it (``RelayRe
 same mechanism as the C-MOVE relay, ``guard.services.qr``). Each arrives in its temporary file,
 is digested and removed at once; nothing enters the spool or the forwarding queue.
 
-The listener must run in this process (``node.listener_process = false``) and the archive must
-know the guard's AE title and address (as it already must to report Storage Commitment).
+With the listener in a process of its own (``node.listener_process``) the registry is a
+``guard.app.listener_moves.ListenerMoves``: the listener process is told each move and hands its
+instances over. The archive must know the guard's AE title and address (as it already must to
+report Storage Commitment).
 """
 
 from __future__ import annotations
