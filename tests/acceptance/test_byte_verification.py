@@ -199,4 +199,4 @@ def test_c_move_to_the_guard_verifies_and_finds_a_damaged_copy(
     assert [r["detail"]["method"] for r in guard.audit_records("bytes.checked")][-1] == "c-move"
     moved = [r for r in guard.audit_records("instance.received") if r["actor"] == "ARCHIVE"]
     assert moved == []  # the moved copies were hashed and discarded, never ingested
-    assert not [p for p in (guard.data_dir / "spool" / ".incoming").glob("relay-*")], "a moved copy was left behind"
+    assert not list((guard.data_dir / "spool" / ".incoming").glob("relay-*")), "a moved copy was left behind"
