@@ -73,6 +73,8 @@ class GuardService:
         self.draining = threading.Event()
         self._stopped = threading.Event()
         self.relays: RelayRegistry | None = None
+        #: With the listener in its own process: the byte checks' C-MOVEs, announced to it (also ``relays``).
+        self.moves: ListenerMoves | None = None
 
     def start(self) -> None:
         """Open the ledger and spool, then the archive sandbox if any, the workers, and the port."""
@@ -102,7 +104,8 @@ class GuardService:
         archive = open_archive(self.settings)
         # Byte verification by C-MOVE receives on the listener: one registry of moves in flight for both in one process;
         # with the listener in its own process, the moves are announced to it (guard.app.listener_moves).
-        self.relays = ListenerMoves(self.spool.incoming) if self.settings.node.listener_process else RelayRegistry()
+        self.moves = ListenerMoves(self.spool.incoming) if self.settings.node.listener_process else None
+        self.relays = self.moves if self.moves is not None else RelayRegistry()
         verifier = build_verifier(self.settings, ledger, self.spool, self.relays)
         self.confirmer = Confirmer(self.settings, ledger, self.spool, archive=archive, verifier=verifier)
         # Each forwarded batch tells the confirmer when its commitment request can be due: an idle
@@ -144,8 +147,7 @@ class GuardService:
     def _start_listener(self, ledger: Ledger, forwarder: Forwarder, confirmer: Confirmer, gate: DeleteGate) -> int:
         """Start the DICOM listener here or in its own process; the port it bound."""
         if self.settings.node.listener_process:
-            moves = self.relays if isinstance(self.relays, ListenerMoves) else None
-            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake, moves).start()
+            self.listener = ListenerSupervisor(self.settings, self.config_path, ledger, forwarder.wake, confirmer.wake, self.moves).start()
             return self.listener.port
         ingest = IngestService(self.settings, ledger, self.spool, on_received=forwarder.wake, gate=gate)
         self.server = IngestServer(self.settings, ingest, confirmer, QueryRetrieveRelay(self.settings, ledger, self.relays))

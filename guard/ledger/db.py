@@ -107,23 +107,34 @@ def schema_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def at_head(engine: Engine) -> bool:
+    """Whether the ledger's schema is at ``SCHEMA_REVISION`` (one query, no Alembic); a ``LedgerError`` when it cannot be read."""
+    try:
+        return schema_revision(engine) == SCHEMA_REVISION
+    except SQLAlchemyError as exc:
+        raise translate(exc, "migration") from exc
+
+
 def migrate(engine: Engine) -> None:
     """Bring the ledger schema to the newest revision (a database that cannot be reached is a ``LedgerUnavailableError``).
 
     A ledger already at ``SCHEMA_REVISION`` (every start but the first after an upgrade) is left
     as it is without loading Alembic, about 11 MB of the process's memory for as long as it runs.
     """
-    try:
-        if schema_revision(engine) == SCHEMA_REVISION:
-            return
-        from alembic import command  # noqa: PLC0415 - as in alembic_config
-        from alembic.util import CommandError  # noqa: PLC0415 - idem
+    if not at_head(engine):
+        _upgrade(engine)
 
-        try:
-            command.upgrade(alembic_config(engine), "head")
-        except CommandError as exc:
-            msg = f"ledger migration failed: {exc} (a ledger migrated by a newer release of the guard?)"
-            raise LedgerRejectedError(msg) from exc
+
+def _upgrade(engine: Engine) -> None:
+    """Run Alembic's upgrade to the head revision, its failures as ledger errors."""
+    from alembic import command  # noqa: PLC0415 - as in alembic_config
+    from alembic.util import CommandError  # noqa: PLC0415 - idem
+
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except CommandError as exc:
+        msg = f"ledger migration failed: {exc} (a ledger migrated by a newer release of the guard?)"
+        raise LedgerRejectedError(msg) from exc
     except SQLAlchemyError as exc:
         raise translate(exc, "migration") from exc
 
@@ -142,14 +153,11 @@ def migrate_in_child(engine: Engine) -> None:
     already (there is nothing left to save). The child runs to the end however long the migration takes
     (an index on a large ledger): one cut short would leave the start to wait for it anyway.
     """
-    try:
-        if schema_revision(engine) == SCHEMA_REVISION:
-            return
-    except SQLAlchemyError as exc:
-        raise translate(exc, "migration") from exc
+    if at_head(engine):
+        return
     in_memory = engine.dialect.name == "sqlite" and engine.url.database in {None, "", ":memory:"}
     if in_memory or sys.modules.get("alembic") is not None:
-        migrate(engine)  # another process cannot open it; or Alembic is here already (a process forked from one that loaded it)
+        _upgrade(engine)  # another process cannot open it; or Alembic is here already (a process forked from one that loaded it)
         return
     # This interpreter and a module of this package; the URL on stdin, not on the command line (ps).
     result = subprocess.run(
