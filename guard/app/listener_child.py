@@ -63,7 +63,8 @@ class ListenerChild:
         if tls.in_use(self.settings):
             tls_contexts.load()
         engine = open_engine(self.settings.ledger_url, busy_timeout_ms=self.settings.ledger.busy_timeout_ms)
-        ledger = self.ledger = Ledger(engine)
+        # As the main process opens it: each receipt and audit record names this node (node-local spool, clusters).
+        ledger = self.ledger = Ledger(engine, node=self.settings.node_id)
         gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
         confirmer = Confirmer(
             self.settings,

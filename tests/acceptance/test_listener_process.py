@@ -16,9 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from guard.domain import status as st
+from guard.ledger.schema import instances
 from guard.listener.server import DRAIN_TIMEOUT
+from guard.sandbox.archive import ReferenceArchive
 from tests.acceptance.conftest import GuardFactory
 from tests.support.fixtures import StudyFactory
 from tests.support.guard import GUARD_AE, GuardProcess
@@ -28,28 +31,6 @@ from tests.support.scu import send_files, unacknowledged
 from tests.support.waiting import port_is_open, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-
-
-def _parent_of(pid: int) -> int | None:
-    """The parent pid of ``pid`` from /proc, or None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _listener_pid(guard: GuardProcess) -> int:
-    """The pid of the guard's current listener process (a child of the guard, serving)."""
-    main = guard.proc.pid if guard.proc is not None else -1
-
-    def current() -> int | None:
-        started = [r["pid"] for r in guard.log_records() if r.get("event") == "listener.started"]
-        if started and _parent_of(started[-1]) == main:
-            return int(started[-1])
-        return None
-
-    return wait_until(current, 60, message=f"no listener process under {main}:\n{guard.log_tail()}")
 
 
 def _ready(guard: GuardProcess) -> int:
@@ -77,7 +58,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
         fresh=True,  # the processes' life cycle is the point: the main process as an administrator starts it
     ).start(timeout=90)
     wait_until(lambda: _ready(guard) == 200, 60, message="the guard never became ready")
-    first_listener = _listener_pid(guard)
+    first_listener = guard.listener_pid()
     acked: list[str] = []
     lock = threading.Lock()
     seen_not_ready: list[int] = []
@@ -99,7 +80,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
     assert killed.get("listener") == first_listener, "the listener was not killed during the send"
     assert seen_not_ready == [503]
     wait_until(lambda: _ready(guard) == 200, 90, message=f"the listener did not come back:\n{guard.log_tail()}")
-    second_listener = _listener_pid(guard)
+    second_listener = guard.listener_pid()
     assert second_listener != first_listener
     remaining = unacknowledged(remaining, results)
 
@@ -109,7 +90,7 @@ def test_sigkill_of_each_guard_process_in_turn_loses_nothing_acknowledged(
                 acked.append(sop_uid)
             if len(acked) >= 200 and "main" not in killed:
                 killed["main"] = guard.proc.pid if guard.proc is not None else -1
-                guard.kill()
+                guard.kill_main()
 
     results = send_files(guard.port, [p for _, p in remaining], on_result=kill_main)
     assert "main" in killed, "the main process was not killed during the send"
@@ -150,7 +131,7 @@ def test_archive_reports_reach_metrics_and_sigterm_stops_the_listener_process(
     )
     orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
     guard.start(timeout=90)
-    listener = _listener_pid(guard)
+    listener = guard.listener_pid()
     study = synthetic_study(3, rows=16, columns=16)
     assert [status for _, status in send_files(guard.port, study.paths)] == [st.SUCCESS] * 3
     wait_until(lambda: set(guard.instance_states().values()) == {"confirmed"}, 60, message="the study was not confirmed")
@@ -172,7 +153,7 @@ def test_the_listener_process_loads_only_what_receiving_needs(guard_factory: Gua
     guard = guard_factory(
         archive_port=orthanc_archive.dicom_port, node={"listener_process": True}, verify={"compare": "content"}, fresh=True
     ).start(timeout=90)
-    listener = _listener_pid(guard)
+    listener = guard.listener_pid()
     main = guard.proc.pid if guard.proc is not None else -1
     wait_until(lambda: port_is_open("127.0.0.1", guard.port), 60, message="the listener never listened")
     assert "numpy" in Path(f"/proc/{main}/maps").read_text(), "the test needs numpy installed and loaded by the main process"
@@ -187,7 +168,12 @@ def test_a_guard_serve_that_compares_exactly_keeps_numpy_out_and_still_forwards_
 
     The whole node runs without it: receiving, forwarding, Storage Commitment and the admin API.
     """
-    guard = guard_factory(archive_port=orthanc_archive.dicom_port, http={"port": free_port(), "bind": "127.0.0.1"}, fresh=True)
+    guard = guard_factory(
+        archive_port=orthanc_archive.dicom_port,
+        node={"listener_process": False},
+        http={"port": free_port(), "bind": "127.0.0.1"},
+        fresh=True,
+    )
     orthanc_archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
     guard.start(timeout=90)
     study = synthetic_study(3, rows=16, columns=16)
@@ -198,3 +184,19 @@ def test_a_guard_serve_that_compares_exactly_keeps_numpy_out_and_still_forwards_
     assert "numpy" not in Path(f"/proc/{main}/maps").read_text()
     assert _ready(guard) == 200
     assert guard.terminate() == 0
+
+
+def test_what_the_listener_process_receives_is_held_by_its_node(
+    guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory
+) -> None:
+    """Receipts and their audit records written by the listener process name ``node.id``, as the main process's do.
+
+    With a node-local spool another node must never claim an instance whose file it does not hold.
+    """
+    guard = guard_factory(archive_port=ref_archive.port, node={"listener_process": True, "id": "node-x"}).start()
+    study = synthetic_study(2, rows=16, columns=16)
+    assert [status for _, status in send_files(guard.port, study.paths)] == [st.SUCCESS] * 2
+    with guard.ledger_engine() as engine, engine.connect() as conn:
+        held = set(conn.execute(select(instances.c.node)).scalars())
+    assert held == {"node-x"}
+    assert {r["node"] for r in guard.audit_records("instance.received")} == {"node-x"}
