@@ -78,10 +78,14 @@ class TlsAssociationServer(LimitedAssociationServer):
         raw: socket.socket = request
         address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
         release = self.connection_release(raw)  # the wrapper takes the socket over; a failed handshake must not leave it counted
+        connection: socket.socket = raw
         try:
             raw.settimeout(self.handshake_timeout)
-            wrapped = load().server.wrap_socket(raw, server_side=True)
-            wrapped.settimeout(None)
+            # The handshake apart from the wrapping: a wrapper that handshakes itself closes the
+            # connection when the handshake fails, before the refusal below is counted and audited.
+            connection = load().server.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            connection.do_handshake()
+            connection.settimeout(None)
         except (OSError, ssl.SSLError, TlsConfigError) as exc:
             # Counted off and audited before the connection closes: a peer that sees the close and
             # connects again is not refused for a pending connection this one no longer is.
@@ -89,9 +93,9 @@ class TlsAssociationServer(LimitedAssociationServer):
             try:
                 self.on_refused(address, handshake_reason(exc), str(exc)[:300])
             finally:
-                self.shutdown_request(raw)
+                self.shutdown_request(connection)
             return
-        super().process_request_thread(wrapped, client_address)
+        super().process_request_thread(connection, client_address)
 
 
 def start_tls_server(  # noqa: PLR0913 - pynetdicom's server arguments, plus the handshake settings and the limits

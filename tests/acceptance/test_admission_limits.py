@@ -16,7 +16,7 @@ from tests.support.certs import TestCA
 from tests.support.datasets import make_rejection_note
 from tests.support.dcmtk import final_response, findscu, movescu, store_responses, storescu
 from tests.support.fixtures import StudyFactory
-from tests.support.guard import GUARD_AE, SOURCE_AE
+from tests.support.guard import GUARD_AE, SOURCE_AE, GuardProcess
 from tests.support.ports import free_port
 from tests.support.processes import PeerError
 from tests.support.scu import send_files
@@ -144,6 +144,10 @@ def test_peer_that_sends_nothing_is_dropped(guard_factory: GuardFactory, ref_arc
     )
 
 
+def _tls_refusals(guard: GuardProcess) -> int:
+    return sum(1 for r in guard.audit_records("security.alert") if r["detail"].get("alert") == "tls-handshake-refused")
+
+
 def test_failed_tls_handshakes_do_not_use_up_the_tls_listener(
     guard_factory: GuardFactory, ref_archive: ReferenceArchive, synthetic_study: StudyFactory, tmp_path: Path
 ) -> None:
@@ -157,11 +161,13 @@ def test_failed_tls_handshakes_do_not_use_up_the_tls_listener(
         tls={**tls, "ca_file": str(ca.ca_file)},
         sources=[{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port(), "tls": True}],
     ).start()
-    for _ in range(10):
+    for count in range(1, 11):
         peer = RawPeer(guard.config["tls"]["port"])
         peer.send(b"this is not a TLS client hello\r\n" * 4)
         peer.closed_within(15)
-    wait_until(lambda: len(guard.audit_records("security.alert")) >= 10, 15, message="handshake failures not audited")
+        # Audited before the guard closes the connection (guard.listener.tls_server).
+        assert _tls_refusals(guard) == count, f"handshake failure {count} not audited when its connection closed:\n{guard.log_tail()}"
+    assert _tls_refusals(guard) == 10
     extra = ["+tls", str(client.private_key), str(client.certificate), "+cf", str(ca.ca_file)]
     result = storescu(
         "127.0.0.1", tls["port"], synthetic_study(1).paths, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=30, extra_args=extra
