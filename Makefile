@@ -54,9 +54,9 @@ test-container: install
 # is shared: the first two run three times each and report the median run.
 bench: install peers
 	$(BIN)/python -m bench --idle 30 --sizes 200 --senders 1 4 --ledger sqlite postgresql --repeat 3
-	$(BIN)/python -m bench --sizes 200 --listener-process --repeat 3
+	$(BIN)/python -m bench --sizes 200 --no-listener-process --repeat 3
 	$(BIN)/python -m bench --sizes 2000
-	$(BIN)/python -m bench --sizes 2000 --listener-process
+	$(BIN)/python -m bench --sizes 2000 --no-listener-process
 	$(BIN)/python -m bench.association_cpu --associations 200
 	$(BIN)/python -m bench.move --instances 200
 	$(BIN)/python -m bench.verify

@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--listener-process",
-        action="store_true",
-        help="run the guard with node.listener_process = true (the DICOM listener in a process of its own)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
     )
     parser.add_argument(
         "--senders",

@@ -68,7 +68,7 @@ class IdleResult:
         return self.percent < TARGET_IDLE_PERCENT
 
 
-def _config(root: Path, archive_port: int | None, *, listener_process: bool = False) -> dict[str, object]:
+def _config(root: Path, archive_port: int | None, *, listener_process: bool = True) -> dict[str, object]:
     """Default settings except what must be unique to this run: ports, folders, the archive (None: built in), the listener process."""
     archive = {"port": free_port()} if archive_port is None else {"host": LOOPBACK, "port": archive_port}
     return {
@@ -81,7 +81,7 @@ def _config(root: Path, archive_port: int | None, *, listener_process: bool = Fa
 
 @contextmanager
 def running_guard(
-    root: Path, archive_port: int | None, timeout: float = 60.0, *, listener_process: bool = False
+    root: Path, archive_port: int | None, timeout: float = 60.0, *, listener_process: bool = True
 ) -> Iterator[tuple[int, int]]:
     """Start ``guard serve`` in ``root``; yield its pid and DICOM port; stop it by its pid."""
     config = _config(root, archive_port, listener_process=listener_process)
@@ -140,7 +140,7 @@ def open_association(port: int) -> Iterator[None]:
         assoc.release()
 
 
-def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process: bool = False) -> list[IdleResult]:
+def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process: bool = True) -> list[IdleResult]:
     """Both idle windows on one fresh guard."""
     root = Path(tempfile.mkdtemp(prefix="guard-idle-"))
     archive = None if builtin_archive else ReferenceArchive(root / "archive", port=free_port()).start()
@@ -157,11 +157,11 @@ def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def render_idle(results: list[IdleResult], *, builtin_archive: bool = False, listener_process: bool = False) -> str:
+def render_idle(results: list[IdleResult], *, builtin_archive: bool = False, listener_process: bool = True) -> str:
     """One line per window, with the target."""
     target = f"target < {TARGET_IDLE_PERCENT:.0f} % of one core"
     where = "built-in archive" if builtin_archive else "archive in another process"
-    settings = "node.listener_process = true, both processes" if listener_process else "default settings"
+    settings = "default settings, both processes" if listener_process else "node.listener_process = false, one process"
     lines = [f"Idle guard ({settings}, {where}; CPU from /proc/<pid>/stat; {target}):"]
     for r in results:
         verdict = "met" if r.met else "missed"
@@ -174,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each idle window (default 60)")
     parser.add_argument("--builtin-archive", action="store_true", help="let the guard run its built-in archive (as make run)")
-    parser.add_argument("--listener-process", action="store_true", help="run the guard with node.listener_process = true")
+    parser.add_argument(
+        "--listener-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     args = parser.parse_args(argv)
     try:

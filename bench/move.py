@@ -108,7 +108,7 @@ def run_through_guard(
     profile_dir: Path | None = None,
     profile_args: tuple[str, ...] = (),
     *,
-    listener_process: bool = False,
+    listener_process: bool = True,
 ) -> MoveRun:
     """Move through the guard: movescu -> guard (C-MOVE from Orthanc to itself, relayed) -> storescp."""
     with Storescp(workdir / "guard-storescp", aet=DESTINATION_AE) as destination:
@@ -170,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=200, help="instances in the study (default 200)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a move may take (default 600)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
-    parser.add_argument("--listener-process", action="store_true", help="run the guard with node.listener_process = true")
+    parser.add_argument(
+        "--listener-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
+    )
     add_profile_arg(parser)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-move-"))

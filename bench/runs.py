@@ -54,7 +54,7 @@ class BenchConfig:
     storescu_pdu: int | None = 131072
     archive_pdu: int | None = None
     workers: int = DEFAULT_WORKERS
-    listener_process: bool = False
+    listener_process: bool = True
     ledger: str = SQLITE
     poll_interval: float = 0.05
     timeout: float = 600.0

@@ -96,7 +96,7 @@ class NodeSettings(_Section):
     bind: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")  # noqa: S104 - a DICOM node serves the network; admission is by AE title and host
     port: int = Field(11112, ge=1, le=65535, description="DICOM listener port.")
     listener_process: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Run the DICOM listener in a process of its own, supervised by the main process (restarted if it dies), "
             "so that receiving and forwarding do not share one interpreter lock."

@@ -65,8 +65,7 @@ def test_connections_queue_up_to_the_configured_accept_backlog(guard_factory: Gu
     node = {"accept_backlog": backlog, "max_pending": 200, "max_pending_per_address": 200, "acse_timeout": 5}
     guard = guard_factory(archive_port=ref_archive.port, node=node).start()
     assert _listener_queue(guard.port)[1] == backlog
-    assert guard.proc is not None
-    pid = guard.proc.pid
+    pid = guard.acceptor_pid()
     socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(backlog + 16)]
     os.kill(pid, signal.SIGSTOP)  # nothing accepts while the process is stopped: only the kernel's queue holds connections
     try:

@@ -1,7 +1,8 @@
 """``GET /readyz`` of a running guard fails when the ledger or the spool becomes unusable or the workers stop, and recovers.
 
-The guard runs in the test process (``GuardService``: real listener, real worker threads, real
-uvicorn) so that its parts can be broken from outside as they break in production: the
+The guard runs in the test process (``GuardService``: real worker threads, real uvicorn, and its
+real listener in a process of its own, as by default, so readiness also reports ``listener``)
+so that its parts can be broken from outside as they break in production: the
 PostgreSQL database refusing connections, the spool's file system remounted read-only, the
 worker threads no longer running.
 """
@@ -75,7 +76,7 @@ def test_readyz_fails_while_the_ledger_database_refuses_connections_and_recovers
     url, admin = own_postgres_db
     name = url.rsplit("/", 1)[1]
     _service, base = run_guard(_settings(tmp_path / "data", url))
-    assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True})
+    assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True, "listener": True})
     admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
     status, checks = _ready(base)
@@ -95,7 +96,7 @@ def test_readyz_fails_when_the_spool_file_system_turns_read_only_and_recovers(ru
     try:
         settings = _settings(data, f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # the ledger elsewhere: only the spool breaks
         _service, base = run_guard(settings)
-        assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True})
+        assert _ready(base) == (200, {"ledger": True, "spool": True, "workers": True, "accepting": True, "listener": True})
         subprocess.run(["mount", "-o", "remount,ro", str(data)], check=True)
         status, checks = _ready(base)
         assert (status, checks["spool"], checks["ledger"]) == (503, False, True)
@@ -112,4 +113,4 @@ def test_readyz_fails_when_worker_threads_are_no_longer_running(run_guard: Any, 
     assert service.confirmer is not None
     service.confirmer.stop()
     assert not service.confirmer.alive()
-    assert _ready(base) == (503, {"ledger": True, "spool": True, "workers": False, "accepting": True})
+    assert _ready(base) == (503, {"ledger": True, "spool": True, "workers": False, "accepting": True, "listener": True})

@@ -89,12 +89,14 @@ def contained(hostile_guard: GuardProcess, request: pytest.FixtureRequest) -> It
     states = hostile_guard.instance_states()
     spool = spool_files(hostile_guard)
     seq = last_seq(hostile_guard)
+    acceptor = hostile_guard.acceptor_pid()  # the listener process by default: it must survive the case, not be restarted
     yield seq
     echo = echoscu("127.0.0.1", hostile_guard.port, calling_ae=SOURCE_AE, called_ae=GUARD_AE, timeout=10)
     assert echo.returncode == 0, f"no C-ECHO after {request.node.name}:\n{echo.stdout}{echo.stderr}\n{hostile_guard.log_tail()}"
     wait_until(lambda: not incoming_files(hostile_guard), 10, message=f"partial files left: {incoming_files(hostile_guard)}")
     assert hostile_guard.proc is not None
     assert hostile_guard.proc.poll() is None, "the guard died"
+    assert hostile_guard.acceptor_pid() == acceptor, "the process that accepts associations died and was restarted"
     assert spool_files(hostile_guard) == spool
     assert hostile_guard.instance_states() == states
     _ran.append(request.node.name)

@@ -24,9 +24,19 @@ ARCHIVE_AE = "ARCHIVE"
 
 
 def settings_for(tmp_path: Path, archive_port: int, **overrides: Any) -> Settings:
-    """Settings of a guard on a free port whose archive is ``archive_port``, fast loops, no admin API."""
+    """Settings of a guard on a free port whose archive is ``archive_port``, fast loops, no admin API.
+
+    The listener runs in the test process (``node.listener_process = false``): these tests are
+    about the composition in one process and reach into its listener.
+    """
     values: dict[str, Any] = {
-        "node": {"ae_title": GUARD_AE, "bind": "127.0.0.1", "port": free_port(), "data_dir": str(tmp_path / "guard")},
+        "node": {
+            "ae_title": GUARD_AE,
+            "bind": "127.0.0.1",
+            "port": free_port(),
+            "data_dir": str(tmp_path / "guard"),
+            "listener_process": False,
+        },
         "sources": [{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port()}],
         "archive": {"ae_title": ARCHIVE_AE, "host": "127.0.0.1", "port": archive_port, "confirm": "both", "probe_interval": 0},
         "forward": {"lease_seconds": 3, "backoff_base": 0.2, "backoff_max": 1.0, "idle_poll": 0.1, "timeout": 10},

@@ -55,6 +55,20 @@ def render_toml(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of ``pid``'s live child processes, from /proc."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and parent_of(int(entry.name)) == pid]
+
+
 class GuardProcess:
     """One ``guard serve`` process under test."""
 
@@ -127,11 +141,37 @@ class GuardProcess:
             self.proc = None
 
     def kill(self) -> None:
-        """SIGKILL: a crash, no chance to clean up."""
+        """SIGKILL of every process of the node (its listener first, then the guard): a crash, nothing drains or cleans up."""
+        if self.proc is not None:
+            for child in children_of(self.proc.pid):
+                os.kill(child, signal.SIGKILL)
+        self.kill_main()
+
+    def kill_main(self) -> None:
+        """SIGKILL of the guard's main process only; a listener process it started sees it gone and stops by itself."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+
+    def listener_pid(self, timeout: float = 60) -> int:
+        """The pid of the current listener process (``node.listener_process``): a child of the guard that logged ``listener.started``."""
+        main = self.proc.pid if self.proc is not None else -1
+
+        def current() -> int | None:
+            started = [r["pid"] for r in self.log_records() if r.get("event") == "listener.started"]
+            if started and parent_of(started[-1]) == main:
+                return int(started[-1])
+            return None
+
+        return wait_until(current, timeout, message=f"no listener process under {main}:\n{self.log_tail()}")
+
+    def acceptor_pid(self) -> int:
+        """The pid of the process that accepts DICOM associations: the listener process, or the guard itself when it has none."""
+        if self.config["node"].get("listener_process", True):
+            return self.listener_pid()
+        assert self.proc is not None
+        return self.proc.pid
 
     def stop(self) -> None:
         """Stop however possible (fixture teardown), then note which audit events the run produced."""

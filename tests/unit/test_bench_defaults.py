@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 
 import pytest
 
+from bench import association_cpu, idle, move
 from bench.__main__ import parse_args
 from bench.runs import BenchConfig
-from guard.config.settings import ForwardSettings
+from guard.config.settings import ForwardSettings, NodeSettings
 
 
 def test_benchmark_workers_default_is_the_guards_default() -> None:
@@ -26,3 +28,13 @@ def test_benchmark_help_states_the_guards_default() -> None:
         parse_args(["--help"])
     flat = " ".join(text.getvalue().split())
     assert f"guard forwarding workers (default {ForwardSettings().workers}, the guard's default" in flat
+
+
+def test_benchmark_runs_the_listener_as_the_guard_does_by_default() -> None:
+    """Without --listener-process / --no-listener-process, every benchmark's guard has node.listener_process's default."""
+    expected = NodeSettings().listener_process
+    assert parse_args([]).listener_process is expected
+    assert parse_args(["--no-listener-process"]).listener_process is False
+    assert BenchConfig().listener_process is expected
+    for function in (association_cpu.measure, idle.run_idle, move.run_through_guard):
+        assert inspect.signature(function).parameters["listener_process"].default is expected, function.__qualname__
