@@ -26,6 +26,7 @@ import pydicom
 import pynetdicom
 
 from bench.idle import render_idle, run_idle
+from bench.options import add_listener_process_arg
 from bench.report import render, write_json
 from bench.runs import (
     DEFAULT_WORKERS,
@@ -64,12 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WORKERS,
         help=f"guard forwarding workers (default {DEFAULT_WORKERS}, the guard's default, forward.workers)",
     )
-    parser.add_argument(
-        "--listener-process",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
-    )
+    add_listener_process_arg(parser)
     parser.add_argument(
         "--senders",
         type=int,

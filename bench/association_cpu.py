@@ -22,6 +22,7 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from bench.options import LISTENER_PROCESS, add_listener_process_arg
 from bench.procfs import tree_cpu_seconds
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for_port
@@ -68,7 +69,7 @@ def _cpu(pid: int) -> float:
     return value
 
 
-def measure(count: int, idle: float, *, listener_process: bool = True) -> tuple[float, float, float]:
+def measure(count: int, idle: float, *, listener_process: bool = LISTENER_PROCESS) -> tuple[float, float, float]:
     """(CPU seconds over the associations, idle CPU seconds over the same time, wall seconds)."""
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
@@ -99,12 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--associations", type=int, default=200)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured first")
-    parser.add_argument(
-        "--listener-process",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
-    )
+    add_listener_process_arg(parser)
     args = parser.parse_args()
     used, idle, wall = measure(args.associations, args.idle, listener_process=args.listener_process)
     per = (used - idle) / args.associations * 1000

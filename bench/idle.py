@@ -34,6 +34,7 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from bench.options import LISTENER_PROCESS, add_listener_process_arg
 from bench.procfs import tree_cpu_seconds
 from guard.sandbox.archive import ReferenceArchive
 from tests.support.guard import render_toml
@@ -68,7 +69,7 @@ class IdleResult:
         return self.percent < TARGET_IDLE_PERCENT
 
 
-def _config(root: Path, archive_port: int | None, *, listener_process: bool = True) -> dict[str, object]:
+def _config(root: Path, archive_port: int | None, *, listener_process: bool = LISTENER_PROCESS) -> dict[str, object]:
     """Default settings except what must be unique to this run: ports, folders, the archive (None: built in), the listener process."""
     archive = {"port": free_port()} if archive_port is None else {"host": LOOPBACK, "port": archive_port}
     return {
@@ -81,7 +82,7 @@ def _config(root: Path, archive_port: int | None, *, listener_process: bool = Tr
 
 @contextmanager
 def running_guard(
-    root: Path, archive_port: int | None, timeout: float = 60.0, *, listener_process: bool = True
+    root: Path, archive_port: int | None, timeout: float = 60.0, *, listener_process: bool = LISTENER_PROCESS
 ) -> Iterator[tuple[int, int]]:
     """Start ``guard serve`` in ``root``; yield its pid and DICOM port; stop it by its pid."""
     config = _config(root, archive_port, listener_process=listener_process)
@@ -140,7 +141,7 @@ def open_association(port: int) -> Iterator[None]:
         assoc.release()
 
 
-def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process: bool = True) -> list[IdleResult]:
+def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process: bool = LISTENER_PROCESS) -> list[IdleResult]:
     """Both idle windows on one fresh guard."""
     root = Path(tempfile.mkdtemp(prefix="guard-idle-"))
     archive = None if builtin_archive else ReferenceArchive(root / "archive", port=free_port()).start()
@@ -157,7 +158,7 @@ def run_idle(seconds: float, *, builtin_archive: bool = False, listener_process:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def render_idle(results: list[IdleResult], *, builtin_archive: bool = False, listener_process: bool = True) -> str:
+def render_idle(results: list[IdleResult], *, builtin_archive: bool = False, listener_process: bool = LISTENER_PROCESS) -> str:
     """One line per window, with the target."""
     target = f"target < {TARGET_IDLE_PERCENT:.0f} % of one core"
     where = "built-in archive" if builtin_archive else "archive in another process"
@@ -174,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each idle window (default 60)")
     parser.add_argument("--builtin-archive", action="store_true", help="let the guard run its built-in archive (as make run)")
-    parser.add_argument(
-        "--listener-process",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
-    )
+    add_listener_process_arg(parser)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead")
     args = parser.parse_args(argv)
     try:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.options import LISTENER_PROCESS, add_listener_process_arg
 from bench.procfs import cpu_seconds, settle, tree_cpu_seconds
 from bench.report import TARGET_RATIO
 from bench.runs import ARCHIVE_AE
@@ -108,7 +109,7 @@ def run_through_guard(
     profile_dir: Path | None = None,
     profile_args: tuple[str, ...] = (),
     *,
-    listener_process: bool = True,
+    listener_process: bool = LISTENER_PROCESS,
 ) -> MoveRun:
     """Move through the guard: movescu -> guard (C-MOVE from Orthanc to itself, relayed) -> storescp."""
     with Storescp(workdir / "guard-storescp", aet=DESTINATION_AE) as destination:
@@ -170,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=200, help="instances in the study (default 200)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a move may take (default 600)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR", help="record the guard with py-spy into DIR")
-    parser.add_argument(
-        "--listener-process",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the DICOM listener in a process of its own, node.listener_process (default: on, as the guard's default)",
-    )
+    add_listener_process_arg(parser)
     add_profile_arg(parser)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="guard-bench-move-"))

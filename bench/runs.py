@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bench.options import LISTENER_PROCESS
 from bench.procfs import MachineCpu, RssSampler, cpu_seconds, settle, tree_cpu_seconds, tree_status_kib, tree_status_parts_kib
 from bench.stacks import start_profiler, stop_profiler
 from guard.config.settings import ForwardSettings
@@ -54,7 +55,7 @@ class BenchConfig:
     storescu_pdu: int | None = 131072
     archive_pdu: int | None = None
     workers: int = DEFAULT_WORKERS
-    listener_process: bool = True
+    listener_process: bool = LISTENER_PROCESS
     ledger: str = SQLITE
     poll_interval: float = 0.05
     timeout: float = 600.0

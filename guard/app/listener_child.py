@@ -22,7 +22,7 @@ from guard.app.listener_moves import MovesOfMain, decode, listener_registry
 from guard.app.listener_process import HEARTBEAT, ChildChannel, die_with_parent, parent_alive
 from guard.config.settings import Settings
 from guard.dicom import tls
-from guard.ledger.db import open_engine
+from guard.ledger.db import attach_ledger
 from guard.ledger.ledger import Ledger
 from guard.listener.server import DRAIN_TIMEOUT, IngestServer
 from guard.runtime import tls as tls_contexts
@@ -62,9 +62,8 @@ class ListenerChild:
         tls_contexts.configure(self.settings.tls)
         if tls.in_use(self.settings):
             tls_contexts.load()
-        engine = open_engine(self.settings.ledger_url, busy_timeout_ms=self.settings.ledger.busy_timeout_ms)
-        # As the main process opens it: each receipt and audit record names this node (node-local spool, clusters).
-        ledger = self.ledger = Ledger(engine, node=self.settings.node_id)
+        # Migrated by the main process; opened as it opens it, so each receipt and audit record names this node.
+        ledger = self.ledger = attach_ledger(self.settings)
         gate = DeleteGate(self.settings, ledger, make_backend(self.settings.delete))
         confirmer = Confirmer(
             self.settings,

@@ -174,8 +174,14 @@ def migrate_in_child(engine: Engine) -> None:
     raise error(problem if problem.startswith("ledger ") else f"ledger migration failed: {problem}")
 
 
+def attach_ledger(settings: Settings) -> Ledger:
+    """The ledger named by the settings, as this node writes it (``node.id``), its schema left as it is."""
+    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
+    return Ledger(engine, node=settings.node_id)
+
+
 def open_ledger(settings: Settings, *, migrate_apart: bool = False) -> Ledger:
     """Open the ledger named by the settings and bring its schema up to date (in a child process with ``migrate_apart``)."""
-    engine = open_engine(settings.ledger_url, busy_timeout_ms=settings.ledger.busy_timeout_ms)
-    (migrate_in_child if migrate_apart else migrate)(engine)
-    return Ledger(engine, node=settings.node_id)
+    ledger = attach_ledger(settings)
+    (migrate_in_child if migrate_apart else migrate)(ledger.engine)
+    return ledger

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, select
 
+from guard.config.settings import NodeSettings
 from guard.ledger.schema import audit_log, instances
 from tests.support import catalogue, forked
 from tests.support.ports import free_port
@@ -168,7 +169,7 @@ class GuardProcess:
 
     def acceptor_pid(self) -> int:
         """The pid of the process that accepts DICOM associations: the listener process, or the guard itself when it has none."""
-        if self.config["node"].get("listener_process", True):
+        if self.config["node"].get("listener_process", NodeSettings().listener_process):
             return self.listener_pid()
         assert self.proc is not None
         return self.proc.pid
