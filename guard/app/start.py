@@ -5,8 +5,11 @@ Nothing is imported here at module level that those starts keep out or import la
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,7 +48,28 @@ def started(start: Callable[[], None], stop: Callable[[], None], what: str) -> b
 
 
 def handle_signals(stop: Callable[[], None], reload: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT call ``stop``; SIGHUP calls ``reload`` (the TLS and HTTPS certificates), in the main thread."""
-    signal.signal(signal.SIGTERM, lambda *_: stop())
-    signal.signal(signal.SIGINT, lambda *_: stop())
-    signal.signal(signal.SIGHUP, lambda *_: reload())
+    """SIGTERM and SIGINT call ``stop``; SIGHUP calls ``reload`` (the TLS and HTTPS certificates), in a thread of their own.
+
+    A Python signal handler runs in the main thread between two of its bytecodes, holding
+    whatever lock the main thread held then. Calling ``stop`` there (``threading.Event.set``)
+    deadlocked when the signal came while the main thread was inside that Event's ``wait``:
+    a listener process whose main process had died then never stopped. The handlers only write
+    the signal's number to a pipe, which takes no lock; the ``signals`` thread reads it and calls.
+    """
+    actions = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def deliver() -> None:
+        while data := os.read(read_end, 64):
+            for number in data:
+                actions[signal.Signals(number)]()
+
+    threading.Thread(target=deliver, name="signals", daemon=True).start()
+
+    def handler(number: int, _frame: object) -> None:
+        with contextlib.suppress(OSError):  # a full pipe: that signal is already waiting to be delivered
+            os.write(write_end, bytes([number]))
+
+    for number in actions:
+        signal.signal(number, handler)
