@@ -29,6 +29,7 @@ from bench.idle import render_idle, run_idle
 from bench.options import add_listener_process_arg
 from bench.report import render, write_json
 from bench.runs import (
+    DEFAULT_FORWARD_NICE,
     DEFAULT_WORKERS,
     POSTGRESQL,
     SQLITE,
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_WORKERS,
         help=f"guard forwarding workers (default {DEFAULT_WORKERS}, the guard's default, forward.workers)",
+    )
+    parser.add_argument(
+        "--forward-nice",
+        type=int,
+        default=DEFAULT_FORWARD_NICE,
+        help=f"how much lower the forwarding workers' CPU priority is (default {DEFAULT_FORWARD_NICE}, the guard's default, forward.nice)",
     )
     add_listener_process_arg(parser)
     parser.add_argument(
@@ -172,6 +179,7 @@ def metadata(args: argparse.Namespace, cfg: BenchConfig, versions: dict[str, str
         "archive_pdu": cfg.archive_pdu,
         "guard_pdu": GUARD_PDU,
         "workers": cfg.workers,
+        "forward_nice": cfg.forward_nice,
         "listener_process": cfg.listener_process,
         "ledgers": args.ledger,
         "poll_interval": cfg.poll_interval,
@@ -187,6 +195,7 @@ def _config(args: argparse.Namespace, size: int, ledger: str) -> BenchConfig:
         storescu_pdu=args.pdu or None,
         archive_pdu=args.archive_pdu,
         workers=args.workers,
+        forward_nice=args.forward_nice,
         listener_process=args.listener_process,
         ledger=ledger,
         poll_interval=args.poll,

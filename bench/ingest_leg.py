@@ -6,7 +6,7 @@ Orthanc, then to a fresh guard whose archive is a socket that accepts connection
 answers, so the guard's forwarding worker waits on its first association and nothing but
 receiving runs in the guard. It prints storescu's time on both paths, their ratio, and the
 guard's CPU per instance (user plus system, ``/proc``). With ``--profile DIR`` the guard is
-recorded by py-spy (only threads holding the interpreter lock); read it with
+recorded by py-spy, its listener process with it (only threads holding the interpreter lock); read it with
 ``python -m bench.stacks DIR/guard-ingest-*.txt``.
 
 The full benchmark (``python -m bench``) measures the guard with forwarding running; this one
@@ -57,7 +57,7 @@ def _through_guard(
             pid = guard.proc.pid if guard.proc is not None else -1
             settle(pid)
             profile = None if profile_dir is None else profile_dir / f"guard-ingest-{int(time.time())}.txt"
-            profiler = None if profile is None else start_profiler(pid, profile, ("--gil",))
+            profiler = None if profile is None else start_profiler(pid, profile, ("--gil", "--subprocesses"))
             box: dict[str, Any] = {}
             before = tree_cpu_seconds(pid) or 0.0
             start = time.monotonic()

@@ -140,7 +140,7 @@ def header(meta: dict[str, Any]) -> str:
         " ".join(
             [
                 f"storescu max PDU: {storescu_pdu} on both paths; Orthanc MaximumPduLength: {meta['archive_pdu'] or 'default (16384)'};",
-                f"guard max PDU {meta['guard_pdu']}; guard forwarding workers: {meta['workers']};",
+                f"guard max PDU {meta['guard_pdu']}; guard forwarding workers: {meta['workers']} (nice +{meta.get('forward_nice', 0)});",
                 f"ledger(s): {', '.join(meta.get('ledgers', ['sqlite']))} (PostgreSQL: a fresh database on the local server).",
             ],
         ),

@@ -36,6 +36,7 @@ from tests.support.waiting import wait_until
 ARCHIVE_AE = "ARCHIVE"
 #: The guard's own default number of forwarding workers, which the benchmark uses unless told otherwise.
 DEFAULT_WORKERS = ForwardSettings().workers
+DEFAULT_FORWARD_NICE = ForwardSettings().nice
 DIRECT = "direct"
 THROUGH_GUARD = "guard"
 SQLITE = "sqlite"
@@ -55,6 +56,7 @@ class BenchConfig:
     storescu_pdu: int | None = 131072
     archive_pdu: int | None = None
     workers: int = DEFAULT_WORKERS
+    forward_nice: int = DEFAULT_FORWARD_NICE
     listener_process: bool = LISTENER_PROCESS
     ledger: str = SQLITE
     poll_interval: float = 0.05
@@ -340,7 +342,7 @@ def _run_through_guard(files: StudyFiles, workdir: Path, cfg: BenchConfig, ledge
             archive_port=archive.dicom_port,
             archive_ae=ARCHIVE_AE,
             ledger_url=ledger_url,
-            forward={**FORWARD_SETTINGS, "workers": cfg.workers},
+            forward={**FORWARD_SETTINGS, "workers": cfg.workers, "nice": cfg.forward_nice},
             node={"listener_process": cfg.listener_process},
         )
         if "confirm" in guard.config:

@@ -424,6 +424,14 @@ class ForwardSettings(_Section):
     )
     timeout: float = Field(30.0, gt=0, description="ACSE, DIMSE and connect timeout towards the archive, seconds.")
     idle_release: float = Field(5.0, ge=0, description="Release an idle archive association after this many seconds.")
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower than receiving the forwarding workers' CPU priority is (a nice increment; 0: the same)."
+        " Applies with node.listener_process = true only: receiving, which the PACS waits for, then gets the CPU first"
+        " on a busy machine, and forwarding catches up (ADR 0022).",
+    )
 
 
 class ConfirmSettings(_Section):

@@ -21,6 +21,14 @@ def test_benchmark_workers_default_is_the_guards_default() -> None:
     assert BenchConfig().workers == expected
 
 
+def test_benchmark_forward_nice_default_is_the_guards_default() -> None:
+    """Without --forward-nice, the benchmark's guard forwards at forward.nice's default priority."""
+    expected = ForwardSettings().nice
+    assert parse_args([]).forward_nice == expected
+    assert parse_args(["--forward-nice", "0"]).forward_nice == 0
+    assert BenchConfig().forward_nice == expected
+
+
 def test_benchmark_help_states_the_guards_default() -> None:
     """``python -m bench --help`` names the default number of workers the settings model has."""
     text = io.StringIO()

@@ -36,6 +36,7 @@ from guard.domain.retry import RetryPolicy, decide_retry
 from guard.ledger.instances import Claim, claim_pending, mark_dead_lettered, mark_failed, mark_forwarded, release_claims, renew_leases
 from guard.ledger.leases import new_owner
 from guard.ledger.ledger import Ledger
+from guard.runtime.threads import lower_priority, name_os_thread
 from guard.services.archive import Sender, open_archive
 from guard.services.boundary import FailureReporter
 from guard.spool import Spool
@@ -76,6 +77,9 @@ class Forwarder:
             backoff_max=self.cfg.backoff_max,
         )
         self.lease = timedelta(seconds=self.cfg.lease_seconds)
+        # Only without the listener in this process: a thread of lower priority holding the
+        # interpreter lock would hold receiving back (priority inversion), not let it go first.
+        self.nice = self.cfg.nice if settings.node.listener_process else 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._held: dict[str, set[int]] = {}
@@ -127,6 +131,9 @@ class Forwarder:
         An unexpected error is reported, the association is dropped (its state is unknown), and
         the loop goes on; claims the round held come back when their leases expire.
         """
+        name_os_thread(threading.current_thread().name)
+        # Its archive association's threads start from this one and inherit the priority.
+        lower_priority(self.nice)
         sender = self.sender_factory()
         reporter = FailureReporter(self.ledger, f"forward-{owner.rsplit(':', 1)[-1]}")
         idle_since = time.monotonic()
