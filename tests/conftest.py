@@ -50,7 +50,14 @@ def postgres_url() -> Iterator[str]:
 
 
 #: pynetdicom's module settings that an in-process guard changes (guard.runtime.configure_dicom).
-_PYNETDICOM_SETTINGS = ("STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET", "ENFORCE_UID_CONFORMANCE", "LOG_HANDLER_LEVEL")
+_PYNETDICOM_SETTINGS = (
+    "STORE_RECV_CHUNKED_DATASET",
+    "STORE_SEND_CHUNKED_DATASET",
+    "ENFORCE_UID_CONFORMANCE",
+    "LOG_HANDLER_LEVEL",
+    "LOG_REQUEST_IDENTIFIERS",
+    "LOG_RESPONSE_IDENTIFIERS",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -295,6 +295,10 @@ def configure_dicom(incoming_dir: Path, max_dataset_size: int = 0) -> None:
     # audits) rather than be rejected silently inside the library.
     pynetdicom_config.ENFORCE_UID_CONFORMANCE = False
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom formats every C-FIND/C-MOVE/C-GET identifier line by line for its log even
+    # when nothing would print it: confirmations and relayed queries read hundreds of them.
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     dimse_messages.NamedTemporaryFile = IncomingFile  # type: ignore[attr-defined,assignment]
     # Association threads that wait for events instead of waking every millisecond, negotiation
     # against supported contexts prepared once, UIDs found valid not checked again, and command
