@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from bench.runs import (
     run_through_guard,
 )
 from bench.stacks import ProfilerError, add_profile_arg
+from bench.syncs import measure as measure_syncs
 from guard.config.settings import NodeSettings
 from tests.support.datasets import make_study
 from tests.support.processes import PeerError, find_tool, peer_env
@@ -221,11 +223,14 @@ def run(args: argparse.Namespace) -> list[RunResult]:
     meta: dict[str, Any] = {}
     try:
         versions = check_peers()
+        # What this storage charges for the guard's syncs, in the folder the runs use (bench.syncs).
+        storage = asdict(measure_syncs(root))
         for size in sizes:
             for senders in args.senders:
                 print(f"size {size}, {senders} sender(s):", file=sys.stderr)
                 files = generate(root, size, senders)
                 meta = metadata(args, _config(args, size, args.ledger[0]), versions, files.total_bytes // size)
+                meta["syncs"] = storage
                 for attempt in range(1, args.repeat + 1):
                     direct = run_direct(files, root / f"run-{size}-{senders}-direct-{attempt}", _config(args, size, SQLITE))
                     runs.append(direct)

@@ -10,6 +10,8 @@ from typing import Any
 
 from bench.procfs import KIB
 from bench.runs import DIRECT, THROUGH_GUARD, RunResult
+from bench.syncs import SyncCosts
+from bench.syncs import render as render_syncs
 
 #: The guard's pass-through must reach at least this share of the direct throughput (issue targets 2 and 4).
 TARGET_RATIO = 0.8
@@ -160,6 +162,8 @@ def header(meta: dict[str, Any]) -> str:
         "Machine CPU %: busy share of all cores during the run (100 = every core busy); guard CPU: user + system time of its processes",
         "(the main process and, with --listener-process, its listener).",
     ]
+    if "syncs" in meta:
+        lines.append(render_syncs(SyncCosts(**meta["syncs"])))
     return "\n".join(lines)
 
 
