@@ -5,7 +5,9 @@ them (``record_received`` and the ``instance.received`` audit record in one
 ``Ledger.transaction``), nothing else: no DICOM, no spool. The instances fall into studies of
 ``--per-study`` instances and series of ``--per-series``, so most receipts meet a known study
 and series, as a C-STORE of a whole study does. Prints wall and CPU (this process) milliseconds
-per transaction, the statements per transaction that the engine sends through a cursor, and
+per transaction, the statements per transaction (PostgreSQL: those the engine sends through a
+cursor; SQLite: those the library runs, as its trace callback sees them, some of them on the
+driver's own cursor, ADR 0024), and
 the round trips to the server: on PostgreSQL those statements plus the pool's pre-ping (one a
 checkout), BEGIN and COMMIT (SQLite's BEGIN IMMEDIATE is one of its statements; it has no
 server to go to).
@@ -83,9 +85,19 @@ def _counting(engine: Engine) -> Iterator[dict[str, int]]:
 
         return on_event
 
+    def on_statement(sql: str) -> None:
+        if not sql.startswith("COMMIT"):  # as on PostgreSQL, the COMMIT is counted apart
+            count["statements"] += 1
+
+    def traced(dbapi_connection: Any, *_args: Any) -> None:
+        count["checkouts"] += 1
+        dbapi_connection.set_trace_callback(on_statement)
+
+    # SQLite: every statement the library runs, including those on the driver's own cursor (ADR 0024).
+    sqlite = engine.dialect.name == "sqlite"
     listeners = [
-        (engine, "before_cursor_execute", counter("statements")),
-        (engine.pool, "checkout", counter("checkouts")),
+        (engine.pool, "checkout", traced) if sqlite else (engine, "before_cursor_execute", counter("statements")),
+        *([] if sqlite else [(engine.pool, "checkout", counter("checkouts"))]),
         (engine, "begin", counter("begins")),
         (engine, "commit", counter("commits")),
     ]
@@ -96,6 +108,9 @@ def _counting(engine: Engine) -> Iterator[dict[str, int]]:
     finally:
         for target, name, listener in listeners:
             event.remove(target, name, listener)
+        if sqlite:
+            with engine.connect() as conn:
+                conn.connection.driver_connection.set_trace_callback(None)  # type: ignore[union-attr]
 
 
 def run(engine: Engine, transactions: int, per_study: int, per_series: int, run_no: int) -> Figures:

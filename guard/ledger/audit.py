@@ -25,6 +25,7 @@ from sqlalchemy import Connection, insert, select, text
 
 from guard.domain.states import AuditEvent, Outcome
 from guard.ledger.chain import GENESIS, record_hash
+from guard.ledger.driver import DriverStatement
 from guard.ledger.schema import audit_anchor, audit_log
 
 log = structlog.get_logger("guard.audit")
@@ -108,15 +109,44 @@ _INSERT = insert(audit_log)
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
+_SQLITE_HEAD = DriverStatement(_HEAD)
+_SQLITE_INSERTS: dict[tuple[str, ...], DriverStatement] = {}
+
+
 def chain_head(conn: Connection) -> tuple[int, str]:
     """The sequence number and hash of the newest record (or of the retention anchor, or genesis)."""
-    row = conn.execute(_HEAD).first()
-    if row is not None:
-        return int(row.seq), str(row.hash)
+    if conn.dialect.name == "sqlite":
+        # The common case on the driver's cursor (``guard.ledger.driver``): a chain with records.
+        cursor = _SQLITE_HEAD.execute(conn)
+        try:
+            head = cursor.fetchone()
+        finally:
+            cursor.close()
+        if head is not None:
+            return int(head[0]), str(head[1])
+    else:
+        row = conn.execute(_HEAD).first()
+        if row is not None:
+            return int(row.seq), str(row.hash)
     anchor = conn.execute(_ANCHOR).first()
     if anchor is not None:
         return int(anchor.seq), str(anchor.hash)
     return 0, GENESIS
+
+
+def _insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """One statement for the lot (executemany); on SQLite on the driver's cursor, per set of columns."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(_INSERT, rows)
+        return
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(row), []).append(row)
+    for columns, group in by_columns.items():
+        statement = _SQLITE_INSERTS.get(columns)
+        if statement is None:
+            statement = _SQLITE_INSERTS[columns] = DriverStatement(_INSERT, list(columns))
+        statement.executemany(conn, group)
 
 
 class Transaction:
@@ -150,7 +180,6 @@ class Transaction:
             chained = record.chained(seq, prev)
             chained_records.append(chained)
             prev = chained.hash or prev
-        # One statement for the lot (executemany): every row has the same columns.
-        self.conn.execute(_INSERT, [chained.row() for chained in chained_records])
+        _insert_records(self.conn, [chained.row() for chained in chained_records])
         self.records.extend(chained_records)
         self.pending.clear()

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Transaction
+from guard.ledger.driver import DriverStatement
 from guard.ledger.ledger import Ledger
 from guard.ledger.receipt_statement import ITEM_FIELDS, PREFIX, build_receipt
 from guard.ledger.schema import CLAIMABLE, CLAIMABLE_INDEX, instances, series, studies
@@ -79,6 +80,15 @@ _SUPERSEDE = (
     .values(state=InstanceState.SUPERSEDED.value, updated_at=bindparam("b_now"))
 )
 _INSERT_INSTANCE = insert(instances)
+#: The columns a receipt writes (``_study_row``, ``_series_row``, ``_instance_row``).
+_STUDY_COLUMNS = ["study_uid", "patient_id", "first_received_at", "last_received_at"]
+_SERIES_COLUMNS = ["series_uid", "study_uid", "modality", "first_received_at"]
+_INSTANCE_COLUMNS = [
+    "sop_instance_uid", "version", "study_uid", "series_uid", "sop_class_uid", "transfer_syntax", "size", "sha256",
+    "spool_path", "patient_id", "calling_ae", "peer_address", "node", "state", "attempts", "received_at", "updated_at",
+    "next_attempt_at",
+]  # fmt: skip
+_SQLITE_RECEIPT: list[DriverStatement] = []
 _PG_RECEIPT = build_receipt()
 _RECEIPT_UPSERTS: dict[str, tuple[Any, Any]] = {}
 
@@ -108,6 +118,8 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     now = tx.clock()
     if tx.conn.dialect.name == "postgresql":
         return _record_received_in_one_statement(tx, item, now)
+    if tx.conn.dialect.name == "sqlite":
+        return _record_received_on_sqlite(tx, item, now)
     newest = tx.conn.execute(_NEWEST, {"b_sop_instance_uid": item.sop_instance_uid}).first()
     if newest is not None and newest.sha256 == item.sha256:
         return Receipt.DUPLICATE, int(newest.version)
@@ -115,33 +127,75 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     if newest is not None:
         tx.conn.execute(_SUPERSEDE, {"b_sop_instance_uid": item.sop_instance_uid, "b_now": now})
     study, known_series = _receipt_upserts(tx.conn.dialect.name)
-    tx.conn.execute(study, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now})
-    tx.conn.execute(
-        known_series, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
-    )
-    tx.conn.execute(
-        _INSERT_INSTANCE,
-        {
-            "sop_instance_uid": item.sop_instance_uid,
-            "version": version,
-            "study_uid": item.study_uid,
-            "series_uid": item.series_uid,
-            "sop_class_uid": item.sop_class_uid,
-            "transfer_syntax": item.transfer_syntax,
-            "size": item.size,
-            "sha256": item.sha256,
-            "spool_path": item.spool_path,
-            "patient_id": item.patient_id,
-            "calling_ae": item.calling_ae,
-            "peer_address": item.peer_address,
-            "node": tx.node,
-            "state": InstanceState.RECEIVED.value,
-            "attempts": 0,
-            "received_at": now,
-            "updated_at": now,
-            "next_attempt_at": now,
-        },
-    )
+    tx.conn.execute(study, _study_row(item, now))
+    tx.conn.execute(known_series, _series_row(item, now))
+    tx.conn.execute(_INSERT_INSTANCE, _instance_row(tx, item, version, now))
+    return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
+
+
+def _study_row(item: ReceivedInstance, now: datetime) -> dict[str, Any]:
+    return {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+
+
+def _series_row(item: ReceivedInstance, now: datetime) -> dict[str, Any]:
+    return {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
+
+
+def _instance_row(tx: Transaction, item: ReceivedInstance, version: int, now: datetime) -> dict[str, Any]:
+    return {
+        "sop_instance_uid": item.sop_instance_uid,
+        "version": version,
+        "study_uid": item.study_uid,
+        "series_uid": item.series_uid,
+        "sop_class_uid": item.sop_class_uid,
+        "transfer_syntax": item.transfer_syntax,
+        "size": item.size,
+        "sha256": item.sha256,
+        "spool_path": item.spool_path,
+        "patient_id": item.patient_id,
+        "calling_ae": item.calling_ae,
+        "peer_address": item.peer_address,
+        "node": tx.node,
+        "state": InstanceState.RECEIVED.value,
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def _sqlite_receipt_statements() -> tuple[DriverStatement, DriverStatement, DriverStatement, DriverStatement]:
+    """The newest version, the study upsert, the series insert and the instance insert, as driver statements (built once)."""
+    if not _SQLITE_RECEIPT:
+        study, known_series = _receipt_upserts("sqlite")
+        _SQLITE_RECEIPT.extend(
+            [
+                DriverStatement(_NEWEST),
+                DriverStatement(study, _STUDY_COLUMNS),
+                DriverStatement(known_series, _SERIES_COLUMNS),
+                DriverStatement(_INSERT_INSTANCE, _INSTANCE_COLUMNS),
+            ]
+        )
+    newest, study_upsert, series_insert, instance_insert = _SQLITE_RECEIPT
+    return newest, study_upsert, series_insert, instance_insert
+
+
+def _record_received_on_sqlite(tx: Transaction, item: ReceivedInstance, now: datetime) -> tuple[Receipt, int]:
+    """``record_received`` on SQLite: the same statements, run on the driver's cursor (``guard.ledger.driver``, ADR 0024)."""
+    newest_statement, study, known_series, insert_instance = _sqlite_receipt_statements()
+    cursor = newest_statement.execute(tx.conn, {"b_sop_instance_uid": item.sop_instance_uid})
+    try:
+        newest = cursor.fetchone()
+    finally:
+        cursor.close()
+    if newest is not None and newest[1] == item.sha256:
+        return Receipt.DUPLICATE, int(newest[0])
+    version = 1 if newest is None else int(newest[0]) + 1
+    if newest is not None:
+        tx.conn.execute(_SUPERSEDE, {"b_sop_instance_uid": item.sop_instance_uid, "b_now": now})
+    study.execute(tx.conn, _study_row(item, now)).close()
+    known_series.execute(tx.conn, _series_row(item, now)).close()
+    insert_instance.execute(tx.conn, _instance_row(tx, item, version, now)).close()
     return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
 
 
