@@ -25,7 +25,18 @@ from typing import Any
 
 from bench.__main__ import generate
 from bench.procfs import settle, tree_cpu_seconds
-from bench.runs import POSTGRESQL, SQLITE, BenchConfig, BenchError, StudyFiles, _check_storescu, _ledger_url, _sender, run_direct
+from bench.runs import (
+    DEFAULT_FORWARD_NICE,
+    POSTGRESQL,
+    SQLITE,
+    BenchConfig,
+    BenchError,
+    StudyFiles,
+    _check_storescu,
+    _ledger_url,
+    _sender,
+    run_direct,
+)
 from bench.stacks import start_profiler, stop_profiler
 from tests.support.guard import GUARD_AE, GuardProcess
 
@@ -49,7 +60,7 @@ def _through_guard(
             archive_port=archive.getsockname()[1],
             archive_ae="ARCHIVE",
             ledger_url=ledger_url,
-            forward={"lease_seconds": 600, "idle_poll": 0.05},
+            forward={"lease_seconds": 600, "idle_poll": 0.05, "nice": DEFAULT_FORWARD_NICE},
             node={} if max_pdu is None else {"max_pdu": max_pdu},
         )
         guard.start(timeout=60)

@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.options import LISTENER_PROCESS, add_listener_process_arg
 from bench.procfs import cpu_seconds, settle, tree_cpu_seconds
 from bench.report import TARGET_RATIO
-from bench.runs import ARCHIVE_AE
+from bench.runs import ARCHIVE_AE, DEFAULT_FORWARD_NICE
 from bench.stacks import add_profile_arg, start_profiler, stop_profiler
 from tests.support.datasets import Study, make_study
 from tests.support.dcmtk import final_response, movescu
@@ -121,6 +121,7 @@ def run_through_guard(
             # A TOML array of tables; the test support types its overrides as tables only.
             destinations=[{"ae_title": DESTINATION_AE, "host": "127.0.0.1", "port": destination.port}],  # type: ignore[arg-type]
             node={"listener_process": listener_process},
+            forward={"nice": DEFAULT_FORWARD_NICE},  # the guard's default, not the test support's
         )
         archive.add_modality("guard", GUARD_AE, "127.0.0.1", guard.port)
         try:

@@ -48,7 +48,9 @@ def _forward_nice(guard: GuardProcess) -> set[int]:
 
 def test_forwarding_runs_below_receiving(guard_factory: GuardFactory, orthanc_archive: Orthanc, synthetic_study: StudyFactory) -> None:
     """Default: forward-0 and the archive association's threads at nice 10; every listener thread at the guard's own priority."""
-    guard = guard_factory(archive_port=orthanc_archive.dicom_port).start(timeout=60)
+    guard = guard_factory(archive_port=orthanc_archive.dicom_port)
+    del guard.config["forward"]["nice"]  # the guard's own default, not the test support's 0
+    guard.start(timeout=60)
     study = synthetic_study(3, rows=16, columns=16)
     assert [s for _uid, s in send_files(guard.port, study.paths)] == [st.SUCCESS] * 3
     wait_until(lambda: orthanc_archive.count_instances() == 3, 60, message="the instances never reached the archive")
@@ -65,7 +67,7 @@ def test_forwarding_runs_below_receiving(guard_factory: GuardFactory, orthanc_ar
 
 @pytest.mark.parametrize(
     ("config", "why"),
-    [({"forward": {"nice": 0}}, "forward.nice = 0"), ({"node": {"listener_process": False}}, "one process")],
+    [({"forward": {"nice": 0}}, "forward.nice = 0"), ({"forward": {"nice": 10}, "node": {"listener_process": False}}, "one process")],
 )
 def test_forwarding_keeps_its_priority(guard_factory: GuardFactory, config: dict[str, dict[str, object]], why: str) -> None:
     """``forward.nice = 0``, or the listener in the same process (the interpreter lock would invert priorities): nice 0."""

@@ -93,7 +93,10 @@ class GuardProcess:
             "ledger": {"url": ledger_url or f"sqlite:///{workdir / 'ledger.sqlite'}"},
             "sources": [{"ae_title": SOURCE_AE, "host": "127.0.0.1", "port": free_port()}],
             "archive": {"ae_title": archive_ae, "host": "127.0.0.1", "port": archive_port},
-            "forward": {"lease_seconds": 3, "backoff_base": 0.2, "backoff_max": 1.0, "idle_poll": 0.1, "timeout": 10},
+            # Quick retries; and forwarding at receiving's priority (forward.nice = 0): the suite runs
+            # more processes than the machine has cores, and its waits are for forwarding (ADR 0022
+            # has its own test, tests/acceptance/test_forward_priority.py, with the default).
+            "forward": {"lease_seconds": 3, "backoff_base": 0.2, "backoff_max": 1.0, "idle_poll": 0.1, "timeout": 10, "nice": 0},
             "confirm": {"poll_interval": 0.2, "commitment_timeout": 10, "retry_base": 0.5, "retry_max": 2, "report_retry_max": 2},
             "http": {"port": 0},
         }
