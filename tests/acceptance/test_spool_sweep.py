@@ -8,7 +8,9 @@ is the sweep's after 4 quiet seconds and the sweep goes round every 2 s.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -64,9 +66,13 @@ def _removed(guard: GuardProcess) -> list[str]:
 def _kill_during_a_receive(guard: GuardProcess, paths: list[Path]) -> tuple[list[tuple[str, int | None]], set[str]]:
     """Send ``paths`` and SIGKILL the guard as soon as a data set is being written; the statuses, and the incoming files left."""
     results: list[tuple[str, int | None]] = []
+    # The process that receives, found before the send: at the first file it is killed at once,
+    # before the receive can finish (finding it then, in /proc, could take longer than a receive).
+    receiver = guard.listener_pid()
     sender = threading.Thread(target=lambda: results.extend(send_files(guard.port, paths)))
     sender.start()
     wait_until(lambda: _incoming(guard) or not sender.is_alive(), 60, interval=0.01, message="no receive started")
+    os.kill(receiver, signal.SIGKILL)
     guard.kill()
     left = {p.name for p in _incoming(guard)}
     sender.join(60)
