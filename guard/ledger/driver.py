@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,6 +31,17 @@ from sqlalchemy.sql.expression import Executable
 _Processor = Callable[[Any], Any] | None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled for one dialect: its SQL, the parameters in order with their processors, the constant defaults."""
+
+    dialect: Dialect
+    sql: str
+    compiled: Compiled
+    order: list[tuple[str, _Processor]]
+    defaults: dict[str, Any]
+
+
 class DriverStatement:
     """One statement, compiled on first use, executed on the DBAPI cursor of a SQLAlchemy connection (SQLite)."""
 
@@ -37,30 +49,34 @@ class DriverStatement:
         """``statement`` with, for an INSERT or UPDATE, the ``column_keys`` its parameters name."""
         self.statement = statement
         self.column_keys = list(column_keys) if column_keys is not None else None
-        self._prepared: tuple[Dialect, str, Compiled, list[tuple[str, _Processor]]] | None = None
-        self._defaults: dict[str, Any] = {}
+        # Replaced whole, never changed in place: threads that run the statement at once may each
+        # prepare it; they all prepare the same.
+        self._prepared: _Prepared | None = None
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, Compiled, list[tuple[str, _Processor]]]:
+    def _prepare(self, dialect: Dialect) -> _Prepared:
         prepared = self._prepared
-        if prepared is None or prepared[0] is not dialect:
+        if prepared is None or prepared.dialect is not dialect:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)  # type: ignore[attr-defined]
-            self._defaults = _scalar_defaults(compiled)
-            names = compiled.positiontup or []
-            order = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
-            prepared = self._prepared = (dialect, compiled.string, compiled, order)
-        return prepared[1], prepared[2], prepared[3]
+            order = [(name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup or []]
+            prepared = self._prepared = _Prepared(dialect, compiled.string, compiled, order, _scalar_defaults(compiled))
+        return prepared
 
-    def _arguments(self, compiled: Compiled, order: list[tuple[str, _Processor]], params: Mapping[str, Any]) -> list[Any]:
-        values = compiled.construct_params({**self._defaults, **params})
+    @staticmethod
+    def _arguments(prepared: _Prepared, params: Mapping[str, Any]) -> list[Any]:
+        values = prepared.compiled.construct_params({**prepared.defaults, **params})
         if values is None:  # pragma: no cover - construct_params answers a dict for a compiled statement
             msg = "no parameters for a compiled statement"
             raise TypeError(msg)
-        return [value if process is None else process(value) for name, process in order for value in (values[name],)]
+        arguments = []
+        for name, process in prepared.order:
+            value = values[name]
+            arguments.append(value if process is None else process(value))
+        return arguments
 
     def execute(self, conn: Connection, params: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
         """Run with ``params`` on ``conn``'s driver connection; the cursor, for a query's rows."""
-        sql, compiled, order = self._prepare(conn.dialect)
-        arguments = self._arguments(compiled, order, params or {})
+        prepared = self._prepare(conn.dialect)
+        sql, arguments = prepared.sql, self._arguments(prepared, params or {})
         cursor = _cursor(conn)
         try:
             cursor.execute(sql, arguments)
@@ -70,8 +86,8 @@ class DriverStatement:
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once for each of ``rows`` (all with the same keys) in one driver call."""
-        sql, compiled, order = self._prepare(conn.dialect)
-        arguments = [self._arguments(compiled, order, row) for row in rows]
+        prepared = self._prepare(conn.dialect)
+        sql, arguments = prepared.sql, [self._arguments(prepared, row) for row in rows]
         cursor = _cursor(conn)
         try:
             cursor.executemany(sql, arguments)
