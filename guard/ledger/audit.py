@@ -109,44 +109,20 @@ _INSERT = insert(audit_log)
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
-_SQLITE_HEAD = DriverStatement(_HEAD)
-_SQLITE_INSERTS: dict[tuple[str, ...], DriverStatement] = {}
+_HEAD_ROW = DriverStatement(_HEAD)
+_INSERT_RECORDS = DriverStatement(_INSERT)
 
 
 def chain_head(conn: Connection) -> tuple[int, str]:
     """The sequence number and hash of the newest record (or of the retention anchor, or genesis)."""
-    if conn.dialect.name == "sqlite":
-        # The common case on the driver's cursor (``guard.ledger.driver``): a chain with records.
-        cursor = _SQLITE_HEAD.execute(conn)
-        try:
-            head = cursor.fetchone()
-        finally:
-            cursor.close()
-        if head is not None:
-            return int(head[0]), str(head[1])
-    else:
-        row = conn.execute(_HEAD).first()
-        if row is not None:
-            return int(row.seq), str(row.hash)
+    # The newest record on SQLite's own cursor (``guard.ledger.driver``): every audited transaction reads it.
+    head = _HEAD_ROW.first(conn)
+    if head is not None:
+        return int(head[0]), str(head[1])
     anchor = conn.execute(_ANCHOR).first()
     if anchor is not None:
         return int(anchor.seq), str(anchor.hash)
     return 0, GENESIS
-
-
-def _insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One statement for the lot (executemany); on SQLite on the driver's cursor, per set of columns."""
-    if conn.dialect.name != "sqlite":
-        conn.execute(_INSERT, rows)
-        return
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        by_columns.setdefault(tuple(row), []).append(row)
-    for columns, group in by_columns.items():
-        statement = _SQLITE_INSERTS.get(columns)
-        if statement is None:
-            statement = _SQLITE_INSERTS[columns] = DriverStatement(_INSERT, list(columns))
-        statement.executemany(conn, group)
 
 
 class Transaction:
@@ -180,6 +156,7 @@ class Transaction:
             chained = record.chained(seq, prev)
             chained_records.append(chained)
             prev = chained.hash or prev
-        _insert_records(self.conn, [chained.row() for chained in chained_records])
+        # One statement for the lot (executemany): every row has the same columns.
+        _INSERT_RECORDS.executemany(self.conn, [chained.row() for chained in chained_records])
         self.records.extend(chained_records)
         self.pending.clear()

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, Join, Row, Select, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from guard.domain.states import CLAIMABLE_STATES, AuditEvent, InstanceState, Outcome
 from guard.ledger.audit import Transaction
@@ -66,9 +66,10 @@ class Claim:
     patient_id: str | None
 
 
-# The statements of a receipt, built once per dialect: building a statement with ``.values()``
-# on every C-STORE cost more CPU than running it (SQLAlchemy coerces and keys each new object).
-_NEWEST = (
+# The statements of a receipt, built once: building a statement with ``.values()`` on every
+# C-STORE cost more CPU than running it (SQLAlchemy coerces and keys each new object). Except on
+# PostgreSQL (one statement, below) they run on SQLite's own cursor (``guard.ledger.driver``).
+_NEWEST = DriverStatement(
     select(instances.c.version, instances.c.sha256)
     .where(instances.c.sop_instance_uid == bindparam("b_sop_instance_uid"))
     .order_by(instances.c.version.desc())
@@ -79,33 +80,17 @@ _SUPERSEDE = (
     .where(instances.c.sop_instance_uid == bindparam("b_sop_instance_uid"), instances.c.state.in_(CLAIMABLE_STATES))
     .values(state=InstanceState.SUPERSEDED.value, updated_at=bindparam("b_now"))
 )
-_INSERT_INSTANCE = insert(instances)
-#: The columns a receipt writes (``_study_row``, ``_series_row``, ``_instance_row``).
-_STUDY_COLUMNS = ["study_uid", "patient_id", "first_received_at", "last_received_at"]
-_SERIES_COLUMNS = ["series_uid", "study_uid", "modality", "first_received_at"]
-_INSTANCE_COLUMNS = [
-    "sop_instance_uid", "version", "study_uid", "series_uid", "sop_class_uid", "transfer_syntax", "size", "sha256",
-    "spool_path", "patient_id", "calling_ae", "peer_address", "node", "state", "attempts", "received_at", "updated_at",
-    "next_attempt_at",
-]  # fmt: skip
-_SQLITE_RECEIPT: list[DriverStatement] = []
+_INSERT_INSTANCE = DriverStatement(insert(instances))
 _PG_RECEIPT = build_receipt()
-_RECEIPT_UPSERTS: dict[str, tuple[Any, Any]] = {}
-
-
-def _receipt_upserts(dialect: str) -> tuple[Any, Any]:
-    """The study upsert and the series insert-unless-known for ``dialect`` (built on first use)."""
-    found = _RECEIPT_UPSERTS.get(dialect)
-    if found is None:
-        study_insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(studies)
-        # A new study, or the known one received again. An instance arriving after a delete
-        # makes the study live again (a new state to protect).
-        study = study_insert.on_conflict_do_update(
-            index_elements=[studies.c.study_uid], set_={"last_received_at": study_insert.excluded.last_received_at, "deleted_at": None}
-        )
-        known_series = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(series).on_conflict_do_nothing()
-        found = _RECEIPT_UPSERTS[dialect] = (study, known_series)
-    return found
+_STUDY_INSERT = sqlite.insert(studies)
+# A new study, or the known one received again. An instance arriving after a delete makes the
+# study live again (a new state to protect).
+_STUDY_UPSERT = DriverStatement(
+    _STUDY_INSERT.on_conflict_do_update(
+        index_elements=[studies.c.study_uid], set_={"last_received_at": _STUDY_INSERT.excluded.last_received_at, "deleted_at": None}
+    )
+)
+_KNOWN_SERIES = DriverStatement(sqlite.insert(series).on_conflict_do_nothing())
 
 
 def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, int]:
@@ -118,84 +103,41 @@ def record_received(tx: Transaction, item: ReceivedInstance) -> tuple[Receipt, i
     now = tx.clock()
     if tx.conn.dialect.name == "postgresql":
         return _record_received_in_one_statement(tx, item, now)
-    if tx.conn.dialect.name == "sqlite":
-        return _record_received_on_sqlite(tx, item, now)
-    newest = tx.conn.execute(_NEWEST, {"b_sop_instance_uid": item.sop_instance_uid}).first()
-    if newest is not None and newest.sha256 == item.sha256:
-        return Receipt.DUPLICATE, int(newest.version)
-    version = 1 if newest is None else int(newest.version) + 1
-    if newest is not None:
-        tx.conn.execute(_SUPERSEDE, {"b_sop_instance_uid": item.sop_instance_uid, "b_now": now})
-    study, known_series = _receipt_upserts(tx.conn.dialect.name)
-    tx.conn.execute(study, _study_row(item, now))
-    tx.conn.execute(known_series, _series_row(item, now))
-    tx.conn.execute(_INSERT_INSTANCE, _instance_row(tx, item, version, now))
-    return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
-
-
-def _study_row(item: ReceivedInstance, now: datetime) -> dict[str, Any]:
-    return {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
-
-
-def _series_row(item: ReceivedInstance, now: datetime) -> dict[str, Any]:
-    return {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
-
-
-def _instance_row(tx: Transaction, item: ReceivedInstance, version: int, now: datetime) -> dict[str, Any]:
-    return {
-        "sop_instance_uid": item.sop_instance_uid,
-        "version": version,
-        "study_uid": item.study_uid,
-        "series_uid": item.series_uid,
-        "sop_class_uid": item.sop_class_uid,
-        "transfer_syntax": item.transfer_syntax,
-        "size": item.size,
-        "sha256": item.sha256,
-        "spool_path": item.spool_path,
-        "patient_id": item.patient_id,
-        "calling_ae": item.calling_ae,
-        "peer_address": item.peer_address,
-        "node": tx.node,
-        "state": InstanceState.RECEIVED.value,
-        "attempts": 0,
-        "received_at": now,
-        "updated_at": now,
-        "next_attempt_at": now,
-    }
-
-
-def _sqlite_receipt_statements() -> tuple[DriverStatement, DriverStatement, DriverStatement, DriverStatement]:
-    """The newest version, the study upsert, the series insert and the instance insert, as driver statements (built once)."""
-    if not _SQLITE_RECEIPT:
-        study, known_series = _receipt_upserts("sqlite")
-        _SQLITE_RECEIPT.extend(
-            [
-                DriverStatement(_NEWEST),
-                DriverStatement(study, _STUDY_COLUMNS),
-                DriverStatement(known_series, _SERIES_COLUMNS),
-                DriverStatement(_INSERT_INSTANCE, _INSTANCE_COLUMNS),
-            ]
-        )
-    newest, study_upsert, series_insert, instance_insert = _SQLITE_RECEIPT
-    return newest, study_upsert, series_insert, instance_insert
-
-
-def _record_received_on_sqlite(tx: Transaction, item: ReceivedInstance, now: datetime) -> tuple[Receipt, int]:
-    """``record_received`` on SQLite: the same statements, run on the driver's cursor (``guard.ledger.driver``, ADR 0024)."""
-    newest_statement, study, known_series, insert_instance = _sqlite_receipt_statements()
-    cursor = newest_statement.execute(tx.conn, {"b_sop_instance_uid": item.sop_instance_uid})
-    try:
-        newest = cursor.fetchone()
-    finally:
-        cursor.close()
+    newest = _NEWEST.first(tx.conn, {"b_sop_instance_uid": item.sop_instance_uid})
     if newest is not None and newest[1] == item.sha256:
         return Receipt.DUPLICATE, int(newest[0])
     version = 1 if newest is None else int(newest[0]) + 1
     if newest is not None:
         tx.conn.execute(_SUPERSEDE, {"b_sop_instance_uid": item.sop_instance_uid, "b_now": now})
-    study.execute(tx.conn, _study_row(item, now)).close()
-    known_series.execute(tx.conn, _series_row(item, now)).close()
-    insert_instance.execute(tx.conn, _instance_row(tx, item, version, now)).close()
+    _STUDY_UPSERT.execute(
+        tx.conn, {"study_uid": item.study_uid, "patient_id": item.patient_id, "first_received_at": now, "last_received_at": now}
+    )
+    _KNOWN_SERIES.execute(
+        tx.conn, {"series_uid": item.series_uid, "study_uid": item.study_uid, "modality": item.modality, "first_received_at": now}
+    )
+    _INSERT_INSTANCE.execute(
+        tx.conn,
+        {
+            "sop_instance_uid": item.sop_instance_uid,
+            "version": version,
+            "study_uid": item.study_uid,
+            "series_uid": item.series_uid,
+            "sop_class_uid": item.sop_class_uid,
+            "transfer_syntax": item.transfer_syntax,
+            "size": item.size,
+            "sha256": item.sha256,
+            "spool_path": item.spool_path,
+            "patient_id": item.patient_id,
+            "calling_ae": item.calling_ae,
+            "peer_address": item.peer_address,
+            "node": tx.node,
+            "state": InstanceState.RECEIVED.value,
+            "attempts": 0,
+            "received_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+        },
+    )
     return (Receipt.NEW if newest is None else Receipt.NEW_VERSION), version
 
 

@@ -34,15 +34,12 @@ def name_os_thread(name: str) -> None:
         Path("/proc/thread-self/comm").write_bytes(name.encode("ascii", "replace")[:_COMM_BYTES])
 
 
-def lower_priority(increment: int) -> int | None:
-    """Raise the calling thread's nice value by ``increment`` (capped at 19); the new value, or None if it was not changed."""
+def lower_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (capped at 19); a refusal is logged and changes nothing."""
     if increment <= 0 or not hasattr(os, "setpriority"):
-        return None
+        return
     tid = threading.get_native_id()
     try:
-        nice = min(_LOWEST, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        os.setpriority(os.PRIO_PROCESS, tid, min(_LOWEST, os.getpriority(os.PRIO_PROCESS, tid) + increment))
     except OSError as exc:
         log.warning("thread.priority_unchanged", action="thread.priority_unchanged", thread=threading.current_thread().name, error=str(exc))
-        return None
-    return nice

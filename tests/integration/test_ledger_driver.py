@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, bindparam, insert, select
 
 from guard.domain.errors import LedgerRejectedError, LedgerUnavailableError
 from guard.ledger.db import open_engine
@@ -30,7 +30,6 @@ _rows = Table(
     Column("count", Integer, nullable=False, default=7),
 )
 _computed = Table("computed", _metadata, Column("id", Integer, primary_key=True), Column("n", Integer, default=lambda: 1))
-_KEYS = ["name", "at", "maybe"]
 AT = datetime(2026, 3, 1, 12, 0, 0, 300000, tzinfo=UTC)
 
 
@@ -54,8 +53,8 @@ def test_a_driver_row_is_stored_as_sqlalchemy_stores_it(engine: Engine) -> None:
     ledger = Ledger(engine)
     with ledger.transaction() as tx:
         tx.conn.execute(insert(_rows), {"name": "through SQLAlchemy", "at": AT, "maybe": None})
-        DriverStatement(insert(_rows), _KEYS).execute(tx.conn, {"name": "through the driver", "at": AT, "maybe": None}).close()
-        DriverStatement(insert(_rows), _KEYS).executemany(tx.conn, [{"name": f"many {n}", "at": AT, "maybe": "x"} for n in range(2)])
+        DriverStatement(insert(_rows)).execute(tx.conn, {"name": "through the driver", "at": AT, "maybe": None})
+        DriverStatement(insert(_rows)).executemany(tx.conn, [{"name": f"many {n}", "at": AT, "maybe": "x"} for n in range(2)])
     by_sqlalchemy, by_driver, *many = _stored(engine)
     assert by_driver[1:] == by_sqlalchemy[1:]
     assert [row[2:] for row in many] == [("x", 7), ("x", 7)]
@@ -65,23 +64,24 @@ def test_a_driver_row_is_stored_as_sqlalchemy_stores_it(engine: Engine) -> None:
 
 
 def test_a_driver_query_reads_the_rows(engine: Engine) -> None:
-    """A SELECT on the driver's cursor answers the rows in the statement's column order."""
+    """A SELECT on the driver's cursor answers its first row in the statement's column order, or None."""
     ledger = Ledger(engine)
     with ledger.transaction() as tx:
-        DriverStatement(insert(_rows), _KEYS).execute(tx.conn, {"name": "one", "at": AT, "maybe": "m"}).close()
-        cursor = DriverStatement(select(_rows.c.maybe, _rows.c.name).where(_rows.c.name == "one")).execute(tx.conn)
-        assert cursor.fetchall() == [("m", "one")]
+        DriverStatement(insert(_rows)).execute(tx.conn, {"name": "one", "at": AT, "maybe": "m"})
+        query = DriverStatement(select(_rows.c.maybe, _rows.c.name).where(_rows.c.name == bindparam("name")))
+        assert query.first(tx.conn, {"name": "one"}) == ("m", "one")
+        assert query.first(tx.conn, {"name": "none"}) is None
 
 
 def test_a_constraint_violation_is_a_rejected_write(engine: Engine) -> None:
     """A UNIQUE violation on the driver's cursor: LedgerRejectedError, and nothing of the transaction kept."""
     ledger = Ledger(engine)
-    statement = DriverStatement(insert(_rows), _KEYS)
+    statement = DriverStatement(insert(_rows))
 
     def twice() -> None:
         with ledger.transaction() as tx:
-            statement.execute(tx.conn, {"name": "twice", "at": AT, "maybe": None}).close()
-            statement.execute(tx.conn, {"name": "twice", "at": AT, "maybe": None}).close()
+            statement.execute(tx.conn, {"name": "twice", "at": AT, "maybe": None})
+            statement.execute(tx.conn, {"name": "twice", "at": AT, "maybe": None})
 
     with pytest.raises(LedgerRejectedError, match="UNIQUE"):
         twice()
@@ -95,7 +95,7 @@ def test_a_driver_error_is_the_ledger_error_sqlalchemy_gives(engine: Engine) -> 
     raised: list[tuple[type[Exception], bool]] = []
     for run in (
         lambda tx: tx.conn.execute(insert(missing), {"name": "x"}),
-        lambda tx: DriverStatement(insert(missing), ["name"]).execute(tx.conn, {"name": "x"}),
+        lambda tx: DriverStatement(insert(missing)).execute(tx.conn, {"name": "x"}),
     ):
         try:
             with ledger.transaction() as tx:
@@ -108,4 +108,4 @@ def test_a_driver_error_is_the_ledger_error_sqlalchemy_gives(engine: Engine) -> 
 def test_a_computed_default_is_refused(engine: Engine) -> None:
     """A column whose default is computed per row cannot be taken once: the statement refuses to run."""
     with engine.begin() as conn, pytest.raises(TypeError, match="computed default"):
-        DriverStatement(insert(_computed), []).execute(conn, {})
+        DriverStatement(insert(_computed)).execute(conn, {"id": 1})
