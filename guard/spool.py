@@ -9,6 +9,12 @@ UIDs are validated against the DICOM UID grammar before they become path compone
 hostile UID cannot leave the spool. A file is fsynced, renamed into place, and its folder
 fsynced before the ledger hears of it (invariant 1).
 
+The spool keeps no file in the page cache (ADR 0025): a file is written once and read once soon
+after, by the forwarder, so its pages are given back once it is durable (``_digest_and_sync``),
+read ahead while the instance before it is sent (``read_ahead``), and given back again once it is
+sent (``drop_pages``). The receive that comes next then writes into pages just freed instead of
+taking new ones, and the cache stays for what is read again (the ledger's).
+
 What a crash leaves behind (a temporary file in ``.incoming``, a complete file renamed into
 place whose ledger row was never committed) is listed here (``leftover_incoming``,
 ``stored_files``) and removed by ``guard.services.sweep``, which decides what may go;
@@ -90,6 +96,24 @@ class StoredFile:
     sha256: str
 
 
+def _advise(fd: int, advice: int) -> None:
+    """Page-cache advice for the whole file open at ``fd``; only advice, so a refusal changes nothing."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, advice)
+
+
+def _advise_path(path: Path, advice: int) -> None:
+    """``_advise`` for the file at ``path``; a file that cannot be opened is left to the read that needs it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        _advise(fd, advice)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -118,6 +142,15 @@ class Spool:
     def path_of(self, relative_path: str) -> Path:
         """The absolute path of a spooled file."""
         return self.root / relative_path
+
+    def read_ahead(self, relative_path: str) -> None:
+        """Ask the kernel to read a spooled file into memory in the background (it is sent next)."""
+        _advise_path(self.path_of(relative_path), os.POSIX_FADV_WILLNEED)
+
+    @staticmethod
+    def drop_pages(path: Path) -> None:
+        """Give back the cached pages of a spooled file that has been sent (they are clean: the file is durable)."""
+        _advise_path(path, os.POSIX_FADV_DONTNEED)
 
     def place(self, temp_path: Path, study_uid: str, sop_instance_uid: str, digest: str | None = None) -> StoredFile:
         """Make the received file at ``temp_path`` durable in the spool and return its facts.
@@ -159,6 +192,8 @@ class Spool:
                 except NotPart10Error as exc:
                     raise PermanentSpoolError(str(exc)) from exc
             os.fsync(fh.fileno())
+            # Durable now, so its pages are clean: given back, they are what the next receive writes into.
+            _advise(fh.fileno(), os.POSIX_FADV_DONTNEED)
             size = os.fstat(fh.fileno()).st_size
         return known, size
 

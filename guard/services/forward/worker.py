@@ -170,12 +170,17 @@ class Forwarder:
             self._held[owner] = {c.id for c in claims}
         sent: list[tuple[Claim, int]] = []
         oldest = 0.0
+        # The next file is read from disk while this one is sent (ADR 0025); one not sent after all is given back.
+        ahead: Claim | None = None
         try:
             for index, claim in enumerate(claims):
                 if self._stop.is_set():
                     self._record_forwarded(owner, sent)
                     release_claims(self.ledger, owner, [c.id for c in claims[index:]])
                     return
+                ahead = claims[index + 1] if index + 1 < len(claims) else None
+                if ahead is not None:
+                    self.spool.read_ahead(ahead.spool_path)
                 try:
                     status = self._forward_one(owner, sender, claim)
                 except ArchiveUnreachableError as exc:
@@ -194,6 +199,8 @@ class Forwarder:
                     sent = []
             self._record_forwarded(owner, sent)
         finally:
+            if ahead is not None:
+                self.spool.drop_pages(self.spool.path_of(ahead.spool_path))
             with self._held_lock:
                 self._held[owner] = set()
 
@@ -222,6 +229,9 @@ class Forwarder:
             raise
         except PeerError as exc:
             self._record_failure(owner, claim, exc, permanent=isinstance(exc, PermanentPeerError))
+        finally:
+            # Read once: a retry or a check reads it from disk again (ADR 0025).
+            self.spool.drop_pages(path)
         return None
 
     def _record_failure(self, owner: str, claim: Claim, exc: GuardError, *, permanent: bool) -> None:
